@@ -1,0 +1,150 @@
+import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown, OnModuleDestroy } from '@nestjs/common';
+import amqp, { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
+import type { ConfirmChannel, ConsumeMessage, Message } from 'amqplib';
+import { redactUrl } from '../common/redact-url';
+import { AppConfig } from '../config/config';
+import { InjectConfig } from '../config/config.module';
+import { ReadinessCheck } from '../health/readiness';
+import { MetricsService } from '../metrics/metrics.service';
+import { NodeBus, NodeBusHandler, NodeUnreachableError, PublishOutcome } from './node-bus';
+import { AmqpTopology } from './topology';
+
+const CONNECT_TIMEOUT_MS = 10_000;
+const PUBLISH_TIMEOUT_MS = 5_000;
+const PREFETCH = 500;
+
+/**
+ * NodeBus over RabbitMQ: a durable direct exchange, one queue per node bound with routing key = node id.
+ * Publishes are confirmed and mandatory, so an unroutable one (the node's queue is gone) comes back as
+ * 'unroutable'. The connection and both channels come back by themselves (amqp-connection-manager replays
+ * the topology and the consumer).
+ */
+@Injectable()
+export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, OnModuleDestroy, OnApplicationShutdown, ReadinessCheck {
+  readonly name = 'rabbitmq';
+  private readonly logger = new Logger('AmqpNodeBus');
+  private readonly topology: AmqpTopology;
+  private connection?: AmqpConnectionManager;
+  private publisher?: ChannelWrapper;
+  private consumer?: ChannelWrapper;
+  private handler?: NodeBusHandler;
+  private consuming = false;
+  private readonly inFlight = new Set<Promise<void>>();
+  /** messageIds the broker returned as unroutable; read once its publish is confirmed. */
+  private readonly returned = new Set<string>();
+  private publishCounter = 0;
+
+  constructor(
+    @InjectConfig() private readonly config: AppConfig,
+    private readonly metrics: MetricsService,
+  ) {
+    super();
+    this.topology = new AmqpTopology(config.clusterName, config.nodeId);
+  }
+
+  /** Connects and declares the topology; a wrong address fails the boot with a message that names AMQP_URL. */
+  async connect(): Promise<void> {
+    const url = this.config.amqpUrl;
+    if (!url) throw new Error('AMQP_URL is not set');
+    const connection = amqp.connect([url], {
+      heartbeatIntervalInSeconds: 5,
+      reconnectTimeInSeconds: 1,
+      connectionOptions: { noDelay: true, clientProperties: { connection_name: `${this.config.clusterName}:${this.config.nodeId}` } },
+    });
+    connection.on('disconnect', ({ err }: { err?: Error }) => this.logger.warn(`disconnected from RabbitMQ: ${err?.message ?? 'closed'}`));
+    connection.on('connectFailed', () => undefined);
+    this.connection = connection;
+    try {
+      await connection.connect({ timeout: CONNECT_TIMEOUT_MS });
+    } catch (err) {
+      await connection.close().catch(() => undefined);
+      this.connection = undefined;
+      throw new Error(`AMQP_URL: cannot connect to RabbitMQ at ${redactUrl(url)}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    this.publisher = connection.createChannel({
+      name: 'publish',
+      confirm: true,
+      publishTimeout: PUBLISH_TIMEOUT_MS,
+      setup: async (ch: ConfirmChannel) => {
+        ch.on('return', (msg: Message) => {
+          const id = msg.properties.messageId as string | undefined;
+          if (id) this.returned.add(id);
+        });
+        await this.topology.declareExchange(ch);
+      },
+    });
+    this.consumer = connection.createChannel({
+      name: 'consume',
+      confirm: false,
+      setup: async (ch: ConfirmChannel) => {
+        await this.topology.declareNodeQueue(ch);
+        await ch.prefetch(PREFETCH);
+      },
+    });
+    await Promise.all([this.publisher.waitForConnect(), this.consumer.waitForConnect()]);
+  }
+
+  onMessage(handler: NodeBusHandler): void {
+    this.handler = handler;
+  }
+
+  /** Consumes only once the whole app is up, so no payload arrives before its handler and sockets exist. */
+  async onApplicationBootstrap(): Promise<void> {
+    if (!this.handler || !this.consumer) return;
+    await this.consumer.consume(this.topology.nodeQueue, (msg) => this.handle(msg), { noAck: false });
+    this.consuming = true;
+  }
+
+  private handle(msg: ConsumeMessage): void {
+    const consumer = this.consumer;
+    const handler = this.handler;
+    if (!consumer || !handler) return;
+    const work = handler(msg.content)
+      .catch((err: unknown) => this.logger.error(`handler failed: ${String(err)}`))
+      .finally(() => {
+        consumer.ack(msg);
+        this.inFlight.delete(work);
+      });
+    this.inFlight.add(work);
+  }
+
+  async publishToNode(nodeId: string, payload: Buffer): Promise<PublishOutcome> {
+    const publisher = this.publisher;
+    if (!publisher) throw new NodeUnreachableError(nodeId, 'bus not connected');
+    const messageId = `${this.config.nodeId}.${++this.publishCounter}`;
+    try {
+      await publisher.publish(this.topology.exchange, nodeId, payload, { mandatory: true, messageId, persistent: false });
+    } catch (err) {
+      this.returned.delete(messageId);
+      throw new NodeUnreachableError(nodeId, err instanceof Error ? err.message : String(err));
+    }
+    this.metrics.amqpPublished.inc();
+    // basic.return precedes the basic.ack of the same publish on the channel.
+    if (this.returned.delete(messageId)) {
+      this.metrics.amqpReturned.inc();
+      return 'unroutable';
+    }
+    return 'routed';
+  }
+
+  async check(): Promise<string | null> {
+    if (!this.connection?.isConnected()) return 'rabbitmq is disconnected';
+    if (this.handler && !this.consuming) return 'not consuming the node queue';
+    return null;
+  }
+
+  /** Stops taking payloads and waits for the ones being handled, so each is acked or returned to the queue. */
+  async onModuleDestroy(): Promise<void> {
+    if (this.consuming && this.consumer) {
+      this.consuming = false;
+      await this.consumer.cancelAll().catch((err: unknown) => this.logger.warn(`cancel failed: ${String(err)}`));
+    }
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.publisher?.close().catch(() => undefined);
+    await this.consumer?.close().catch(() => undefined);
+    await this.connection?.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,28 @@
+/** Whether the broker routed a publish to the node's queue. */
+export type PublishOutcome = 'routed' | 'unroutable';
+
+export type NodeBusHandler = (payload: Buffer) => Promise<void>;
+
+/** The node was not reachable: its queue is gone, or the publish was not confirmed in time. */
+export class NodeUnreachableError extends Error {
+  override readonly name = 'NodeUnreachableError';
+  constructor(
+    readonly nodeId: string,
+    reason: string,
+  ) {
+    super(`node "${nodeId}" unreachable: ${reason}`);
+  }
+}
+
+/**
+ * Node-addressed transport. It moves opaque payloads and knows nothing of what they mean.
+ * - `publishToNode` resolves once the transport has taken responsibility for the payload ('routed'), or
+ *   reports that no queue of that node exists ('unroutable'). It rejects with NodeUnreachableError when it
+ *   cannot tell.
+ * - The handler given to `onMessage` receives every payload addressed to this node, in publish order per
+ *   sender; a payload is acknowledged to the transport after the handler's promise settles.
+ */
+export abstract class NodeBus {
+  abstract publishToNode(nodeId: string, payload: Buffer): Promise<PublishOutcome>;
+  abstract onMessage(handler: NodeBusHandler): void;
+}

@@ -1,0 +1,49 @@
+import { ValidationPipe } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { NestExpressApplication } from '@nestjs/platform-express';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import { Logger } from 'nestjs-pino';
+import { AppModule } from './app.module';
+import { AppError } from './common/app-error';
+import { VALIDATOR_OPTIONS, describeValidationErrors } from './common/validate';
+import { AppConfig } from './config/config';
+import { SwitchboardIoAdapter } from './gateway/io-adapter';
+import { HttpExceptionFilter } from './http/http-exception.filter';
+
+/** Room for the envelope around a body of MAX_MESSAGE_BYTES, so the body's own limit gives the clear error. */
+const REQUEST_OVERHEAD_BYTES = 16 * 1024;
+
+/**
+ * Builds one node from a validated config, not yet listening. main.ts and the tests both start nodes this
+ * way; whoever calls it closes the app.
+ */
+export async function createSwitchboard(config: AppConfig): Promise<NestExpressApplication> {
+  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config), {
+    bufferLogs: true,
+    bodyParser: false,
+    abortOnError: false,
+  });
+  app.useLogger(app.get(Logger));
+  app.useBodyParser('json', { limit: config.maxMessageBytes + REQUEST_OVERHEAD_BYTES });
+  app.useWebSocketAdapter(new SwitchboardIoAdapter(app, config));
+  app.useGlobalFilters(new HttpExceptionFilter());
+  app.useGlobalPipes(
+    new ValidationPipe({
+      ...VALIDATOR_OPTIONS,
+      transform: true,
+      exceptionFactory: (errors) => new AppError('invalid_payload', describeValidationErrors(errors)),
+    }),
+  );
+  if (config.corsOrigins.length > 0) app.enableCors({ origin: [...config.corsOrigins], credentials: true });
+  const document = SwaggerModule.createDocument(
+    app,
+    new DocumentBuilder()
+      .setTitle('Switchboard')
+      .setDescription('Routed real-time 1:1 messages. Socket.IO events are described in the README.')
+      .addBearerAuth()
+      .addApiKey({ type: 'apiKey', in: 'header', name: 'X-API-Key' }, 'api-key')
+      .build(),
+  );
+  SwaggerModule.setup('docs', app, document);
+  return app;
+}

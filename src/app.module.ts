@@ -1,0 +1,35 @@
+import { DynamicModule, Module } from '@nestjs/common';
+import { LoggerModule } from 'nestjs-pino';
+import { AuthModule } from './auth/auth.module';
+import { AppConfig } from './config/config';
+import { ConfigModule } from './config/config.module';
+import { DevModule } from './dev/dev.module';
+import { GatewayModule } from './gateway/gateway.module';
+import { HealthModule } from './health/health.module';
+import { InfraModule } from './infra.module';
+import { MessagingModule } from './messaging/messaging.module';
+import { MetricsModule } from './metrics/metrics.module';
+import { PresenceModule } from './presence/presence.module';
+
+@Module({})
+export class AppModule {
+  static forRoot(config: AppConfig): DynamicModule {
+    return {
+      module: AppModule,
+      imports: [
+        ConfigModule.forRoot(config),
+        LoggerModule.forRoot({
+          pinoHttp: { level: config.logLevel, autoLogging: false, base: { node: config.nodeId } },
+        }),
+        MetricsModule,
+        InfraModule.forMode(config.mode),
+        AuthModule,
+        PresenceModule,
+        MessagingModule,
+        GatewayModule,
+        HealthModule,
+        ...(config.devTokens ? [DevModule] : []),
+      ],
+    };
+  }
+}

@@ -1,0 +1,7 @@
+export const USER_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
+export const ROOM_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
+export const CLIENT_MSG_ID_MAX = 128;
+
+export function isUserId(value: unknown): value is string {
+  return typeof value === 'string' && USER_ID_PATTERN.test(value);
+}

@@ -1,0 +1,27 @@
+import { ValidationError, validateSync } from 'class-validator';
+import { ClassConstructor, plainToInstance } from 'class-transformer';
+import { AppError } from './app-error';
+
+/** One readable sentence out of class-validator's errors, naming the first failing field. */
+export function describeValidationErrors(errors: ValidationError[], parent = ''): string {
+  for (const e of errors) {
+    const path = parent ? `${parent}.${e.property}` : e.property;
+    const constraint = e.constraints ? Object.values(e.constraints)[0] : undefined;
+    if (constraint) return constraint.replace(e.property, path);
+    if (e.children?.length) return describeValidationErrors(e.children, path);
+  }
+  return 'invalid payload';
+}
+
+export const VALIDATOR_OPTIONS = { whitelist: true, forbidUnknownValues: true } as const;
+
+/** Validates a Socket.IO payload against the same DTO class REST uses; throws AppError('invalid_payload'). */
+export function validatePayload<T extends object>(cls: ClassConstructor<T>, payload: unknown): T {
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
+    throw new AppError('invalid_payload', 'payload must be an object');
+  }
+  const instance = plainToInstance(cls, payload);
+  const errors = validateSync(instance, VALIDATOR_OPTIONS);
+  if (errors.length > 0) throw new AppError('invalid_payload', describeValidationErrors(errors));
+  return instance;
+}

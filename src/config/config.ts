@@ -1,0 +1,199 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+
+/** Thrown when the environment cannot start a node; the message names the variable. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+export const NODE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
+
+const intIn = (name: string, min: number, max: number, fallback: number) =>
+  z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw === undefined || raw.trim() === '') return fallback;
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < min || n > max) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be an integer from ${min} to ${max}, got "${raw}"` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const urlWith = (name: string, protocols: string[]) =>
+  z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (raw === undefined || raw.trim() === '') return undefined;
+      let url: URL;
+      try {
+        url = new URL(raw);
+      } catch {
+        ctx.addIssue({ code: 'custom', message: `${name} is not a parsable URL` });
+        return z.NEVER;
+      }
+      if (!protocols.includes(url.protocol)) {
+        ctx.addIssue({ code: 'custom', message: `${name} must start with ${protocols.map((p) => p + '//').join(' or ')}` });
+        return z.NEVER;
+      }
+      return raw;
+    });
+
+const list = z
+  .string()
+  .optional()
+  .transform((raw) => (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0));
+
+const optionalText = z
+  .string()
+  .optional()
+  .transform((raw) => (raw === undefined || raw.trim() === '' ? undefined : raw));
+
+const envSchema = z.object({
+  PORT: intIn('PORT', 0, 65535, 3000),
+  HOST: z.string().optional().transform((h) => (h && h.trim() ? h.trim() : '0.0.0.0')),
+  NODE_ID: z
+    .string()
+    .optional()
+    .transform((id, ctx) => {
+      if (id === undefined || id === '') return defaultNodeId();
+      if (!NODE_ID_PATTERN.test(id)) {
+        ctx.addIssue({ code: 'custom', message: `NODE_ID must match ${NODE_ID_PATTERN.source}, got "${id}"` });
+        return z.NEVER;
+      }
+      return id;
+    }),
+  CLUSTER_NAME: z
+    .string()
+    .optional()
+    .transform((name, ctx) => {
+      if (name === undefined || name === '') return 'switchboard';
+      if (!NODE_ID_PATTERN.test(name)) {
+        ctx.addIssue({ code: 'custom', message: `CLUSTER_NAME must match ${NODE_ID_PATTERN.source}, got "${name}"` });
+        return z.NEVER;
+      }
+      return name;
+    }),
+  REDIS_URL: urlWith('REDIS_URL', ['redis:', 'rediss:']),
+  AMQP_URL: urlWith('AMQP_URL', ['amqp:', 'amqps:']),
+  JWT_SECRET: optionalText,
+  JWT_PUBLIC_KEY: optionalText,
+  API_KEYS: list,
+  PRESENCE_TTL_SECONDS: intIn('PRESENCE_TTL_SECONDS', 3, 86400, 30),
+  OFFLINE_TTL_SECONDS: intIn('OFFLINE_TTL_SECONDS', 1, 365 * 86400, 604800),
+  OFFLINE_MAX_PER_USER: intIn('OFFLINE_MAX_PER_USER', 1, 1_000_000, 1000),
+  MAX_MESSAGE_BYTES: intIn('MAX_MESSAGE_BYTES', 16, 16 * 1024 * 1024, 65536),
+  SEND_RATE_PER_SECOND: intIn('SEND_RATE_PER_SECOND', 1, 1_000_000, 50),
+  CORS_ORIGINS: list,
+  SESSION_POLICY: z
+    .string()
+    .optional()
+    .transform((p, ctx) => {
+      if (p === undefined || p === '') return 'multi' as const;
+      if (p !== 'multi' && p !== 'single') {
+        ctx.addIssue({ code: 'custom', message: `SESSION_POLICY must be "multi" or "single", got "${p}"` });
+        return z.NEVER;
+      }
+      return p;
+    }),
+  // Beyond the contract (documented in the README):
+  NODE_LEASE_MS: intIn('NODE_LEASE_MS', 500, 600_000, 5000),
+  LOG_LEVEL: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+    .optional()
+    .default('info'),
+});
+
+export type SessionPolicy = 'multi' | 'single';
+
+export interface JwtKeyConfig {
+  /** HS256 shared secret, or a PEM public key for RS256/ES256. */
+  readonly secret?: string;
+  readonly publicKey?: string;
+}
+
+/** Every option of a node, validated once. Modules receive this object and never read process.env. */
+export interface AppConfig {
+  readonly port: number;
+  readonly host: string;
+  readonly nodeId: string;
+  readonly clusterName: string;
+  /** `cluster` when Redis and RabbitMQ are configured, `embedded` when neither is. */
+  readonly mode: 'cluster' | 'embedded';
+  readonly redisUrl?: string;
+  readonly amqpUrl?: string;
+  readonly jwt: JwtKeyConfig;
+  /** True when no key was configured and a random dev secret was made (embedded mode only). */
+  readonly devTokens: boolean;
+  readonly apiKeys: readonly string[];
+  readonly presenceTtlMs: number;
+  readonly nodeLeaseMs: number;
+  readonly offlineTtlMs: number;
+  readonly offlineMaxPerUser: number;
+  readonly maxMessageBytes: number;
+  readonly sendRatePerSecond: number;
+  readonly corsOrigins: readonly string[];
+  readonly sessionPolicy: SessionPolicy;
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+}
+
+export function defaultNodeId(): string {
+  const host = hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 50) || 'node';
+  return `${host}-${randomBytes(4).toString('base64url').replace(/[^A-Za-z0-9]/g, 'x').slice(0, 6)}`;
+}
+
+/**
+ * Reads the environment into an AppConfig, applying every start-up refusal rule of CONTRACT section 1.
+ * Throws ConfigError with a message naming the variable at fault.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | undefined>): AppConfig {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => i.message).join('; '));
+  }
+  const e = parsed.data;
+  if (Boolean(e.REDIS_URL) !== Boolean(e.AMQP_URL)) {
+    const missing = e.REDIS_URL ? 'AMQP_URL' : 'REDIS_URL';
+    const present = e.REDIS_URL ? 'REDIS_URL' : 'AMQP_URL';
+    throw new ConfigError(`${present} is set but ${missing} is missing: set both for cluster mode, or neither for embedded mode`);
+  }
+  const mode = e.REDIS_URL ? 'cluster' : 'embedded';
+  if (e.JWT_SECRET && e.JWT_PUBLIC_KEY) {
+    throw new ConfigError('JWT_SECRET and JWT_PUBLIC_KEY are both set: give one of them');
+  }
+  const hasKey = Boolean(e.JWT_SECRET || e.JWT_PUBLIC_KEY);
+  if (mode === 'cluster' && !hasKey) {
+    throw new ConfigError('JWT_SECRET or JWT_PUBLIC_KEY is required in cluster mode');
+  }
+  const presenceTtlMs = e.PRESENCE_TTL_SECONDS * 1000;
+  if (e.NODE_LEASE_MS > presenceTtlMs) {
+    throw new ConfigError('NODE_LEASE_MS must not be longer than PRESENCE_TTL_SECONDS');
+  }
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    nodeId: e.NODE_ID,
+    clusterName: e.CLUSTER_NAME,
+    mode,
+    redisUrl: e.REDIS_URL,
+    amqpUrl: e.AMQP_URL,
+    jwt: hasKey
+      ? { secret: e.JWT_SECRET, publicKey: e.JWT_PUBLIC_KEY }
+      : { secret: randomBytes(32).toString('base64url') },
+    devTokens: !hasKey,
+    apiKeys: e.API_KEYS,
+    presenceTtlMs,
+    nodeLeaseMs: e.NODE_LEASE_MS,
+    offlineTtlMs: e.OFFLINE_TTL_SECONDS * 1000,
+    offlineMaxPerUser: e.OFFLINE_MAX_PER_USER,
+    maxMessageBytes: e.MAX_MESSAGE_BYTES,
+    sendRatePerSecond: e.SEND_RATE_PER_SECOND,
+    corsOrigins: e.CORS_ORIGINS,
+    sessionPolicy: e.SESSION_POLICY,
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,40 @@
+import type { IncomingMessage } from 'node:http';
+import { INestApplicationContext } from '@nestjs/common';
+import { IoAdapter } from '@nestjs/platform-socket.io';
+import type { Server, ServerOptions } from 'socket.io';
+import { AppConfig } from '../config/config';
+
+/**
+ * Socket.IO server options from the node's config: both transports, and the Origin check of CORS_ORIGINS
+ * (unset: same-origin only). Clients that send no Origin (servers, tests) are let in.
+ */
+export class SwitchboardIoAdapter extends IoAdapter {
+  constructor(
+    app: INestApplicationContext,
+    private readonly config: AppConfig,
+  ) {
+    super(app);
+  }
+
+  override createIOServer(port: number, options?: ServerOptions): Server {
+    const allowed = new Set(this.config.corsOrigins);
+    return super.createIOServer(port, {
+      ...options,
+      transports: ['polling', 'websocket'],
+      cors: allowed.size > 0 ? { origin: [...allowed], credentials: true } : undefined,
+      allowRequest: (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void) =>
+        callback(null, originAllowed(req, allowed)),
+    }) as Server;
+  }
+}
+
+export function originAllowed(req: IncomingMessage, allowed: ReadonlySet<string>): boolean {
+  const origin = req.headers.origin;
+  if (!origin) return true;
+  if (allowed.has(origin)) return true;
+  try {
+    return new URL(origin).host === req.headers.host;
+  } catch {
+    return false;
+  }
+}

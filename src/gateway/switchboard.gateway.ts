@@ -1,0 +1,204 @@
+import { Logger, OnModuleDestroy } from '@nestjs/common';
+import {
+  OnGatewayConnection,
+  OnGatewayDisconnect,
+  OnGatewayInit,
+  WebSocketGateway,
+  WebSocketServer,
+} from '@nestjs/websockets';
+import { AppError, toErrorBody } from '../common/app-error';
+import { validatePayload } from '../common/validate';
+import { AppConfig } from '../config/config';
+import { InjectConfig } from '../config/config.module';
+import { AuthService } from '../auth/auth.service';
+import { bearerToken } from '../auth/guards';
+import { ReadMessagesDto, SendMessageDto } from '../messaging/dto';
+import { LocalDelivery } from '../messaging/local-delivery';
+import { MessageService } from '../messaging/message.service';
+import { ChatMessage, MessageStatusEvent } from '../messaging/message.types';
+import { PresenceService } from '../presence/presence.service';
+import { ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
+
+type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+const DISCONNECT_BATCH = 200;
+
+/**
+ * The Socket.IO edge: authenticates the handshake, opens and closes sessions, turns client events into
+ * MessageService calls with an acknowledgement each, and is the node's LocalDelivery.
+ */
+@WebSocketGateway()
+export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, OnGatewayDisconnect, LocalDelivery, OnModuleDestroy {
+  @WebSocketServer() private server!: SwitchboardServer;
+  private readonly logger = new Logger('Gateway');
+  private readonly byUser = new Map<string, Set<SwitchboardSocket>>();
+  private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
+
+  private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
+    'message:send': (socket, payload) =>
+      this.messages.send(socket.data.userId, validatePayload(SendMessageDto, payload), 'socket'),
+    'message:read': async (socket, payload) => {
+      await this.messages.markRead(socket.data.userId, validatePayload(ReadMessagesDto, payload).ids);
+      return {};
+    },
+  };
+
+  constructor(
+    @InjectConfig() private readonly config: AppConfig,
+    private readonly auth: AuthService,
+    private readonly messages: MessageService,
+    private readonly presence: PresenceService,
+  ) {}
+
+  afterInit(server: SwitchboardServer): void {
+    server.use((socket, next) => {
+      const { auth, headers, query } = socket.handshake;
+      const fromAuth: unknown = (auth as Record<string, unknown> | undefined)?.token;
+      const token =
+        (typeof fromAuth === 'string' ? fromAuth : undefined) ??
+        bearerToken(headers.authorization) ??
+        (typeof query.token === 'string' ? query.token : undefined);
+      try {
+        const user = this.auth.verifyToken(token);
+        socket.data.userId = user.userId;
+        socket.data.expiresAt = user.expiresAt;
+        next();
+      } catch {
+        next(new Error('unauthorized'));
+      }
+    });
+    this.messages.attachLocalDelivery(this);
+  }
+
+  async handleConnection(socket: SwitchboardSocket): Promise<void> {
+    const { userId } = socket.data;
+    const sessionId = socket.id;
+    socket.data.sessionId = sessionId;
+    socket.data.held = [];
+    this.listen(socket);
+    this.track(socket);
+    try {
+      await this.presence.sessionStarted(userId, sessionId);
+    } catch (err) {
+      this.logger.error(`could not register session of ${userId}: ${String(err)}`);
+      socket.disconnect(true);
+      return;
+    }
+    if (!socket.connected) return;
+    socket.emit('session', { userId, nodeId: this.config.nodeId, sessionId });
+    this.scheduleExpiry(socket);
+    try {
+      const stored = await this.messages.pendingFor(userId);
+      for (const msg of stored) this.emitMessage(socket, msg);
+      const sent = new Set(stored.map((m) => m.id));
+      const live = (socket.data.held ?? []).filter((m) => !sent.has(m.id)).sort((a, b) => a.seq - b.seq);
+      for (const msg of live) this.emitMessage(socket, msg);
+    } catch (err) {
+      this.logger.error(`could not load stored messages of ${userId}: ${String(err)}`);
+    } finally {
+      socket.data.held = undefined;
+    }
+  }
+
+  handleDisconnect(socket: SwitchboardSocket): void {
+    const { userId, sessionId } = socket.data;
+    if (!userId) return;
+    const sockets = this.byUser.get(userId);
+    sockets?.delete(socket);
+    if (sockets?.size === 0) this.byUser.delete(userId);
+    clearTimeout(this.expiryTimers.get(socket.id));
+    this.expiryTimers.delete(socket.id);
+    this.presence.sessionEnded(userId, sessionId).catch((err: unknown) => {
+      this.logger.warn(`could not remove session of ${userId}: ${String(err)}`);
+    });
+  }
+
+  deliverMessage(msg: ChatMessage): number {
+    const sockets = this.byUser.get(msg.to);
+    if (!sockets) return 0;
+    for (const socket of sockets) {
+      if (socket.data.held) socket.data.held.push(msg);
+      else this.emitMessage(socket, msg);
+    }
+    return sockets.size;
+  }
+
+  deliverStatus(userId: string, status: MessageStatusEvent): number {
+    const sockets = this.byUser.get(userId);
+    if (!sockets) return 0;
+    for (const socket of sockets) socket.emit('message:status', status);
+    return sockets.size;
+  }
+
+  /** Shutdown: every session is told and disconnected, in batches so the event loop keeps breathing. */
+  async onModuleDestroy(): Promise<void> {
+    const sockets = [...this.byUser.values()].flatMap((s) => [...s]);
+    for (let i = 0; i < sockets.length; i += DISCONNECT_BATCH) {
+      for (const socket of sockets.slice(i, i + DISCONNECT_BATCH)) this.end(socket, 'shutdown');
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  }
+
+  private end(socket: SwitchboardSocket, reason: SessionEndReason): void {
+    socket.emit('session:ended', { reason });
+    socket.disconnect(true);
+  }
+
+  private emitMessage(socket: SwitchboardSocket, msg: ChatMessage): void {
+    socket.emit('message', msg, () => {
+      this.messages.confirm(socket.data.userId, msg).catch((err: unknown) => {
+        this.logger.warn(`confirm of ${msg.id} failed; it will be delivered again: ${String(err)}`);
+      });
+    });
+  }
+
+  private track(socket: SwitchboardSocket): void {
+    let sockets = this.byUser.get(socket.data.userId);
+    if (!sockets) this.byUser.set(socket.data.userId, (sockets = new Set()));
+    sockets.add(socket);
+  }
+
+  private scheduleExpiry(socket: SwitchboardSocket): void {
+    const { expiresAt } = socket.data;
+    if (expiresAt === undefined) return;
+    const ms = expiresAt - Date.now();
+    if (ms > MAX_TIMER_MS) return;
+    const timer = setTimeout(() => this.end(socket, 'token_expired'), Math.max(0, ms));
+    timer.unref();
+    this.expiryTimers.set(socket.id, timer);
+  }
+
+  /** Every event gets an ack: its result, or an error; a bad event never costs the socket. */
+  private listen(socket: SwitchboardSocket): void {
+    for (const [event, handler] of Object.entries<Handler>(this.handlers)) {
+      socket.on(event as keyof ClientToServerEvents, (...args: unknown[]) => {
+        const [payload, ack] = splitArgs(args);
+        // A handler that throws synchronously (validation) must not escape to the socket's emitter.
+        Promise.resolve()
+          .then(() => handler(socket, payload))
+          .then(
+          (result) => ack?.({ ok: true, ...result }),
+          (err: unknown) => {
+            if (!(err instanceof AppError)) this.logger.error(`${event} failed: ${String(err)}`);
+            ack?.({ ok: false, error: toErrorBody(err) });
+          },
+        );
+      });
+    }
+    socket.onAny((event: string, ...args: unknown[]) => {
+      if (event in this.handlers) return;
+      const [, ack] = splitArgs(args);
+      ack?.({ ok: false, error: new AppError('invalid_payload', `unknown event "${event}"`).toBody() });
+    });
+  }
+}
+
+type AnyAck = (reply: object) => void;
+
+/** (payload, ack), (ack) or (payload): the ack is the last argument when it is a function. */
+function splitArgs(args: unknown[]): [unknown, AnyAck | undefined] {
+  const last = args[args.length - 1];
+  if (typeof last !== 'function') return [args[0], undefined];
+  return [args.length > 1 ? args[0] : undefined, last as AnyAck];
+}

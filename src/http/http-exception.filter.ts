@@ -1,0 +1,44 @@
+import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
+import type { Response } from 'express';
+import { AppError, ErrorBody, ErrorCode } from '../common/app-error';
+
+const CODE_OF_STATUS: Record<number, ErrorCode> = {
+  400: 'invalid_payload',
+  401: 'unauthorized',
+  403: 'forbidden',
+  404: 'not_found',
+  413: 'payload_too_large',
+  429: 'rate_limited',
+  503: 'unavailable',
+};
+
+/** Every REST error as `{ error: { code, message } }`, with Retry-After on 429. */
+@Catch()
+export class HttpExceptionFilter implements ExceptionFilter {
+  private readonly logger = new Logger('Http');
+
+  catch(exception: unknown, host: ArgumentsHost): void {
+    const res = host.switchToHttp().getResponse<Response>();
+    const [status, body] = this.describe(exception);
+    if (exception instanceof AppError && exception.retryAfterMs !== undefined) {
+      res.setHeader('Retry-After', String(Math.max(1, Math.ceil(exception.retryAfterMs / 1000))));
+    }
+    res.status(status).json({ error: body });
+  }
+
+  private describe(exception: unknown): [number, ErrorBody] {
+    if (exception instanceof AppError) return [exception.httpStatus, exception.toBody()];
+    if (exception instanceof HttpException) {
+      const status = exception.getStatus();
+      return [status, { code: CODE_OF_STATUS[status] ?? (status >= 500 ? 'internal' : 'invalid_payload'), message: exception.message }];
+    }
+    // body-parser's errors carry a status and a type (entity.too.large, entity.parse.failed, ...)
+    const e = exception as { status?: unknown; type?: unknown } | null;
+    if (e && typeof e.status === 'number' && typeof e.type === 'string') {
+      const code: ErrorCode = e.status === 413 ? 'payload_too_large' : 'invalid_payload';
+      return [e.status, { code, message: e.type === 'entity.parse.failed' ? 'request body is not valid JSON' : e.type }];
+    }
+    this.logger.error(`unhandled: ${exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)}`);
+    return [500, { code: 'internal', message: 'internal error' }];
+  }
+}

@@ -1,0 +1,61 @@
+import { Logger } from '@nestjs/common';
+import { createSwitchboard } from './app.factory';
+import { ConfigError, loadConfig } from './config/config';
+import { redactUrl } from './common/redact-url';
+
+/** SIGTERM must end with exit 0 within 10 s (CONTRACT section 1); past this the node gives up. */
+const SHUTDOWN_DEADLINE_MS = 9_500;
+
+async function main(): Promise<void> {
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`switchboard: configuration error: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+
+  const app = await createSwitchboard(config);
+  const logger = new Logger('Switchboard');
+
+  // Nest's enableShutdownHooks re-raises the signal after closing, which exits 143; the contract wants 0.
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.log(`${signal}: draining`);
+    setTimeout(() => {
+      logger.error('drain took too long; exiting');
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS).unref();
+    app.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error(`shutdown failed: ${String(err)}`);
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+
+  await app.listen(config.port, config.host);
+  const url = await app.getUrl();
+  if (config.mode === 'embedded') {
+    logger.log(
+      `embedded mode: one node, presence and messages in memory (set REDIS_URL and AMQP_URL for a cluster)` +
+        (config.devTokens ? '; no JWT_SECRET, so a random one was made and POST /dev/token is enabled' : ''),
+    );
+  } else {
+    logger.log(`cluster "${config.clusterName}": Redis ${redactUrl(config.redisUrl ?? '')}, RabbitMQ ${redactUrl(config.amqpUrl ?? '')}`);
+  }
+  logger.log(`node ${config.nodeId} listening on ${url}`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`switchboard: failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

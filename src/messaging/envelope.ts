@@ -1,0 +1,55 @@
+import { isUserId } from '../common/patterns';
+import { ChatMessage, MessageStatusEvent } from './message.types';
+
+/**
+ * What one node sends another over the NodeBus.
+ * - `m`: push a stored message to the recipient's local sessions; `h` counts re-routes (hop limit).
+ * - `s`: push a status to a user's local sessions.
+ */
+export type Envelope =
+  | { readonly t: 'm'; readonly h: number; readonly m: ChatMessage }
+  | { readonly t: 's'; readonly u: string; readonly s: MessageStatusEvent };
+
+export class InvalidEnvelopeError extends Error {
+  override readonly name = 'InvalidEnvelopeError';
+}
+
+/** The stored JSON is embedded as it is: no decode and re-encode on the hot path. */
+export function encodeMessageEnvelope(messageJson: string, hops: number): Buffer {
+  return Buffer.from(`{"t":"m","h":${hops},"m":${messageJson}}`);
+}
+
+export function encodeStatusEnvelope(userId: string, status: MessageStatusEvent): Buffer {
+  return Buffer.from(JSON.stringify({ t: 's', u: userId, s: status }));
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function isChatMessage(m: unknown): m is ChatMessage {
+  return (
+    isObject(m) &&
+    typeof m.id === 'string' &&
+    isUserId(m.from) &&
+    isUserId(m.to) &&
+    'body' in m &&
+    typeof m.sentAt === 'number' &&
+    Number.isInteger(m.seq) &&
+    (m.clientMsgId === undefined || typeof m.clientMsgId === 'string')
+  );
+}
+
+function isStatus(s: unknown): s is MessageStatusEvent {
+  return isObject(s) && typeof s.id === 'string' && isUserId(s.to) && (s.status === 'delivered' || s.status === 'read');
+}
+
+export function decodeEnvelope(payload: Buffer): Envelope {
+  let e: unknown;
+  try {
+    e = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw new InvalidEnvelopeError('envelope is not JSON');
+  }
+  if (isObject(e) && e.t === 'm' && Number.isInteger(e.h) && isChatMessage(e.m)) return e as Envelope;
+  if (isObject(e) && e.t === 's' && isUserId(e.u) && isStatus(e.s)) return e as Envelope;
+  throw new InvalidEnvelopeError('envelope has an unknown shape');
+}

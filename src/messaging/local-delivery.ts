@@ -1,0 +1,14 @@
+import { ChatMessage, MessageStatusEvent } from './message.types';
+
+/** The sessions on this node, as messaging sees them. The gateway implements it. */
+export interface LocalDelivery {
+  /** Emits the message to every local session of `msg.to`; returns how many sessions it reached. */
+  deliverMessage(msg: ChatMessage): number;
+  /** Emits a status to every local session of `userId`; returns how many sessions it reached. */
+  deliverStatus(userId: string, status: MessageStatusEvent): number;
+}
+
+export const NO_LOCAL_SESSIONS: LocalDelivery = {
+  deliverMessage: () => 0,
+  deliverStatus: () => 0,
+};

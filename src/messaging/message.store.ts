@@ -1,0 +1,59 @@
+import { SendStatus } from './message.types';
+
+export interface AcceptCommand {
+  readonly from: string;
+  readonly to: string;
+  readonly id: string;
+  readonly clientMsgId?: string;
+  /** The message JSON up to, not including, `,"seq":N}`; the store appends the seq it assigns. */
+  readonly draft: string;
+}
+
+export type AcceptResult =
+  | { readonly kind: 'duplicate'; readonly id: string; readonly status: SendStatus }
+  | { readonly kind: 'rate_limited'; readonly retryAfterMs: number }
+  | {
+      readonly kind: 'accepted';
+      readonly seq: number;
+      /** The stored message JSON, seq included. */
+      readonly json: string;
+      /** Live nodes holding a session of the recipient at the moment of storing. */
+      readonly nodes: string[];
+      /** Oldest messages dropped to keep the inbox within its bound. */
+      readonly dropped: number;
+    };
+
+export interface ReadReceipt {
+  readonly id: string;
+  readonly from: string;
+}
+
+export interface PendingMessages {
+  /** Message JSONs, oldest first. */
+  readonly messages: string[];
+  /** Messages older than the offline TTL, removed by this call. */
+  readonly expired: number;
+}
+
+/**
+ * The recipients' inboxes, with the per-sender idempotency records and send-rate buckets.
+ *
+ * Contract (tested by message.store.contract.ts against both implementations):
+ * - `accept` is atomic: a repeated (from, clientMsgId) within the idempotency window returns the first id
+ *   and status and stores nothing; over the sender's rate it stores nothing; otherwise it appends the
+ *   message with the recipient's next seq (1, 2, 3, ...; never reused), drops the oldest past the bound,
+ *   and reports the recipient's live nodes.
+ * - A message stays until `confirm` removes it, or the offline TTL passes, or the bound pushes it out.
+ * - `confirm` reports true only to the first confirmation; that message becomes readable by `markRead`.
+ */
+export abstract class MessageStore {
+  abstract accept(cmd: AcceptCommand): Promise<AcceptResult>;
+  /** Corrects the status an idempotency record reports (a push that turned out unroutable). */
+  abstract correctStatus(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void>;
+  abstract pending(userId: string): Promise<PendingMessages>;
+  abstract confirm(userId: string, seq: number, id: string, from: string): Promise<boolean>;
+  /** Marks confirmed messages of `userId` read; returns who sent each one found. */
+  abstract markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]>;
+}
+
+export const IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000;

@@ -1,0 +1,176 @@
+import { Injectable } from '@nestjs/common';
+import type Redis from 'ioredis';
+import { AppConfig } from '../config/config';
+import { InjectConfig } from '../config/config.module';
+import { LuaScript } from '../redis/lua-script';
+import { LUA_LIVE_NODES, LUA_NOW, RedisKeys } from '../redis/redis-keys';
+import { InjectRedis } from '../redis/redis.module';
+import {
+  AcceptCommand,
+  AcceptResult,
+  IDEMPOTENCY_WINDOW_MS,
+  MessageStore,
+  PendingMessages,
+  ReadReceipt,
+} from './message.store';
+import { SendStatus } from './message.types';
+
+/** Lua: the creation time (ms) of a stored message, read from the UUIDv7 at the start of its JSON. */
+const LUA_TIME_OF = `
+local function timeOf(json)
+  local id = string.sub(json, 8, 43)
+  return tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
+end`;
+
+/**
+ * One round trip per send.
+ * KEYS: idempotency, rate(from), seq(to), inbox(to), presence(to)
+ * ARGV: hasIdem, rate/s, burst, draft, maxPerUser, offlineTtlMs, idemTtlMs, leasePrefix, id
+ */
+const ACCEPT = new LuaScript(
+  'accept',
+  `${LUA_NOW}
+  ${LUA_LIVE_NODES}
+  if ARGV[1] == '1' then
+    local first = redis.call('GET', KEYS[1])
+    if first then return {'duplicate', first} end
+  end
+  local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local bucket = redis.call('HMGET', KEYS[2], 't', 'ts')
+  local tokens = burst
+  if bucket[1] then tokens = math.min(burst, tonumber(bucket[1]) + (now - tonumber(bucket[2])) * rate / 1000) end
+  if tokens < 1 then return {'rate_limited', tostring(math.ceil((1 - tokens) * 1000 / rate))} end
+  redis.call('HSET', KEYS[2], 't', tostring(tokens - 1), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[2], math.ceil(burst * 1000 / rate) + 1000)
+  local seq = redis.call('INCR', KEYS[3])
+  local json = ARGV[4] .. ',"seq":' .. seq .. '}'
+  redis.call('ZADD', KEYS[4], seq, json)
+  redis.call('PEXPIRE', KEYS[4], ARGV[6])
+  local dropped, n = 0, redis.call('ZCARD', KEYS[4])
+  local max = tonumber(ARGV[5])
+  if n > max then
+    dropped = n - max
+    redis.call('ZPOPMIN', KEYS[4], dropped)
+  end
+  local nodes = liveNodes(KEYS[5], ARGV[8], now)
+  if ARGV[1] == '1' then
+    local status = 'stored'
+    if #nodes > 0 then status = 'sent' end
+    redis.call('SET', KEYS[1], ARGV[9] .. '|' .. status, 'PX', ARGV[7])
+  end
+  return {'accepted', tostring(seq), tostring(dropped), json, unpack(nodes)}`,
+);
+
+/** KEYS: inbox.  ARGV: offlineTtlMs.  Drops expired messages at the head; returns {expired, json...}. */
+const PENDING = new LuaScript(
+  'pending',
+  `${LUA_NOW}
+  ${LUA_TIME_OF}
+  local all = redis.call('ZRANGE', KEYS[1], 0, -1)
+  local cutoff = now - tonumber(ARGV[1])
+  local expired = 0
+  while expired < #all and timeOf(all[expired + 1]) < cutoff do expired = expired + 1 end
+  if expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, expired - 1) end
+  local out = {tostring(expired)}
+  for i = expired + 1, #all do out[#out + 1] = all[i] end
+  return out`,
+);
+
+/** KEYS: inbox, unread.  ARGV: seq, id, from, maxPerUser, offlineTtlMs. */
+const CONFIRM = new LuaScript(
+  'confirm',
+  `local removed = redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
+  if removed > 0 then
+    redis.call('ZADD', KEYS[2], 0, ARGV[2] .. '|' .. ARGV[3])
+    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))
+    redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  end
+  return removed`,
+);
+
+/** KEYS: unread.  ARGV: ids.  Returns the `id|from` members found, and removes them. */
+const MARK_READ = new LuaScript(
+  'markRead',
+  `local out = {}
+  for _, id in ipairs(ARGV) do
+    local found = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. id .. '|', '(' .. id .. '}', 'LIMIT', 0, 1)
+    if found[1] then
+      redis.call('ZREM', KEYS[1], found[1])
+      out[#out + 1] = found[1]
+    end
+  end
+  return out`,
+);
+
+@Injectable()
+export class RedisMessageStore extends MessageStore {
+  constructor(
+    @InjectRedis() private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    @InjectConfig() private readonly config: AppConfig,
+  ) {
+    super();
+  }
+
+  async accept(cmd: AcceptCommand): Promise<AcceptResult> {
+    const rate = this.config.sendRatePerSecond;
+    const reply = (await ACCEPT.run(
+      this.redis,
+      [
+        this.keys.idempotency(cmd.from, cmd.clientMsgId ?? ''),
+        this.keys.rate(cmd.from),
+        this.keys.seq(cmd.to),
+        this.keys.inbox(cmd.to),
+        this.keys.presence(cmd.to),
+      ],
+      [
+        cmd.clientMsgId === undefined ? '0' : '1',
+        rate,
+        rate * 2,
+        cmd.draft,
+        this.config.offlineMaxPerUser,
+        this.config.offlineTtlMs,
+        IDEMPOTENCY_WINDOW_MS,
+        this.keys.leasePrefix,
+        cmd.id,
+      ],
+    )) as string[];
+    switch (reply[0]) {
+      case 'duplicate': {
+        const [id, status] = reply[1].split('|');
+        return { kind: 'duplicate', id, status: status as SendStatus };
+      }
+      case 'rate_limited':
+        return { kind: 'rate_limited', retryAfterMs: Number(reply[1]) };
+      default:
+        return { kind: 'accepted', seq: Number(reply[1]), dropped: Number(reply[2]), json: reply[3], nodes: reply.slice(4) };
+    }
+  }
+
+  async correctStatus(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
+    await this.redis.set(this.keys.idempotency(from, clientMsgId), `${id}|${status}`, 'KEEPTTL', 'XX');
+  }
+
+  async pending(userId: string): Promise<PendingMessages> {
+    const [expired, ...messages] = (await PENDING.run(this.redis, [this.keys.inbox(userId)], [this.config.offlineTtlMs])) as string[];
+    return { expired: Number(expired), messages };
+  }
+
+  async confirm(userId: string, seq: number, id: string, from: string): Promise<boolean> {
+    const removed = await CONFIRM.run(
+      this.redis,
+      [this.keys.inbox(userId), this.keys.unread(userId)],
+      [seq, id, from, this.config.offlineMaxPerUser, this.config.offlineTtlMs],
+    );
+    return removed === 1;
+  }
+
+  async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
+    if (ids.length === 0) return [];
+    const found = (await MARK_READ.run(this.redis, [this.keys.unread(userId)], ids)) as string[];
+    return found.map((m) => {
+      const bar = m.indexOf('|');
+      return { id: m.slice(0, bar), from: m.slice(bar + 1) };
+    });
+  }
+}

@@ -1,0 +1,30 @@
+import { Injectable } from '@nestjs/common';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { AppConfig } from '../config/config';
+import { InjectConfig } from '../config/config.module';
+
+/** The node's Prometheus metrics, in a registry of its own (several nodes may share one process in tests). */
+@Injectable()
+export class MetricsService {
+  readonly registry = new Registry();
+
+  readonly messagesAccepted = this.counter('switchboard_messages_accepted_total', 'Messages stored for a recipient', ['via']);
+  readonly messagesDuplicate = this.counter('switchboard_messages_duplicate_total', 'Sends answered from the idempotency record');
+  readonly messagesPushed = this.counter('switchboard_messages_pushed_total', 'Messages emitted to a local session', ['source']);
+  readonly messagesConfirmed = this.counter('switchboard_messages_confirmed_total', 'Messages removed from an inbox after a session confirmed them');
+  readonly messagesRerouted = this.counter('switchboard_messages_rerouted_total', 'Messages that found no local session and were routed once more');
+  readonly inboxDropped = this.counter('switchboard_inbox_dropped_total', 'Stored messages dropped unread', ['reason']);
+  readonly rateLimited = this.counter('switchboard_rate_limited_total', 'Sends refused over the per-user rate');
+  readonly amqpPublished = this.counter('switchboard_amqp_published_total', 'Payloads published to another node');
+  readonly amqpReturned = this.counter('switchboard_amqp_returned_total', 'Publishes returned as unroutable');
+  readonly sessions = new Gauge({ name: 'switchboard_sessions', help: 'Sessions connected to this node', registers: [this.registry] });
+
+  constructor(@InjectConfig() config: AppConfig) {
+    this.registry.setDefaultLabels({ node: config.nodeId });
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  private counter<L extends string = never>(name: string, help: string, labelNames: L[] = []): Counter<L> {
+    return new Counter<L>({ name, help, labelNames, registers: [this.registry] });
+  }
+}

@@ -1,0 +1,91 @@
+import { BeforeApplicationShutdown, Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import { AppConfig } from '../config/config';
+import { InjectConfig } from '../config/config.module';
+import { MetricsService } from '../metrics/metrics.service';
+import { LeaseLostError, LocalSession, PresenceStore } from './presence.store';
+
+/**
+ * This node's side of presence: holds the node lease, records the sessions the gateway opens and closes,
+ * and keeps their entries alive with heartbeats.
+ */
+@Injectable()
+export class PresenceService implements OnModuleInit, BeforeApplicationShutdown {
+  private readonly logger = new Logger('PresenceService');
+  /** sessionId -> userId of the sessions on this node. */
+  private readonly local = new Map<string, string>();
+  private timers: NodeJS.Timeout[] = [];
+  private beating = false;
+
+  constructor(
+    @InjectConfig() private readonly config: AppConfig,
+    private readonly store: PresenceStore,
+    private readonly metrics: MetricsService,
+  ) {}
+
+  async onModuleInit(): Promise<void> {
+    await this.store.acquireLease(this.config.nodeId);
+    this.timers = [
+      setInterval(() => void this.renewLease(), Math.floor(this.config.nodeLeaseMs / 3)),
+      setInterval(() => void this.heartbeat(), Math.floor(this.config.presenceTtlMs / 3)),
+    ];
+    this.timers.forEach((t) => t.unref());
+  }
+
+  /** The local record changes before the store is written, so a close that races an open wins. */
+  async sessionStarted(userId: string, sessionId: string): Promise<void> {
+    this.local.set(sessionId, userId);
+    this.metrics.sessions.set(this.local.size);
+    await this.store.addSession(userId, { nodeId: this.config.nodeId, sessionId });
+  }
+
+  async sessionEnded(userId: string, sessionId: string): Promise<void> {
+    if (!this.local.delete(sessionId)) return;
+    this.metrics.sessions.set(this.local.size);
+    await this.store.removeSessions(this.config.nodeId, [{ userId, sessionId }]);
+  }
+
+  private sessions(): LocalSession[] {
+    return [...this.local].map(([sessionId, userId]) => ({ sessionId, userId }));
+  }
+
+  private async renewLease(): Promise<void> {
+    try {
+      if (await this.store.renewLease(this.config.nodeId)) return;
+      await this.recoverLease();
+    } catch (err) {
+      this.logger.warn(`lease renewal failed: ${String(err)}`);
+    }
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (this.beating) return;
+    this.beating = true;
+    try {
+      await this.store.refreshSessions(this.config.nodeId, this.sessions());
+    } catch (err) {
+      if (err instanceof LeaseLostError) await this.recoverLease();
+      else this.logger.warn(`presence heartbeat failed: ${String(err)}`);
+    } finally {
+      this.beating = false;
+    }
+  }
+
+  /** The lease lapsed (the node was paused or cut off): take a new one, then write this node's sessions again. */
+  private async recoverLease(): Promise<void> {
+    this.logger.error('node lease was lost; re-acquiring it and re-registering local sessions');
+    await this.store.acquireLease(this.config.nodeId);
+    await this.store.refreshSessions(this.config.nodeId, this.sessions());
+  }
+
+  /** Runs after the gateway closed its sessions: removes what is left, then gives the lease back. */
+  async beforeApplicationShutdown(): Promise<void> {
+    this.timers.forEach((t) => clearInterval(t));
+    try {
+      await this.store.removeSessions(this.config.nodeId, this.sessions());
+      this.local.clear();
+      await this.store.releaseLease(this.config.nodeId);
+    } catch (err) {
+      this.logger.warn(`presence cleanup failed: ${String(err)}`);
+    }
+  }
+}

@@ -1,0 +1,69 @@
+/** One Socket.IO connection of a user, on some node. */
+export interface SessionRef {
+  readonly nodeId: string;
+  readonly sessionId: string;
+}
+
+export interface LocalSession {
+  readonly userId: string;
+  readonly sessionId: string;
+}
+
+export interface UserPresence {
+  readonly userId: string;
+  readonly online: boolean;
+  /** Epoch ms when the user's last session ended; null while online or for a user never seen. */
+  readonly lastSeen: number | null;
+  readonly sessions: readonly SessionRef[];
+}
+
+export interface ClusterPresence {
+  readonly online: number;
+  readonly sessions: number;
+  readonly nodes: ReadonlyArray<{ readonly nodeId: string; readonly sessions: number }>;
+}
+
+/** Another live node holds the NODE_ID this node was asked to use. */
+export class NodeIdInUseError extends Error {
+  override readonly name = 'NodeIdInUseError';
+  constructor(readonly nodeId: string) {
+    super(`NODE_ID "${nodeId}" is held by another live node of this cluster`);
+  }
+}
+
+/** This node's lease expired (it was paused or cut off) and its presence writes are refused. */
+export class LeaseLostError extends Error {
+  override readonly name = 'LeaseLostError';
+  constructor(readonly nodeId: string) {
+    super(`node lease of "${nodeId}" was lost`);
+  }
+}
+
+/**
+ * Which node holds which user's sessions.
+ *
+ * The contract both implementations keep (tested by presence.store.contract.ts against each):
+ * - A node holds a lease while it renews it; a lease not renewed within the lease time disappears, and from
+ *   then on that node's sessions are skipped by every lookup, even while their own entries have TTL left.
+ * - A session entry not refreshed within the presence TTL disappears.
+ * - Writes of sessions are fenced by the lease: a node whose lease expired gets LeaseLostError and must
+ *   re-acquire before writing again, so a paused node cannot overwrite newer presence.
+ * - `lastSeen` is when the user's last session ended (or, for a node that died, its last heartbeat).
+ */
+export abstract class PresenceStore {
+  /** Claims the node's lease. Waits up to one lease time for a dead holder's lease to lapse; throws NodeIdInUseError if a live node renews it. */
+  abstract acquireLease(nodeId: string): Promise<void>;
+  /** Extends the lease; false when it had already been lost. */
+  abstract renewLease(nodeId: string): Promise<boolean>;
+  abstract releaseLease(nodeId: string): Promise<void>;
+
+  abstract addSession(userId: string, ref: SessionRef): Promise<void>;
+  abstract removeSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void>;
+  /** Heartbeat: extends the TTL of every listed session of this node. */
+  abstract refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void>;
+
+  /** Live nodes holding at least one session of the user. */
+  abstract nodesOf(userId: string): Promise<string[]>;
+  abstract presenceOf(userId: string): Promise<UserPresence>;
+  abstract cluster(): Promise<ClusterPresence>;
+}

@@ -1,0 +1,210 @@
+import { randomUUID } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
+import { Injectable } from '@nestjs/common';
+import type Redis from 'ioredis';
+import { AppConfig } from '../config/config';
+import { InjectConfig } from '../config/config.module';
+import { LuaScript } from '../redis/lua-script';
+import { LUA_LIVE_NODES, LUA_NOW, RedisKeys } from '../redis/redis-keys';
+import { InjectRedis } from '../redis/redis.module';
+import {
+  ClusterPresence,
+  LeaseLostError,
+  LocalSession,
+  NodeIdInUseError,
+  PresenceStore,
+  SessionRef,
+  UserPresence,
+} from './presence.store';
+
+const RENEW_LEASE = new LuaScript(
+  'renewLease',
+  `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+   return 0`,
+);
+
+const RELEASE_LEASE = new LuaScript(
+  'releaseLease',
+  `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
+   return 1`,
+);
+
+/**
+ * KEYS: lease, nodeSessions, presence(user)...   ARGV: token, ttlMs, nodeId, then (sessionId, userId) pairs.
+ * Fenced: nothing is written unless this node still holds its lease. Entries dead for a whole TTL go.
+ */
+const WRITE_SESSIONS = new LuaScript(
+  'writeSessions',
+  `${LUA_NOW}
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+  local ttl = tonumber(ARGV[2])
+  local node = ARGV[3]
+  for i = 3, #KEYS do
+    local sid, uid = ARGV[(i - 3) * 2 + 4], ARGV[(i - 3) * 2 + 5]
+    redis.call('ZADD', KEYS[i], now + ttl, node .. '|' .. sid)
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - ttl)
+    redis.call('PEXPIRE', KEYS[i], ttl * 2)
+    redis.call('HSET', KEYS[2], sid, uid)
+  end
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  return 1`,
+);
+
+/** KEYS: nodeSessions, then (presence(user), lastSeen(user)) pairs.  ARGV: node, then sessionIds. */
+const REMOVE_SESSIONS = new LuaScript(
+  'removeSessions',
+  `${LUA_NOW}
+  for i = 2, #KEYS, 2 do
+    local sid = ARGV[i / 2 + 1]
+    redis.call('ZREM', KEYS[i], ARGV[1] .. '|' .. sid)
+    redis.call('SET', KEYS[i + 1], now)
+    redis.call('HDEL', KEYS[1], sid)
+  end
+  return 1`,
+);
+
+const NODES_OF = new LuaScript(
+  'nodesOf',
+  `${LUA_NOW}
+  ${LUA_LIVE_NODES}
+  return liveNodes(KEYS[1], ARGV[1], now)`,
+);
+
+/**
+ * KEYS: presence(user), lastSeen(user).  ARGV: leasePrefix, ttlMs.
+ * Returns {lastSeen or '', live member, ...}. For sessions of dead nodes, lastSeen is their last heartbeat.
+ */
+const PRESENCE_OF = new LuaScript(
+  'presenceOf',
+  `${LUA_NOW}
+  local ttl = tonumber(ARGV[2])
+  local seen = tonumber(redis.call('GET', KEYS[2]) or '0')
+  local out = {''}
+  local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+  local alive = {}
+  for i = 1, #entries, 2 do
+    local m, score = entries[i], tonumber(entries[i + 1])
+    local node = string.match(m, '^([^|]+)|')
+    if alive[node] == nil then alive[node] = redis.call('EXISTS', ARGV[1] .. node) == 1 end
+    if score > now and alive[node] then
+      out[#out + 1] = m
+    elseif score - ttl > seen then
+      seen = score - ttl
+    end
+  end
+  if seen > 0 then out[1] = tostring(seen) end
+  return out`,
+);
+
+const SCRIPTS = [RENEW_LEASE, RELEASE_LEASE, WRITE_SESSIONS, REMOVE_SESSIONS, NODES_OF, PRESENCE_OF];
+const BATCH = 500;
+
+@Injectable()
+export class RedisPresenceStore extends PresenceStore {
+  /** This process's lease token: the fencing epoch of its presence writes. */
+  private readonly token = randomUUID();
+
+  constructor(
+    @InjectRedis() private readonly redis: Redis,
+    private readonly keys: RedisKeys,
+    @InjectConfig() private readonly config: AppConfig,
+  ) {
+    super();
+  }
+
+  async acquireLease(nodeId: string): Promise<void> {
+    await Promise.all(SCRIPTS.map((s) => s.load(this.redis)));
+    const key = this.keys.lease(nodeId);
+    const leaseMs = this.config.nodeLeaseMs;
+    const deadline = Date.now() + leaseMs + 500;
+    for (;;) {
+      const ok = await this.redis.set(key, this.token, 'PX', leaseMs, 'NX');
+      if (ok === 'OK') break;
+      if (Date.now() > deadline) throw new NodeIdInUseError(nodeId);
+      await delay(Math.min(250, leaseMs / 4));
+    }
+    await this.redis.sadd(this.keys.nodes, nodeId);
+  }
+
+  async renewLease(nodeId: string): Promise<boolean> {
+    const renewed = await RENEW_LEASE.run(this.redis, [this.keys.lease(nodeId)], [this.token, this.config.nodeLeaseMs]);
+    return renewed === 1;
+  }
+
+  async releaseLease(nodeId: string): Promise<void> {
+    await RELEASE_LEASE.run(this.redis, [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId)], [this.token]);
+    await this.redis.srem(this.keys.nodes, nodeId);
+  }
+
+  async addSession(userId: string, ref: SessionRef): Promise<void> {
+    await this.writeSessions(ref.nodeId, [{ userId, sessionId: ref.sessionId }]);
+  }
+
+  async refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
+    for (let i = 0; i < sessions.length; i += BATCH) {
+      await this.writeSessions(nodeId, sessions.slice(i, i + BATCH));
+    }
+    if (sessions.length === 0) await this.writeSessions(nodeId, []);
+  }
+
+  private async writeSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
+    const keys = [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId), ...sessions.map((s) => this.keys.presence(s.userId))];
+    const args: Array<string | number> = [this.token, this.config.presenceTtlMs, nodeId];
+    for (const s of sessions) args.push(s.sessionId, s.userId);
+    const ok = await WRITE_SESSIONS.run(this.redis, keys, args);
+    if (ok !== 1) throw new LeaseLostError(nodeId);
+  }
+
+  async removeSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
+    for (let i = 0; i < sessions.length; i += BATCH) {
+      const batch = sessions.slice(i, i + BATCH);
+      const keys = [this.keys.nodeSessions(nodeId)];
+      for (const s of batch) keys.push(this.keys.presence(s.userId), this.keys.lastSeen(s.userId));
+      await REMOVE_SESSIONS.run(this.redis, keys, [nodeId, ...batch.map((s) => s.sessionId)]);
+    }
+  }
+
+  async nodesOf(userId: string): Promise<string[]> {
+    return (await NODES_OF.run(this.redis, [this.keys.presence(userId)], [this.keys.leasePrefix])) as string[];
+  }
+
+  async presenceOf(userId: string): Promise<UserPresence> {
+    const [seen, ...members] = (await PRESENCE_OF.run(
+      this.redis,
+      [this.keys.presence(userId), this.keys.lastSeen(userId)],
+      [this.keys.leasePrefix, this.config.presenceTtlMs],
+    )) as string[];
+    const sessions = members.map((m) => {
+      const bar = m.indexOf('|');
+      return { nodeId: m.slice(0, bar), sessionId: m.slice(bar + 1) };
+    });
+    const online = sessions.length > 0;
+    return { userId, online, lastSeen: online || seen === '' ? null : Number(seen), sessions };
+  }
+
+  async cluster(): Promise<ClusterPresence> {
+    const nodeIds = (await this.redis.smembers(this.keys.nodes)).sort();
+    const pipeline = this.redis.pipeline();
+    for (const id of nodeIds) {
+      pipeline.exists(this.keys.lease(id));
+      pipeline.hvals(this.keys.nodeSessions(id));
+    }
+    const replies = (await pipeline.exec()) ?? [];
+    const users = new Set<string>();
+    const nodes: Array<{ nodeId: string; sessions: number }> = [];
+    const gone: string[] = [];
+    nodeIds.forEach((nodeId, i) => {
+      const [, alive] = replies[i * 2] ?? [];
+      const [, sessionUsers] = replies[i * 2 + 1] ?? [];
+      if (alive !== 1) {
+        gone.push(nodeId);
+        return;
+      }
+      const list = (sessionUsers as string[] | undefined) ?? [];
+      list.forEach((u) => users.add(u));
+      nodes.push({ nodeId, sessions: list.length });
+    });
+    if (gone.length > 0) await this.redis.srem(this.keys.nodes, ...gone);
+    return { online: users.size, sessions: nodes.reduce((n, x) => n + x.sessions, 0), nodes };
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Every Redis key this cluster owns, in one place. All start with `<CLUSTER_NAME>:` so clusters and test
+ * runs share one Redis without touching each other. The Lua scripts of presence and messaging both read
+ * the presence keys, so their layout lives here and nowhere else.
+ */
+export class RedisKeys {
+  constructor(readonly cluster: string) {}
+
+  /** STRING: the live node's lease token, with PX = lease time. */
+  lease(nodeId: string): string {
+    return `${this.cluster}:lease:${nodeId}`;
+  }
+  /** Prefix of lease keys; a Lua script appends the node id. */
+  get leasePrefix(): string {
+    return `${this.cluster}:lease:`;
+  }
+  /** SET: every node id that has held a lease (for the cluster overview). */
+  get nodes(): string {
+    return `${this.cluster}:nodes`;
+  }
+  /** HASH sessionId -> userId: the sessions a node holds. */
+  nodeSessions(nodeId: string): string {
+    return `${this.cluster}:nsess:${nodeId}`;
+  }
+  /** ZSET member `nodeId|sessionId`, score = the entry's expiry (epoch ms). */
+  presence(userId: string): string {
+    return `${this.cluster}:ps:${userId}`;
+  }
+  /** STRING: epoch ms when the user's last session ended. */
+  lastSeen(userId: string): string {
+    return `${this.cluster}:seen:${userId}`;
+  }
+  /** STRING counter: the recipient's last seq. Kept without TTL so a seq is never reused. */
+  seq(userId: string): string {
+    return `${this.cluster}:seq:${userId}`;
+  }
+  /** ZSET score = seq, member = message JSON. */
+  inbox(userId: string): string {
+    return `${this.cluster}:inbox:${userId}`;
+  }
+  /** ZSET score 0, member `id|from`: confirmed messages whose read receipt can still be sent. */
+  unread(userId: string): string {
+    return `${this.cluster}:unread:${userId}`;
+  }
+  /** STRING `id|status` for 24 h. */
+  idempotency(from: string, clientMsgId: string): string {
+    return `${this.cluster}:idem:${from}:${clientMsgId}`;
+  }
+  /** HASH t (tokens), ts (ms): the sender's token bucket. */
+  rate(userId: string): string {
+    return `${this.cluster}:rate:${userId}`;
+  }
+}
+
+/** Lua: `now` in epoch ms from the Redis clock, so nodes with skewed clocks agree on expiry. */
+export const LUA_NOW = `local __t = redis.call('TIME'); local now = tonumber(__t[1]) * 1000 + math.floor(tonumber(__t[2]) / 1000)`;
+
+/**
+ * Lua function liveNodes(presenceKey, leasePrefix, now): the distinct nodes with an unexpired session entry
+ * whose lease is alive. Shared by the presence lookup and the send script.
+ */
+export const LUA_LIVE_NODES = `
+local function liveNodes(key, leasePrefix, now)
+  local members = redis.call('ZRANGEBYSCORE', key, now, '+inf')
+  local checked, out = {}, {}
+  for _, m in ipairs(members) do
+    local node = string.match(m, '^([^|]+)|')
+    if node and checked[node] == nil then
+      local alive = redis.call('EXISTS', leasePrefix .. node) == 1
+      checked[node] = alive
+      if alive then out[#out + 1] = node end
+    end
+  end
+  return out
+end`;
