@@ -1,5 +1,5 @@
 /** Unit specs live beside the code; e2e specs in test/ talk to the real Redis and RabbitMQ. */
-const tsJest = { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json', isolatedModules: true }] };
+const tsJest = { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json' }] };
 
 module.exports = {
   maxWorkers: 2,

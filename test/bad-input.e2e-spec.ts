@@ -1,0 +1,160 @@
+import request from 'supertest';
+import { ClientPool, TestClient, refusal, tokenFor } from './helpers/client';
+import { API_KEY, clusterEnv } from './helpers/env';
+import { TestNode, startNode } from './helpers/nodes';
+import { uniqueName } from './helpers/wait';
+
+/** Bad input gets a clear error; the socket, the node and the stored messages survive it. */
+describe('bad input', () => {
+  const cluster = uniqueName('t-bad');
+  const clients = new ClientPool();
+  let node: TestNode;
+  let n = 0;
+  const user = (name: string) => `${name}-${++n}`;
+
+  beforeAll(async () => {
+    node = await startNode(clusterEnv(cluster, `${cluster}-n1`, { MAX_MESSAGE_BYTES: '1024', SEND_RATE_PER_SECOND: '5' }));
+  });
+  afterEach(() => clients.closeAll());
+  afterAll(() => node.close());
+
+  describe('at the handshake', () => {
+    it.each([
+      ['no token', {}],
+      ['a malformed token', { token: 'not-a-jwt' }],
+      ['a token signed with another secret', { token: tokenFor('eve', { expiresIn: 60 }, 'another-secret') }],
+      ['an expired token', { token: tokenFor('eve', { expiresIn: -10 }) }],
+      ['a token whose subject is not a user id', { token: tokenFor('bad user', { expiresIn: 60 }) }],
+    ])('refuses %s with connect_error "unauthorized"', async (_, auth) => {
+      expect(await refusal(node.url, auth)).toBe('unauthorized');
+    });
+
+    it.each([
+      ['the Authorization header', 'header', 'websocket'],
+      ['the Authorization header, over polling', 'header', 'polling'],
+      ['the query', 'query', 'websocket'],
+      ['the query, over polling', 'query', 'polling'],
+    ] as const)('accepts the token from %s', async (_, tokenIn, transport) => {
+      const userId = user('handshake');
+      const c = await clients.connect(node.url, userId, { tokenIn, transports: [transport] });
+      expect(c.session?.userId).toBe(userId);
+    });
+  });
+
+  describe('on a connected socket', () => {
+    let alice: string, bob: string, a: TestClient;
+
+    beforeEach(async () => {
+      [alice, bob] = [user('alice'), user('bob')];
+      a = await clients.connect(node.url, alice);
+    });
+
+    it.each([
+      ['a string payload', 'hello', 'invalid_payload', 'payload must be an object'],
+      ['an array payload', [1, 2], 'invalid_payload', 'payload must be an object'],
+      ['no payload', undefined, 'invalid_payload', 'payload must be an object'],
+      ['a missing recipient', { body: 1 }, 'invalid_payload', 'to'],
+      ['a recipient with bad characters', { to: 'bob smith', body: 1 }, 'invalid_payload', 'to'],
+      ['a recipient of 129 characters', { to: 'b'.repeat(129), body: 1 }, 'invalid_payload', 'to'],
+      ['a missing body', { to: 'bob' }, 'invalid_payload', 'body'],
+      ['an empty clientMsgId', { to: 'bob', body: 1, clientMsgId: '' }, 'invalid_payload', 'clientMsgId'],
+      ['a clientMsgId of 129 characters', { to: 'bob', body: 1, clientMsgId: 'c'.repeat(129) }, 'invalid_payload', 'clientMsgId'],
+      ['a body over MAX_MESSAGE_BYTES', { to: 'bob', body: 'x'.repeat(1100) }, 'payload_too_large', '1024'],
+    ])('answers message:send with %s by an error ack, and the socket stays', async (_, payload, code, mentions) => {
+      const ack = await a.emit('message:send', payload);
+      expect(ack.ok).toBe(false);
+      expect(ack.error?.code).toBe(code);
+      expect(ack.error?.message).toContain(mentions);
+      expect(a.socket.connected).toBe(true);
+      expect((await a.send(bob, 'still here')).ok).toBe(true);
+    });
+
+    it('answers an unknown event with an error ack', async () => {
+      expect(await a.emit('room:dance', { room: 'x' })).toEqual({ ok: false, error: { code: 'invalid_payload', message: 'unknown event "room:dance"' } });
+      expect(a.socket.connected).toBe(true);
+    });
+
+    it('survives events sent without an ack callback', async () => {
+      a.socket.emit('message:send', 'no ack here');
+      a.socket.emit('message:send', { to: bob, body: 'no ack either' });
+      a.socket.emit('whatever');
+      expect((await a.send(bob, 'after')).ok).toBe(true);
+    });
+
+    it('refuses message:read with more than 500 ids or non-string ids', async () => {
+      const tooMany = await a.emit('message:read', { ids: Array.from({ length: 501 }, (_, i) => `id-${i}`) });
+      expect(tooMany.error?.code).toBe('invalid_payload');
+      const notStrings = await a.emit('message:read', { ids: [1, 2] });
+      expect(notStrings.error?.code).toBe('invalid_payload');
+    });
+
+    it('limits the send rate per user with rate_limited, after a burst of twice the rate', async () => {
+      const acks = [];
+      for (let i = 0; i < 11; i++) acks.push(await a.send(bob, i));
+      expect(acks.slice(0, 10).every((x) => x.ok)).toBe(true);
+      expect(acks[10]).toEqual({ ok: false, error: { code: 'rate_limited', message: expect.any(String) as string } });
+    });
+
+    it('keeps stored messages intact through all of it', async () => {
+      const kept = await a.send(bob, 'keep me');
+      await a.emit('message:send', 'junk');
+      await a.emit('message:send', { to: bob, body: 'x'.repeat(5000) });
+      const b = await clients.connect(node.url, bob);
+      const [msg] = await b.waitForMessages(1);
+      expect(msg.id).toBe(kept.id);
+    });
+  });
+
+  describe('over REST', () => {
+    const auth = () => ({ Authorization: `Bearer ${tokenFor(user('rest'))}` });
+
+    it('answers malformed JSON with 400 invalid_payload', async () => {
+      const res = await request(node.url).post('/messages').set(auth()).set('Content-Type', 'application/json').send('{"to": "bob",').expect(400);
+      expect(res.body.error.code).toBe('invalid_payload');
+    });
+
+    it('answers bad fields with 400 naming the field', async () => {
+      const res = await request(node.url).post('/messages').set(auth()).send({ to: 'no spaces allowed', body: 1 }).expect(400);
+      expect(res.body).toEqual({ error: { code: 'invalid_payload', message: expect.stringContaining('to') as string } });
+      await request(node.url).post('/messages').set(auth()).send({ to: 'bob' }).expect(400);
+      await request(node.url).post('/messages').set(auth()).send([1, 2]).expect(400);
+    });
+
+    it('answers a body over MAX_MESSAGE_BYTES with 413, and a request far over it too', async () => {
+      const res = await request(node.url).post('/messages').set(auth()).send({ to: 'bob', body: 'x'.repeat(2000) }).expect(413);
+      expect(res.body.error.code).toBe('payload_too_large');
+      const huge = await request(node.url).post('/messages').set(auth()).send({ to: 'bob', body: 'x'.repeat(100_000) }).expect(413);
+      expect(huge.body.error.code).toBe('payload_too_large');
+    });
+
+    it('answers missing or bad credentials with 401', async () => {
+      const res = await request(node.url).post('/messages').send({ to: 'bob', body: 1 }).expect(401);
+      expect(res.body.error.code).toBe('unauthorized');
+      await request(node.url).post('/messages').set('Authorization', 'Bearer nope').send({ to: 'bob', body: 1 }).expect(401);
+      await request(node.url).post('/messages').set('X-API-Key', 'wrong').send({ to: 'bob', body: 1, from: 'a' }).expect(401);
+      await request(node.url).get('/presence/bob').expect(401);
+    });
+
+    it('answers a bad user id in the path with 400', async () => {
+      await request(node.url).get('/presence/bad%20id').set('X-API-Key', API_KEY).expect(400);
+    });
+
+    it('answers over the send rate with 429 and Retry-After', async () => {
+      const headers = auth();
+      const statuses: number[] = [];
+      let retryAfter: string | undefined;
+      for (let i = 0; i < 11; i++) {
+        const res = await request(node.url).post('/messages').set(headers).send({ to: 'bob', body: i });
+        statuses.push(res.status);
+        if (res.status === 429) retryAfter = res.headers['retry-after'] as string;
+      }
+      expect(statuses.slice(0, 10).every((s) => s === 202)).toBe(true);
+      expect(statuses[10]).toBe(429);
+      expect(Number(retryAfter)).toBeGreaterThanOrEqual(1);
+    });
+
+    it('has no dev token route in cluster mode', async () => {
+      await request(node.url).post('/dev/token').send({ userId: 'alice' }).expect(404);
+    });
+  });
+});

@@ -1,0 +1,208 @@
+import request from 'supertest';
+import { MESSAGE_ID_PATTERN } from '../src/messaging/message-id';
+import { ClientPool, tokenFor } from './helpers/client';
+import { API_KEY } from './helpers/env';
+import { TestNode, closeAll, startCluster } from './helpers/nodes';
+import { uniqueName, waitFor } from './helpers/wait';
+
+/** Three nodes in this process against the real Redis and RabbitMQ, one cluster name for the file. */
+describe('a three-node cluster', () => {
+  const cluster = uniqueName('t-cluster');
+  const clients = new ClientPool();
+  let n1: TestNode, n2: TestNode, n3: TestNode;
+  let seq = 0;
+  /** A fresh user id per test, so tests never see each other's inboxes. */
+  const user = (name: string) => `${name}-${++seq}`;
+
+  beforeAll(async () => {
+    [n1, n2, n3] = await startCluster(cluster, 3, { SEND_RATE_PER_SECOND: '100000' });
+  });
+  afterEach(() => clients.closeAll());
+  afterAll(() => closeAll([n1, n2, n3]));
+
+  it('routes a message from a user on one node to a user on another, with a delivered receipt', async () => {
+    const [alice, bob] = [user('alice'), user('bob')];
+    const a = await clients.connect(n1.url, alice);
+    const b = await clients.connect(n2.url, bob);
+    expect(a.session).toEqual({ userId: alice, nodeId: n1.nodeId, sessionId: expect.any(String) as string });
+    expect(b.session?.nodeId).toBe(n2.nodeId);
+
+    const ack = await a.send(bob, { text: 'hello' }, 'c-1');
+    expect(ack).toEqual({ ok: true, id: expect.stringMatching(MESSAGE_ID_PATTERN) as string, status: 'sent' });
+
+    const [msg] = await b.waitForMessages(1);
+    expect(msg).toEqual({ id: ack.id, from: alice, to: bob, body: { text: 'hello' }, sentAt: expect.any(Number) as number, seq: 1, clientMsgId: 'c-1' });
+    await a.waitForStatus(ack.id!, 'delivered');
+    expect(a.statuses).toContainEqual({ id: ack.id, to: bob, status: 'delivered' });
+  });
+
+  it('sends over REST with a user JWT (the body cannot choose the sender) and with an API key', async () => {
+    const [alice, bob] = [user('alice'), user('bob')];
+    const b = await clients.connect(n3.url, bob);
+
+    const withJwt = await request(n1.url)
+      .post('/messages')
+      .set('Authorization', `Bearer ${tokenFor(alice)}`)
+      .send({ to: bob, body: 'one', from: 'mallory' })
+      .expect(202);
+    expect(withJwt.body).toEqual({ id: expect.stringMatching(MESSAGE_ID_PATTERN) as string, status: 'sent' });
+
+    const withKey = await request(n2.url).post('/messages').set('X-API-Key', API_KEY).send({ to: bob, body: 'two', from: alice }).expect(202);
+    expect(withKey.body.status).toBe('sent');
+
+    const got = await b.waitForMessages(2);
+    expect(got.map((m) => [m.from, m.body, m.seq])).toEqual([
+      [alice, 'one', 1],
+      [alice, 'two', 2],
+    ]);
+
+    const noFrom = await request(n2.url).post('/messages').set('X-API-Key', API_KEY).send({ to: bob, body: 'x' }).expect(400);
+    expect(noFrom.body).toEqual({ error: { code: 'invalid_payload', message: expect.stringContaining('from') as string } });
+  });
+
+  it('gives every session of a user, on any node, each message', async () => {
+    const [alice, bob] = [user('alice'), user('bob')];
+    const a = await clients.connect(n1.url, alice);
+    const sessions = [
+      await clients.connect(n1.url, bob),
+      await clients.connect(n1.url, bob),
+      await clients.connect(n2.url, bob),
+      await clients.connect(n3.url, bob),
+    ];
+    const ack = await a.send(bob, 'to all of you');
+    expect(ack.status).toBe('sent');
+    for (const s of sessions) {
+      const [msg] = await s.waitForMessages(1);
+      expect(msg.id).toBe(ack.id);
+    }
+    await a.waitForStatus(ack.id!, 'delivered');
+    // A marker sent afterwards arrives behind the first message: nobody got the first one twice.
+    const marker = await a.send(bob, 'marker');
+    for (const s of sessions) {
+      await s.waitForMessage((m) => m.id === marker.id, 'the marker');
+      expect(s.messages.map((m) => m.id)).toEqual([ack.id, marker.id]);
+    }
+  });
+
+  it('stores messages for an offline user and delivers them oldest first on the next connection', async () => {
+    const [alice, carol] = [user('alice'), user('carol')];
+    const a = await clients.connect(n1.url, alice);
+    const acks = [];
+    for (let i = 0; i < 5; i++) acks.push(await a.send(carol, { n: i }));
+    expect(acks.map((x) => x.status)).toEqual(['stored', 'stored', 'stored', 'stored', 'stored']);
+
+    const c = await clients.connect(n3.url, carol);
+    const got = await c.waitForMessages(5);
+    expect(got.map((m) => m.id)).toEqual(acks.map((x) => x.id));
+    expect(got.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+    for (const x of acks) await a.waitForStatus(x.id!, 'delivered');
+  });
+
+  it('delivers an unconfirmed message again on the next connection, with the same id and seq, and not after it is confirmed', async () => {
+    const [alice, dave] = [user('alice'), user('dave')];
+    const a = await clients.connect(n1.url, alice);
+    const d1 = await clients.connect(n2.url, dave, { autoConfirm: false });
+    const ack = await a.send(dave, 'confirm me');
+    const [first] = await d1.waitForMessages(1);
+    d1.close();
+
+    const d2 = await clients.connect(n3.url, dave, { autoConfirm: false });
+    const [again] = await d2.waitForMessages(1);
+    expect(again).toEqual(first);
+    d2.unconfirmed.get(ack.id!)?.();
+    await a.waitForStatus(ack.id!, 'delivered');
+    d2.close();
+
+    const d3 = await clients.connect(n1.url, dave);
+    const marker = await a.send(dave, 'marker');
+    await d3.waitForMessage((m) => m.id === marker.id, 'the marker');
+    expect(d3.messages.map((m) => m.id)).toEqual([marker.id]);
+  });
+
+  it('answers a repeated clientMsgId, over Socket.IO or REST on any node, with the first id, and delivers once', async () => {
+    const [alice, bob] = [user('alice'), user('bob')];
+    const a1 = await clients.connect(n1.url, alice);
+    const a2 = await clients.connect(n2.url, alice);
+    const b = await clients.connect(n3.url, bob);
+
+    const first = await a1.send(bob, 'once', 'same-id');
+    expect(first).toEqual({ ok: true, id: expect.any(String) as string, status: 'sent' });
+    const again = await a2.send(bob, 'once', 'same-id');
+    expect(again).toEqual({ ok: true, id: first.id, status: 'sent', duplicate: true });
+    const overRest = await request(n3.url)
+      .post('/messages')
+      .set('Authorization', `Bearer ${tokenFor(alice)}`)
+      .send({ to: bob, body: 'once', clientMsgId: 'same-id' })
+      .expect(202);
+    expect(overRest.body).toEqual({ id: first.id, status: 'sent', duplicate: true });
+
+    const marker = await a1.send(bob, 'marker');
+    await b.waitForMessage((m) => m.id === marker.id, 'the marker');
+    expect(b.messages.map((m) => m.id)).toEqual([first.id, marker.id]);
+  });
+
+  it('keeps one sender’s messages in send order across nodes', async () => {
+    const [alice, bob] = [user('alice'), user('bob')];
+    const a = await clients.connect(n1.url, alice);
+    const b = await clients.connect(n2.url, bob);
+    const count = 200;
+    const acks = await Promise.all(Array.from({ length: count }, (_, i) => a.send(bob, i)));
+    expect(acks.every((x) => x.ok)).toBe(true);
+    const got = await b.waitForMessages(count);
+    expect(got.map((m) => m.body)).toEqual(Array.from({ length: count }, (_, i) => i));
+    expect(got.map((m) => m.seq)).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+  });
+
+  it('sends read receipts to every session of the sender', async () => {
+    const [alice, bob] = [user('alice'), user('bob')];
+    const a1 = await clients.connect(n1.url, alice);
+    const a2 = await clients.connect(n3.url, alice);
+    const b = await clients.connect(n2.url, bob);
+    const ack = await a1.send(bob, 'read me');
+    await b.waitForMessages(1);
+    await a1.waitForStatus(ack.id!, 'delivered');
+    expect(await b.emit('message:read', { ids: [ack.id, '00000000-0000-7000-8000-000000000000'] })).toEqual({ ok: true });
+    for (const a of [a1, a2]) expect(await a.waitForStatus(ack.id!, 'read')).toEqual({ id: ack.id, to: bob, status: 'read' });
+  });
+
+  it('reports presence online and offline, from any node', async () => {
+    const erin = user('erin');
+    const before = await request(n2.url).get(`/presence/${erin}`).set('Authorization', `Bearer ${tokenFor('someone')}`).expect(200);
+    expect(before.body).toEqual({ userId: erin, online: false, lastSeen: null });
+
+    const e1 = await clients.connect(n1.url, erin);
+    const e3 = await clients.connect(n3.url, erin);
+    const online = await request(n2.url).get(`/presence/${erin}`).set('X-API-Key', API_KEY).expect(200);
+    expect(online.body.online).toBe(true);
+    expect(online.body.lastSeen).toBeNull();
+    expect(new Set((online.body.sessions as Array<{ nodeId: string }>).map((s) => s.nodeId))).toEqual(new Set([n1.nodeId, n3.nodeId]));
+    const asUser = await request(n2.url).get(`/presence/${erin}`).set('Authorization', `Bearer ${tokenFor('someone')}`).expect(200);
+    expect(asUser.body).toEqual({ userId: erin, online: true, lastSeen: null });
+
+    const overview = await request(n1.url).get('/presence').set('X-API-Key', API_KEY).expect(200);
+    expect(overview.body.online).toBeGreaterThanOrEqual(1);
+    expect(overview.body.nodes.map((n: { nodeId: string }) => n.nodeId)).toEqual(expect.arrayContaining([n1.nodeId, n2.nodeId, n3.nodeId]));
+    await request(n1.url).get('/presence').set('Authorization', `Bearer ${tokenFor('someone')}`).expect(401);
+
+    const leftAt = Date.now();
+    e1.close();
+    e3.close();
+    const offline = await waitFor(async () => {
+      const res = await request(n2.url).get(`/presence/${erin}`).set('X-API-Key', API_KEY);
+      return res.body.online === false && (res.body as { lastSeen: number; sessions: unknown[] });
+    }, 'erin offline');
+    expect(offline.lastSeen).toBeGreaterThanOrEqual(leftAt - 1000);
+    expect(offline.sessions).toEqual([]);
+  });
+
+  it('reports every node ready while Redis and RabbitMQ are reachable', async () => {
+    for (const n of [n1, n2, n3]) {
+      const res = await request(n.url).get('/health/ready').expect(200);
+      expect(res.body).toEqual({ status: 'ok', checks: { redis: 'up', rabbitmq: 'up' } });
+      await request(n.url).get('/health/live').expect(200);
+    }
+    const metrics = await request(n1.url).get('/metrics').expect(200);
+    expect(metrics.text).toContain('switchboard_messages_accepted_total');
+    expect((await request(n1.url).get('/docs-json').expect(200)).body.paths).toHaveProperty('/messages');
+  });
+});

@@ -1,0 +1,95 @@
+import request from 'supertest';
+import { ClientPool } from './helpers/client';
+import { AMQP_URL, API_KEY, Env, JWT_SECRET, REDIS_URL, clusterEnv } from './helpers/env';
+import { NodeProcess } from './helpers/processes';
+import { uniqueName, waitFor } from './helpers/wait';
+
+/** Nodes started with `node dist/main.js` (run `npm run build` first; `npm test` does). */
+jest.setTimeout(20_000);
+
+describe('nodes as separate processes', () => {
+  const cluster = uniqueName('t-proc');
+  const clients = new ClientPool();
+  const started: NodeProcess[] = [];
+  const start = (env: Env) => {
+    const p = NodeProcess.start(env);
+    started.push(p);
+    return p;
+  };
+
+  afterEach(async () => {
+    clients.closeAll();
+    await Promise.all(started.splice(0).map((p) => p.kill()));
+  });
+
+  it('two processes of one cluster deliver between their users', async () => {
+    const p1 = start(clusterEnv(cluster, `${cluster}-a`, { LOG_LEVEL: 'info' }));
+    const p2 = start(clusterEnv(cluster, `${cluster}-b`, { LOG_LEVEL: 'info' }));
+    const [u1, u2] = await Promise.all([p1.listening(), p2.listening()]);
+    const alice = await clients.connect(u1, 'alice');
+    const bob = await clients.connect(u2, 'bob');
+    const ack = await alice.send('bob', { hello: 'from another process' });
+    expect(ack.status).toBe('sent');
+    const [msg] = await bob.waitForMessages(1);
+    expect(msg.body).toEqual({ hello: 'from another process' });
+    await alice.waitForStatus(ack.id!, 'delivered');
+  });
+
+  describe('refuses to start, naming the variable', () => {
+    it.each<[string, Env, RegExp]>([
+      ['REDIS_URL without AMQP_URL', { REDIS_URL }, /AMQP_URL is missing/],
+      ['AMQP_URL without REDIS_URL', { AMQP_URL }, /REDIS_URL is missing/],
+      ['cluster mode without a JWT key', { REDIS_URL, AMQP_URL }, /JWT_SECRET or JWT_PUBLIC_KEY is required/],
+      ['a port out of range', { PORT: '70000' }, /PORT must be an integer from 0 to 65535/],
+      ['a bad NODE_ID', { NODE_ID: 'has spaces' }, /NODE_ID must match/],
+      ['an unparsable REDIS_URL', { REDIS_URL: 'redis://[::1', AMQP_URL, JWT_SECRET }, /REDIS_URL is not a parsable URL/],
+      ['an AMQP_URL of another scheme', { REDIS_URL, AMQP_URL: 'http://127.0.0.1', JWT_SECRET }, /AMQP_URL must start with amqp:\/\/ or amqps:\/\//],
+      ['an unreachable Redis', { ...clusterEnv(cluster, 'x1'), REDIS_URL: 'redis://127.0.0.1:1' }, /REDIS_URL: cannot connect to Redis/],
+      ['an unreachable RabbitMQ', { ...clusterEnv(cluster, 'x2'), AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' }, /AMQP_URL: cannot connect to RabbitMQ/],
+    ])('%s', async (_, env, message) => {
+      const p = start({ LOG_LEVEL: 'warn', PORT: '0', HOST: '127.0.0.1', ...env });
+      expect(await p.exitCode()).toBe(1);
+      expect(p.stderr).toMatch(message);
+    });
+  });
+
+  it('refuses a second live node with the same NODE_ID', async () => {
+    const nodeId = `${cluster}-dup`;
+    const first = start(clusterEnv(cluster, nodeId, { LOG_LEVEL: 'info' }));
+    await first.listening();
+    const second = start(clusterEnv(cluster, nodeId, { LOG_LEVEL: 'info' }));
+    expect(await second.exitCode()).toBe(1);
+    expect(second.stderr).toContain(`NODE_ID "${nodeId}" is held by another live node`);
+    expect(first.child.exitCode).toBeNull();
+  });
+
+  it('on SIGTERM ends its sessions with "shutdown", removes their presence and exits 0 within 10 s', async () => {
+    const p1 = start(clusterEnv(cluster, `${cluster}-term`, { LOG_LEVEL: 'info' }));
+    const p2 = start(clusterEnv(cluster, `${cluster}-stay`, { LOG_LEVEL: 'info' }));
+    const [u1, u2] = await Promise.all([p1.listening(), p2.listening()]);
+    const users = Array.from({ length: 20 }, (_, i) => `drain-${i}`);
+    const sessions = await Promise.all(users.map((u) => clients.connect(u1, u)));
+
+    const t0 = Date.now();
+    p1.signal('SIGTERM');
+    expect(await p1.exitCode(10_000)).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    for (const s of sessions) {
+      await s.disconnected();
+      expect(s.ended).toEqual(['shutdown']);
+    }
+    const presence = await request(u2).get(`/presence/${users[0]}`).set('X-API-Key', API_KEY).expect(200);
+    expect(presence.body).toMatchObject({ online: false, sessions: [] });
+    expect(typeof presence.body.lastSeen).toBe('number');
+  });
+
+  it('with no Redis or RabbitMQ runs embedded, says so once, and offers /dev/token', async () => {
+    const p = start({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' });
+    const url = await p.listening();
+    expect(p.stdout.match(/embedded mode/g)).toHaveLength(1);
+    const res = await request(url).post('/dev/token').send({ userId: 'alice' }).expect(200);
+    const alice = await clients.connect(url, 'alice', { token: (res.body as { token: string }).token });
+    expect(alice.session?.userId).toBe('alice');
+    await waitFor(async () => (await request(url).get('/health/ready')).status === 200, 'readiness');
+  });
+});
