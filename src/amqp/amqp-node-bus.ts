@@ -1,4 +1,4 @@
-import { Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown, OnModuleDestroy } from '@nestjs/common';
+import { BeforeApplicationShutdown, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import amqp, { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage, Message } from 'amqplib';
 import { redactUrl } from '../common/redact-url';
@@ -20,7 +20,7 @@ const PREFETCH = 500;
  * the topology and the consumer).
  */
 @Injectable()
-export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, OnModuleDestroy, OnApplicationShutdown, ReadinessCheck {
+export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, BeforeApplicationShutdown, OnApplicationShutdown, ReadinessCheck {
   readonly name = 'rabbitmq';
   private readonly logger = new Logger('AmqpNodeBus');
   private readonly topology: AmqpTopology;
@@ -29,6 +29,8 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, OnMo
   private consumer?: ChannelWrapper;
   private handler?: NodeBusHandler;
   private consuming = false;
+  private readonly reconnectListeners: Array<() => void> = [];
+  private everConnected = false;
   private readonly inFlight = new Set<Promise<void>>();
   /** messageIds the broker returned as unroutable; read once its publish is confirmed. */
   private readonly returned = new Set<string>();
@@ -53,6 +55,10 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, OnMo
     });
     connection.on('disconnect', ({ err }: { err?: Error }) => this.logger.warn(`disconnected from RabbitMQ: ${err?.message ?? 'closed'}`));
     connection.on('connectFailed', () => undefined);
+    connection.on('connect', () => {
+      if (this.everConnected) this.reconnectListeners.forEach((l) => l());
+      this.everConnected = true;
+    });
     this.connection = connection;
     try {
       await connection.connect({ timeout: CONNECT_TIMEOUT_MS });
@@ -77,7 +83,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, OnMo
       name: 'consume',
       confirm: false,
       setup: async (ch: ConfirmChannel) => {
-        await this.topology.declareNodeQueue(ch);
+        await this.topology.declareQueues(ch);
         await ch.prefetch(PREFETCH);
       },
     });
@@ -88,18 +94,23 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, OnMo
     this.handler = handler;
   }
 
+  onReconnected(listener: () => void): void {
+    this.reconnectListeners.push(listener);
+  }
+
   /** Consumes only once the whole app is up, so no payload arrives before its handler and sockets exist. */
   async onApplicationBootstrap(): Promise<void> {
     if (!this.handler || !this.consumer) return;
-    await this.consumer.consume(this.topology.nodeQueue, (msg) => this.handle(msg), { noAck: false });
+    await this.consumer.consume(this.topology.nodeQueue, (msg) => this.handle(msg, false), { noAck: false });
+    await this.consumer.consume(this.topology.rerouteQueue, (msg) => this.handle(msg, true), { noAck: false });
     this.consuming = true;
   }
 
-  private handle(msg: ConsumeMessage): void {
+  private handle(msg: ConsumeMessage, rerouted: boolean): void {
     const consumer = this.consumer;
     const handler = this.handler;
     if (!consumer || !handler) return;
-    const work = handler(msg.content)
+    const work = handler(msg.content, { rerouted })
       .catch((err: unknown) => this.logger.error(`handler failed: ${String(err)}`))
       .finally(() => {
         consumer.ack(msg);
@@ -133,13 +144,23 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, OnMo
     return null;
   }
 
-  /** Stops taking payloads and waits for the ones being handled, so each is acked or returned to the queue. */
-  async onModuleDestroy(): Promise<void> {
-    if (this.consuming && this.consumer) {
-      this.consuming = false;
-      await this.consumer.cancelAll().catch((err: unknown) => this.logger.warn(`cancel failed: ${String(err)}`));
+  /**
+   * Drain, after the gateway closed the sessions: stop taking payloads, finish the ones being handled (each is
+   * acked, or returned to the queue), then delete the node queue if it is empty. What is left in it
+   * dead-letters to the reroute queue when its TTL passes, and other nodes take it from there.
+   */
+  async beforeApplicationShutdown(): Promise<void> {
+    const consumer = this.consumer;
+    if (!this.consuming || !consumer) return;
+    this.consuming = false;
+    try {
+      await consumer.cancelAll();
+      await Promise.allSettled([...this.inFlight]);
+      const { messageCount } = await consumer.checkQueue(this.topology.nodeQueue);
+      if (messageCount === 0) await consumer.deleteQueue(this.topology.nodeQueue, { ifEmpty: true });
+    } catch (err) {
+      this.logger.warn(`drain of the node queue incomplete: ${String(err)}`);
     }
-    await Promise.allSettled([...this.inFlight]);
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -17,10 +17,13 @@ export class MemoryNodeBus extends NodeBus {
     this.handler = handler;
   }
 
+  /** In-process: never disconnected. */
+  onReconnected(): void {}
+
   async publishToNode(nodeId: string, payload: Buffer): Promise<PublishOutcome> {
     const handler = this.handler;
     if (nodeId !== this.config.nodeId || !handler) return 'unroutable';
-    setImmediate(() => void handler(payload).catch((err: unknown) => this.logger.error(`handler failed: ${String(err)}`)));
+    setImmediate(() => void handler(payload, { rerouted: false }).catch((err: unknown) => this.logger.error(`handler failed: ${String(err)}`)));
     return 'routed';
   }
 }

@@ -1,7 +1,12 @@
 /** Whether the broker routed a publish to the node's queue. */
 export type PublishOutcome = 'routed' | 'unroutable';
 
-export type NodeBusHandler = (payload: Buffer) => Promise<void>;
+export interface Delivery {
+  /** True when the payload comes from the shared reroute queue: its node did not consume it in time. */
+  readonly rerouted: boolean;
+}
+
+export type NodeBusHandler = (payload: Buffer, delivery: Delivery) => Promise<void>;
 
 /** The node was not reachable: its queue is gone, or the publish was not confirmed in time. */
 export class NodeUnreachableError extends Error {
@@ -20,9 +25,12 @@ export class NodeUnreachableError extends Error {
  *   reports that no queue of that node exists ('unroutable'). It rejects with NodeUnreachableError when it
  *   cannot tell.
  * - The handler given to `onMessage` receives every payload addressed to this node, in publish order per
- *   sender; a payload is acknowledged to the transport after the handler's promise settles.
+ *   sender, and its share of payloads that other nodes did not consume in time (`rerouted`); a payload is
+ *   acknowledged to the transport after the handler's promise settles.
+ * - `onReconnected` listeners run each time the transport comes back after a loss of connection.
  */
 export abstract class NodeBus {
   abstract publishToNode(nodeId: string, payload: Buffer): Promise<PublishOutcome>;
   abstract onMessage(handler: NodeBusHandler): void;
+  abstract onReconnected(listener: () => void): void;
 }

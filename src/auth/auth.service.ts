@@ -32,8 +32,8 @@ export class AuthService {
       this.key = createPublicKey(config.jwt.publicKey);
       const kind = this.key.asymmetricKeyType;
       if (kind === 'rsa') this.algorithms = ['RS256'];
-      else if (kind === 'ec') this.algorithms = ['ES256'];
-      else throw new Error(`JWT_PUBLIC_KEY: unsupported key type "${kind ?? 'unknown'}" (RSA or EC P-256 expected)`);
+      else if (kind === 'ec' && this.key.asymmetricKeyDetails?.namedCurve === 'prime256v1') this.algorithms = ['ES256'];
+      else throw new Error(`JWT_PUBLIC_KEY: unsupported key type "${kind ?? 'unknown'}" (RSA, or EC on P-256, expected)`);
     } else {
       this.key = createSecretKey(Buffer.from(config.jwt.secret ?? '', 'utf8'));
       this.algorithms = ['HS256'];

@@ -9,6 +9,9 @@ export class ConfigError extends Error {
 
 export const NODE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
 const intIn = (name: string, min: number, max: number, fallback: number) =>
   z
     .string()
@@ -47,6 +50,9 @@ const list = z
   .string()
   .optional()
   .transform((raw) => (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0));
+
+/** Browser Origin headers never end with a slash; an origin written with one would never match. */
+const origins = list.transform((all) => all.map((o) => o.replace(/\/+$/, '')));
 
 const optionalText = z
   .string()
@@ -88,7 +94,7 @@ const envSchema = z.object({
   OFFLINE_MAX_PER_USER: intIn('OFFLINE_MAX_PER_USER', 1, 1_000_000, 1000),
   MAX_MESSAGE_BYTES: intIn('MAX_MESSAGE_BYTES', 16, 16 * 1024 * 1024, 65536),
   SEND_RATE_PER_SECOND: intIn('SEND_RATE_PER_SECOND', 1, 1_000_000, 50),
-  CORS_ORIGINS: list,
+  CORS_ORIGINS: origins,
   SESSION_POLICY: z
     .string()
     .optional()
@@ -101,12 +107,22 @@ const envSchema = z.object({
       return p;
     }),
   // Beyond the contract (documented in the README):
-  NODE_LEASE_MS: intIn('NODE_LEASE_MS', 500, 600_000, 5000),
+  NODE_LEASE_MS: intIn('NODE_LEASE_MS', 500, 600_000, 0),
   LOG_LEVEL: z
-    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+    .string()
     .optional()
-    .default('info'),
+    .transform((level, ctx) => {
+      if (level === undefined || level === '') return 'info';
+      if (!(LOG_LEVELS as readonly string[]).includes(level)) {
+        ctx.addIssue({ code: 'custom', message: `LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${level}"` });
+        return z.NEVER;
+      }
+      return level as LogLevel;
+    }),
 });
+
+/** Default node lease; shorter when the presence TTL is shorter. */
+const DEFAULT_NODE_LEASE_MS = 5000;
 
 export type SessionPolicy = 'multi' | 'single';
 
@@ -138,7 +154,7 @@ export interface AppConfig {
   readonly sendRatePerSecond: number;
   readonly corsOrigins: readonly string[];
   readonly sessionPolicy: SessionPolicy;
-  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  readonly logLevel: LogLevel;
 }
 
 export function defaultNodeId(): string {
@@ -170,7 +186,8 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     throw new ConfigError('JWT_SECRET or JWT_PUBLIC_KEY is required in cluster mode');
   }
   const presenceTtlMs = e.PRESENCE_TTL_SECONDS * 1000;
-  if (e.NODE_LEASE_MS > presenceTtlMs) {
+  const nodeLeaseMs = e.NODE_LEASE_MS || Math.min(DEFAULT_NODE_LEASE_MS, presenceTtlMs);
+  if (nodeLeaseMs > presenceTtlMs) {
     throw new ConfigError('NODE_LEASE_MS must not be longer than PRESENCE_TTL_SECONDS');
   }
   return {
@@ -187,7 +204,7 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     devTokens: !hasKey,
     apiKeys: e.API_KEYS,
     presenceTtlMs,
-    nodeLeaseMs: e.NODE_LEASE_MS,
+    nodeLeaseMs,
     offlineTtlMs: e.OFFLINE_TTL_SECONDS * 1000,
     offlineMaxPerUser: e.OFFLINE_MAX_PER_USER,
     maxMessageBytes: e.MAX_MESSAGE_BYTES,

@@ -3,12 +3,13 @@ import { ChatMessage, MessageStatusEvent } from './message.types';
 
 /**
  * What one node sends another over the NodeBus.
- * - `m`: push a stored message to the recipient's local sessions; `h` counts re-routes (hop limit).
+ * - `m`: push a stored message to the recipient's local sessions.
  * - `s`: push a status to a user's local sessions.
+ * `h` counts how often the payload was routed again after it found no session (hop limit).
  */
 export type Envelope =
   | { readonly t: 'm'; readonly h: number; readonly m: ChatMessage }
-  | { readonly t: 's'; readonly u: string; readonly s: MessageStatusEvent };
+  | { readonly t: 's'; readonly h: number; readonly u: string; readonly s: MessageStatusEvent };
 
 export class InvalidEnvelopeError extends Error {
   override readonly name = 'InvalidEnvelopeError';
@@ -19,8 +20,8 @@ export function encodeMessageEnvelope(messageJson: string, hops: number): Buffer
   return Buffer.from(`{"t":"m","h":${hops},"m":${messageJson}}`);
 }
 
-export function encodeStatusEnvelope(userId: string, status: MessageStatusEvent): Buffer {
-  return Buffer.from(JSON.stringify({ t: 's', u: userId, s: status }));
+export function encodeStatusEnvelope(userId: string, status: MessageStatusEvent, hops: number): Buffer {
+  return Buffer.from(JSON.stringify({ t: 's', h: hops, u: userId, s: status }));
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -50,6 +51,6 @@ export function decodeEnvelope(payload: Buffer): Envelope {
     throw new InvalidEnvelopeError('envelope is not JSON');
   }
   if (isObject(e) && e.t === 'm' && Number.isInteger(e.h) && isChatMessage(e.m)) return e as Envelope;
-  if (isObject(e) && e.t === 's' && isUserId(e.u) && isStatus(e.s)) return e as Envelope;
+  if (isObject(e) && e.t === 's' && Number.isInteger(e.h) && isUserId(e.u) && isStatus(e.s)) return e as Envelope;
   throw new InvalidEnvelopeError('envelope has an unknown shape');
 }

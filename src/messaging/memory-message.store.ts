@@ -13,6 +13,15 @@ import {
 import { SendStatus } from './message.types';
 import { timeOfId } from './message-id';
 
+interface IdempotencyRecord {
+  id: string;
+  status: SendStatus;
+  seq: number;
+  to: string;
+  settled: boolean;
+  expiresAt: number;
+}
+
 interface Stored {
   seq: number;
   id: string;
@@ -25,7 +34,7 @@ export class MemoryMessageStore extends MessageStore {
   private readonly inboxes = new Map<string, Stored[]>();
   private readonly seqs = new Map<string, number>();
   private readonly unread = new Map<string, Map<string, string>>();
-  private readonly idempotency = new Map<string, { value: string; expiresAt: number }>();
+  private readonly idempotency = new Map<string, IdempotencyRecord>();
   private readonly buckets = new Map<string, { tokens: number; ts: number }>();
 
   constructor(
@@ -41,8 +50,9 @@ export class MemoryMessageStore extends MessageStore {
     if (idemKey !== undefined) {
       const first = this.idempotency.get(idemKey);
       if (first && first.expiresAt > now) {
-        const [id, status] = first.value.split('|');
-        return { kind: 'duplicate', id, status: status as SendStatus };
+        const dup = { kind: 'duplicate', id: first.id, status: first.status } as const;
+        const still = !first.settled && first.to === cmd.to ? this.inboxes.get(cmd.to)?.find((m) => m.seq === first.seq) : undefined;
+        return still ? { ...dup, repush: { json: still.json, nodes: await this.presence.nodesOf(cmd.to) } } : dup;
       }
     }
     const rate = this.config.sendRatePerSecond;
@@ -65,7 +75,8 @@ export class MemoryMessageStore extends MessageStore {
     const nodes = await this.presence.nodesOf(cmd.to);
     if (idemKey !== undefined) {
       this.sweepIdempotency(now);
-      this.idempotency.set(idemKey, { value: `${cmd.id}|${nodes.length > 0 ? 'sent' : 'stored'}`, expiresAt: now + IDEMPOTENCY_WINDOW_MS });
+      const status = nodes.length > 0 ? 'sent' : 'stored';
+      this.idempotency.set(idemKey, { id: cmd.id, status, seq, to: cmd.to, settled: false, expiresAt: now + IDEMPOTENCY_WINDOW_MS });
     }
     return { kind: 'accepted', seq, json, nodes, dropped };
   }
@@ -78,9 +89,12 @@ export class MemoryMessageStore extends MessageStore {
     }
   }
 
-  async correctStatus(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
+  async settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
     const rec = this.idempotency.get(`${from}\n${clientMsgId}`);
-    if (rec) rec.value = `${id}|${status}`;
+    if (rec?.id === id) {
+      rec.status = status;
+      rec.settled = true;
+    }
   }
 
   async pending(userId: string): Promise<PendingMessages> {

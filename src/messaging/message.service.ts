@@ -1,19 +1,23 @@
 import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
-import { NodeBus } from '../amqp/node-bus';
+import { Delivery, NodeBus } from '../amqp/node-bus';
 import { AppError } from '../common/app-error';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
 import { PresenceStore } from '../presence/presence.store';
 import { SendMessageDto } from './dto';
-import { decodeEnvelope, encodeMessageEnvelope, encodeStatusEnvelope } from './envelope';
+import { Envelope, decodeEnvelope, encodeMessageEnvelope, encodeStatusEnvelope } from './envelope';
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { MessageIdGenerator } from './message-id';
 import { MessageStore } from './message.store';
 import { ChatMessage, MessageStatusEvent, SendResult } from './message.types';
 
-/** A message that found no session where presence said one was is routed this many more times at most. */
-const MAX_REROUTES = 1;
+/**
+ * A payload that found no session where presence said one was (the session moved or closed), or that its
+ * node did not consume in time (dead-lettered), is routed again at most this many times; then a message
+ * waits in the inbox for the next connection.
+ */
+const MAX_REROUTES = 2;
 
 /**
  * Sending, pushing and confirming 1:1 messages (ARCHITECTURE "data flow of one message"): the inbox is
@@ -35,7 +39,7 @@ export class MessageService implements OnModuleInit {
   ) {}
 
   onModuleInit(): void {
-    this.bus.onMessage((payload) => this.onBusPayload(payload));
+    this.bus.onMessage((payload, delivery) => this.onBusPayload(payload, delivery));
   }
 
   /** The gateway hands over its sessions once its server exists. */
@@ -59,6 +63,10 @@ export class MessageService implements OnModuleInit {
     const result = await this.store.accept({ from, to, id, clientMsgId, draft });
     if (result.kind === 'duplicate') {
       this.metrics.messagesDuplicate.inc();
+      if (result.repush && result.repush.nodes.length > 0) {
+        const first = JSON.parse(result.repush.json) as ChatMessage;
+        await this.push(first, result.repush.json, result.repush.nodes, 0);
+      }
       return { id: result.id, status: result.status, duplicate: true };
     }
     if (result.kind === 'rate_limited') {
@@ -71,10 +79,12 @@ export class MessageService implements OnModuleInit {
     const msg: ChatMessage = { id, from, to, body: input.body, sentAt, seq: result.seq };
     if (clientMsgId !== undefined) msg.clientMsgId = clientMsgId;
     const pushed = result.nodes.length > 0 && (await this.push(msg, result.json, result.nodes, 0));
-    if (!pushed && result.nodes.length > 0 && clientMsgId !== undefined) {
-      await this.store.correctStatus(from, clientMsgId, id, 'stored');
+    const status = pushed ? 'sent' : 'stored';
+    if (clientMsgId !== undefined) {
+      // Not awaited: it needs no answer, and it reaches Redis before any repeat of this send can.
+      this.store.settle(from, clientMsgId, id, status).catch((err: unknown) => this.logger.warn(`settle of ${id} failed: ${String(err)}`));
     }
-    return { id, status: pushed ? 'sent' : 'stored' };
+    return { id, status };
   }
 
   /** The user's stored messages, oldest first, for a session that just connected. */
@@ -89,12 +99,12 @@ export class MessageService implements OnModuleInit {
     const removed = await this.store.confirm(userId, msg.seq, msg.id, msg.from);
     if (!removed) return;
     this.metrics.messagesConfirmed.inc();
-    await this.sendStatus(msg.from, { id: msg.id, to: userId, status: 'delivered' });
+    await this.sendStatus(msg.from, { id: msg.id, to: userId, status: 'delivered' }, 0);
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<void> {
     const receipts = await this.store.markRead(userId, ids);
-    await Promise.all(receipts.map((r) => this.sendStatus(r.from, { id: r.id, to: userId, status: 'read' })));
+    await Promise.all(receipts.map((r) => this.sendStatus(r.from, { id: r.id, to: userId, status: 'read' }, 0)));
   }
 
   /** Pushes to each node once; true when at least one session got it or a node's queue took it. */
@@ -125,35 +135,42 @@ export class MessageService implements OnModuleInit {
     }
   }
 
-  private async sendStatus(userId: string, status: MessageStatusEvent): Promise<void> {
+  private async sendStatus(userId: string, status: MessageStatusEvent, hops: number): Promise<void> {
     const nodes = await this.presence.nodesOf(userId);
     let envelope: Buffer | undefined;
     await Promise.all(
       nodes.map(async (nodeId) => {
         if (nodeId === this.config.nodeId) this.local.deliverStatus(userId, status);
-        else await this.publish(nodeId, (envelope ??= encodeStatusEnvelope(userId, status)));
+        else await this.publish(nodeId, (envelope ??= encodeStatusEnvelope(userId, status, hops)));
       }),
     );
   }
 
-  private async onBusPayload(payload: Buffer): Promise<void> {
-    let envelope;
+  private async onBusPayload(payload: Buffer, delivery: Delivery): Promise<void> {
+    let envelope: Envelope;
     try {
       envelope = decodeEnvelope(payload);
     } catch (err) {
       this.logger.error(`dropped a payload that is no envelope: ${String(err)}`);
       return;
     }
+    if (!delivery.rerouted) {
+      const reached = envelope.t === 'm' ? this.deliverLocally(envelope.m, 'remote') : this.local.deliverStatus(envelope.u, envelope.s);
+      if (reached > 0) return;
+    }
+    await this.reroute(envelope);
+  }
+
+  /** Looks the user up again and pushes to wherever the sessions are now; past the hop limit a message waits in the inbox. */
+  private async reroute(envelope: Envelope): Promise<void> {
+    if (envelope.h >= MAX_REROUTES) return;
+    this.metrics.messagesRerouted.inc();
     if (envelope.t === 's') {
-      this.local.deliverStatus(envelope.u, envelope.s);
+      await this.sendStatus(envelope.u, envelope.s, envelope.h + 1);
       return;
     }
     const msg = envelope.m;
-    if (this.deliverLocally(msg, 'remote') > 0 || envelope.h >= MAX_REROUTES) return;
-    // The session moved or closed since the sender looked: look once more, else it waits in the inbox.
-    const nodes = (await this.presence.nodesOf(msg.to)).filter((n) => n !== this.config.nodeId);
-    if (nodes.length === 0) return;
-    this.metrics.messagesRerouted.inc();
-    await this.push(msg, JSON.stringify(msg), nodes, envelope.h + 1);
+    const nodes = await this.presence.nodesOf(msg.to);
+    if (nodes.length > 0) await this.push(msg, JSON.stringify(msg), nodes, envelope.h + 1);
   }
 }

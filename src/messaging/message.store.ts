@@ -10,7 +10,16 @@ export interface AcceptCommand {
 }
 
 export type AcceptResult =
-  | { readonly kind: 'duplicate'; readonly id: string; readonly status: SendStatus }
+  | {
+      readonly kind: 'duplicate';
+      readonly id: string;
+      readonly status: SendStatus;
+      /**
+       * The first send never settled its push (its node died mid-send) and the message is still unconfirmed
+       * in the recipient's inbox: push it again.
+       */
+      readonly repush?: { readonly json: string; readonly nodes: string[] };
+    }
   | { readonly kind: 'rate_limited'; readonly retryAfterMs: number }
   | {
       readonly kind: 'accepted';
@@ -40,7 +49,8 @@ export interface PendingMessages {
  *
  * Contract (tested by message.store.contract.ts against both implementations):
  * - `accept` is atomic: a repeated (from, clientMsgId) within the idempotency window returns the first id
- *   and status and stores nothing; over the sender's rate it stores nothing; otherwise it appends the
+ *   and status and stores nothing (and, when the first send never called `settle` and its message is still
+ *   unconfirmed, the stored message and the recipient's live nodes, so it can be pushed again); over the sender's rate it stores nothing; otherwise it appends the
  *   message with the recipient's next seq (1, 2, 3, ...; never reused), drops the oldest past the bound,
  *   and reports the recipient's live nodes.
  * - A message stays until `confirm` removes it, or the offline TTL passes, or the bound pushes it out.
@@ -48,8 +58,8 @@ export interface PendingMessages {
  */
 export abstract class MessageStore {
   abstract accept(cmd: AcceptCommand): Promise<AcceptResult>;
-  /** Corrects the status an idempotency record reports (a push that turned out unroutable). */
-  abstract correctStatus(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void>;
+  /** The send of `id` finished pushing, with this final status: a repeat will not push it again. */
+  abstract settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void>;
   abstract pending(userId: string): Promise<PendingMessages>;
   abstract confirm(userId: string, seq: number, id: string, from: string): Promise<boolean>;
   /** Marks confirmed messages of `userId` read; returns who sent each one found. */

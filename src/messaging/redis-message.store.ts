@@ -25,7 +25,8 @@ end`;
 /**
  * One round trip per send.
  * KEYS: idempotency, rate(from), seq(to), inbox(to), presence(to)
- * ARGV: hasIdem, rate/s, burst, draft, maxPerUser, offlineTtlMs, idemTtlMs, leasePrefix, id
+ * ARGV: hasIdem, rate/s, burst, draft, maxPerUser, offlineTtlMs, idemTtlMs, leasePrefix, id, to
+ * The idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished pushing.
  */
 const ACCEPT = new LuaScript(
   'accept',
@@ -33,7 +34,14 @@ const ACCEPT = new LuaScript(
   ${LUA_LIVE_NODES}
   if ARGV[1] == '1' then
     local first = redis.call('GET', KEYS[1])
-    if first then return {'duplicate', first} end
+    if first then
+      local id, status, seq, settled, to = string.match(first, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+      if settled == '0' and to == ARGV[10] then
+        local still = redis.call('ZRANGEBYSCORE', KEYS[4], seq, seq)
+        if still[1] then return {'duplicate', id, status, still[1], unpack(liveNodes(KEYS[5], ARGV[8], now))} end
+      end
+      return {'duplicate', id or first, status or 'stored'}
+    end
   end
   local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
   local bucket = redis.call('HMGET', KEYS[2], 't', 'ts')
@@ -56,9 +64,20 @@ const ACCEPT = new LuaScript(
   if ARGV[1] == '1' then
     local status = 'stored'
     if #nodes > 0 then status = 'sent' end
-    redis.call('SET', KEYS[1], ARGV[9] .. '|' .. status, 'PX', ARGV[7])
+    redis.call('SET', KEYS[1], ARGV[9] .. '|' .. status .. '|' .. seq .. '|0|' .. ARGV[10], 'PX', ARGV[7])
   end
   return {'accepted', tostring(seq), tostring(dropped), json, unpack(nodes)}`,
+);
+
+/** KEYS: idempotency.  ARGV: id, status.  Marks the record `id|status|seq|settled|to` settled with a final status, keeping its TTL. */
+const SETTLE = new LuaScript(
+  'settle',
+  `local rec = redis.call('GET', KEYS[1])
+  if not rec then return 0 end
+  local id, seq, to = string.match(rec, '^([^|]*)|[^|]*|([^|]*)|[^|]*|(.*)$')
+  if id ~= ARGV[1] then return 0 end
+  redis.call('SET', KEYS[1], id .. '|' .. ARGV[2] .. '|' .. seq .. '|1|' .. to, 'KEEPTTL')
+  return 1`,
 );
 
 /** KEYS: inbox.  ARGV: offlineTtlMs.  Drops expired messages at the head; returns {expired, json...}. */
@@ -133,12 +152,14 @@ export class RedisMessageStore extends MessageStore {
         IDEMPOTENCY_WINDOW_MS,
         this.keys.leasePrefix,
         cmd.id,
+        cmd.to,
       ],
     )) as string[];
     switch (reply[0]) {
       case 'duplicate': {
-        const [id, status] = reply[1].split('|');
-        return { kind: 'duplicate', id, status: status as SendStatus };
+        const [, id, status, json, ...nodes] = reply;
+        const first = { kind: 'duplicate', id, status: status as SendStatus } as const;
+        return json === undefined ? first : { ...first, repush: { json, nodes } };
       }
       case 'rate_limited':
         return { kind: 'rate_limited', retryAfterMs: Number(reply[1]) };
@@ -147,8 +168,8 @@ export class RedisMessageStore extends MessageStore {
     }
   }
 
-  async correctStatus(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
-    await this.redis.set(this.keys.idempotency(from, clientMsgId), `${id}|${status}`, 'KEEPTTL', 'XX');
+  async settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
+    await SETTLE.run(this.redis, [this.keys.idempotency(from, clientMsgId)], [id, status]);
   }
 
   async pending(userId: string): Promise<PendingMessages> {

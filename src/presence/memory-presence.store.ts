@@ -48,6 +48,7 @@ export class MemoryPresenceStore extends PresenceStore {
       await delay(Math.min(250, this.config.nodeLeaseMs / 4));
     }
     this.leases.set(nodeId, { token: this.token, expiresAt: Date.now() + this.config.nodeLeaseMs });
+    this.nodeSessions.set(nodeId, new Map());
   }
 
   async renewLease(nodeId: string): Promise<boolean> {

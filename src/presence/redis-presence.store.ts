@@ -23,10 +23,28 @@ const RENEW_LEASE = new LuaScript(
    return 0`,
 );
 
+/** KEYS: lease, nodeSessions, nodes.  ARGV: token, nodeId.  Only the holder releases. */
 const RELEASE_LEASE = new LuaScript(
   'releaseLease',
-  `if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
-   return 1`,
+  `if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('DEL', KEYS[1], KEYS[2])
+    redis.call('SREM', KEYS[3], ARGV[2])
+  end
+  return 1`,
+);
+
+/**
+ * KEYS: lease, nodeSessions, nodes.  ARGV: token, leaseMs, nodeId, presencePrefix.
+ * Takes a free lease; the sessions a previous holder of the node id left behind are removed with it.
+ */
+const ACQUIRE_LEASE = new LuaScript(
+  'acquireLease',
+  `if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 0 end
+  local left = redis.call('HGETALL', KEYS[2])
+  for i = 1, #left, 2 do redis.call('ZREM', ARGV[4] .. left[i + 1], ARGV[3] .. '|' .. left[i]) end
+  redis.call('DEL', KEYS[2])
+  redis.call('SADD', KEYS[3], ARGV[3])
+  return 1`,
 );
 
 /**
@@ -96,7 +114,7 @@ const PRESENCE_OF = new LuaScript(
   return out`,
 );
 
-const SCRIPTS = [RENEW_LEASE, RELEASE_LEASE, WRITE_SESSIONS, REMOVE_SESSIONS, NODES_OF, PRESENCE_OF];
+const SCRIPTS = [ACQUIRE_LEASE, RENEW_LEASE, RELEASE_LEASE, WRITE_SESSIONS, REMOVE_SESSIONS, NODES_OF, PRESENCE_OF];
 const BATCH = 500;
 
 @Injectable()
@@ -114,16 +132,14 @@ export class RedisPresenceStore extends PresenceStore {
 
   async acquireLease(nodeId: string): Promise<void> {
     await Promise.all(SCRIPTS.map((s) => s.load(this.redis)));
-    const key = this.keys.lease(nodeId);
     const leaseMs = this.config.nodeLeaseMs;
+    const keys = [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId), this.keys.nodes];
+    const args = [this.token, leaseMs, nodeId, this.keys.presence('')];
     const deadline = Date.now() + leaseMs + 500;
-    for (;;) {
-      const ok = await this.redis.set(key, this.token, 'PX', leaseMs, 'NX');
-      if (ok === 'OK') break;
+    while ((await ACQUIRE_LEASE.run(this.redis, keys, args)) !== 1) {
       if (Date.now() > deadline) throw new NodeIdInUseError(nodeId);
       await delay(Math.min(250, leaseMs / 4));
     }
-    await this.redis.sadd(this.keys.nodes, nodeId);
   }
 
   async renewLease(nodeId: string): Promise<boolean> {
@@ -132,8 +148,7 @@ export class RedisPresenceStore extends PresenceStore {
   }
 
   async releaseLease(nodeId: string): Promise<void> {
-    await RELEASE_LEASE.run(this.redis, [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId)], [this.token]);
-    await this.redis.srem(this.keys.nodes, nodeId);
+    await RELEASE_LEASE.run(this.redis, [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId), this.keys.nodes], [this.token, nodeId]);
   }
 
   async addSession(userId: string, ref: SessionRef): Promise<void> {

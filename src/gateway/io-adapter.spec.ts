@@ -1,0 +1,46 @@
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { originAllowed } from './io-adapter';
+
+const request = (headers: IncomingHttpHeaders): IncomingMessage => ({ headers }) as unknown as IncomingMessage;
+
+describe('originAllowed', () => {
+  const listed = new Set(['https://app.example.com', 'http://localhost:5173']);
+  const none = new Set<string>();
+
+  it('lets in a client that sends no Origin (servers, tests)', () => {
+    expect(originAllowed(request({ host: 'chat.example.com' }), none)).toBe(true);
+    expect(originAllowed(request({}), listed)).toBe(true);
+  });
+
+  it('lets in a listed origin', () => {
+    expect(originAllowed(request({ host: 'chat.example.com', origin: 'https://app.example.com' }), listed)).toBe(true);
+    expect(originAllowed(request({ host: 'chat.example.com', origin: 'http://localhost:5173' }), listed)).toBe(true);
+  });
+
+  it('lets in the same origin as the Host header, listed or not', () => {
+    expect(originAllowed(request({ host: 'chat.example.com', origin: 'https://chat.example.com' }), none)).toBe(true);
+    expect(originAllowed(request({ host: 'localhost:3000', origin: 'http://localhost:3000' }), listed)).toBe(true);
+  });
+
+  it.each([
+    ['another host', 'https://evil.example.com'],
+    ['the same host on another port', 'http://chat.example.com:8080'],
+    ['a listed origin on another port', 'http://localhost:5174'],
+    ['a subdomain of a listed origin', 'https://x.app.example.com'],
+    ['a listed origin with a trailing slash', 'https://app.example.com/'],
+  ])('refuses %s', (_what, origin) => {
+    expect(originAllowed(request({ host: 'chat.example.com', origin }), listed)).toBe(false);
+  });
+
+  it('refuses a cross origin when no origins are listed (same-origin only)', () => {
+    expect(originAllowed(request({ host: 'chat.example.com', origin: 'https://app.example.com' }), none)).toBe(false);
+  });
+
+  it.each(['null', 'not a url', '://missing-scheme'])('refuses an unparsable origin %p', (origin) => {
+    expect(originAllowed(request({ host: 'chat.example.com', origin }), listed)).toBe(false);
+  });
+
+  it('refuses an origin when the request has no Host header', () => {
+    expect(originAllowed(request({ origin: 'https://chat.example.com' }), none)).toBe(false);
+  });
+});

@@ -1,0 +1,318 @@
+import { randomBytes } from 'node:crypto';
+import { AppConfig } from '../../src/config/config';
+import { MessageIdGenerator, timeOfId } from '../../src/messaging/message-id';
+import { AcceptCommand, AcceptResult, MessageStore } from '../../src/messaging/message.store';
+import { JsonValue } from '../../src/messaging/message.types';
+import { PresenceStore } from '../../src/presence/presence.store';
+import { holdLease, LeaseHolder, PRESENCE_CONTRACT_ENV } from './presence-store.contract';
+
+/**
+ * The contract of MessageStore (src/messaging/message.store.ts), one suite run against every implementation.
+ * Each test opens its own backend, so seqs, inboxes, idempotency records and rate buckets start empty.
+ */
+
+export interface MessageBackend {
+  readonly config: AppConfig;
+  readonly messages: MessageStore;
+  /** A presence store of the same backend, read by `accept` for the recipient's live nodes. */
+  readonly presence: PresenceStore;
+}
+
+export interface MessageStoreFactory {
+  /** A backend sharing no state with any earlier `open`, configured from `env` merged into the factory's base env. */
+  open(env: Readonly<Record<string, string>>): MessageBackend;
+  /** Frees all `open` made: quits clients, removes keys. */
+  close(): Promise<void>;
+}
+
+type Accepted = Extract<AcceptResult, { kind: 'accepted' }>;
+
+const rand = (): string => randomBytes(4).toString('hex');
+
+/** Sends generous enough that only the rate-limit test meets the limit. */
+const BASE_ENV: Readonly<Record<string, string>> = { ...PRESENCE_CONTRACT_ENV, SEND_RATE_PER_SECOND: '1000' };
+
+export function messageStoreContract(name: string, makeFactory: () => MessageStoreFactory | Promise<MessageStoreFactory>): void {
+  describe(`MessageStore contract: ${name}`, () => {
+    let factory: MessageStoreFactory;
+    let holders: LeaseHolder[] = [];
+    const ids = new MessageIdGenerator();
+
+    beforeAll(async () => {
+      factory = await makeFactory();
+    });
+    afterAll(async () => {
+      await factory.close();
+    });
+    afterEach(async () => {
+      await Promise.all(holders.map((h) => h.stop()));
+      holders = [];
+    });
+
+    const open = (env: Record<string, string> = {}): MessageBackend => factory.open({ ...BASE_ENV, ...env });
+    const user = (): string => `u-${rand()}`;
+
+    /** A command built the way MessageService.send builds it. */
+    const command = (from: string, to: string, body: JsonValue, clientMsgId?: string, at?: number): AcceptCommand => {
+      const sentAt = at ?? Date.now();
+      // A generator keeps its ids increasing, so an id dated in the past needs a generator of its own.
+      const id = at === undefined ? ids.next(sentAt) : new MessageIdGenerator().next(sentAt);
+      const draft =
+        `{"id":"${id}","from":${JSON.stringify(from)},"to":${JSON.stringify(to)},"body":${JSON.stringify(body)},"sentAt":${sentAt}` +
+        (clientMsgId === undefined ? '' : `,"clientMsgId":${JSON.stringify(clientMsgId)}`);
+      return { from, to, id, clientMsgId, draft };
+    };
+
+    const accepted = async (store: MessageStore, cmd: AcceptCommand): Promise<Accepted> => {
+      const r = await store.accept(cmd);
+      if (r.kind !== 'accepted') throw new Error(`expected accept(${cmd.id}) to be accepted, got ${JSON.stringify(r)}`);
+      return r;
+    };
+
+    /** Puts a live session of `userId` on a fresh node whose lease is kept renewed; returns the node id. */
+    const online = async (b: MessageBackend, userId: string): Promise<string> => {
+      const nodeId = `n-${rand()}`;
+      await b.presence.acquireLease(nodeId);
+      holders.push(holdLease(b.presence, nodeId, b.config));
+      await b.presence.addSession(userId, { nodeId, sessionId: `s-${rand()}` });
+      return nodeId;
+    };
+
+    it('accept assigns seq 1, 2, 3 per recipient, independently per recipient, and returns the stored JSON with its seq', async () => {
+      const b = open();
+      const [from, r1, r2] = [user(), user(), user()];
+      const sent: AcceptCommand[] = [];
+      const results: Accepted[] = [];
+      const plan: Array<[string, JsonValue]> = [
+        [r1, 'one'],
+        [r2, { n: 1 }],
+        [r1, 'two'],
+        [r2, [2]],
+        [r1, 'three'],
+      ];
+      for (const [to, body] of plan) {
+        const cmd = command(from, to, body);
+        sent.push(cmd);
+        results.push(await accepted(b.messages, cmd));
+      }
+      expect(results.map((r) => r.seq)).toEqual([1, 1, 2, 2, 3]);
+      results.forEach((r, i) => {
+        expect(r.json).toBe(`${sent[i].draft},"seq":${r.seq}}`);
+        const parsed = JSON.parse(r.json) as unknown;
+        expect(parsed).toMatchObject({ id: sent[i].id, from, to: sent[i].to, seq: r.seq });
+        expect(r.dropped).toBe(0);
+        expect(r.nodes).toEqual([]);
+      });
+      expect(await b.messages.pending(r1)).toEqual({ expired: 0, messages: [results[0].json, results[2].json, results[4].json] });
+      expect(await b.messages.pending(r2)).toEqual({ expired: 0, messages: [results[1].json, results[3].json] });
+    });
+
+    it('pending returns the messages oldest first, across senders', async () => {
+      const b = open();
+      const [s1, s2, to] = [user(), user(), user()];
+      const jsons: string[] = [];
+      for (const from of [s1, s2, s1, s2, s2]) jsons.push((await accepted(b.messages, command(from, to, from))).json);
+      const { messages, expired } = await b.messages.pending(to);
+      expect(expired).toBe(0);
+      expect(messages).toEqual(jsons);
+      const parsed = messages.map((m) => JSON.parse(m) as { id: string; seq: number });
+      expect(parsed.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+      expect(parsed.map((m) => m.id)).toEqual(parsed.map((m) => m.id).sort());
+      // pending reads; it does not take.
+      expect((await b.messages.pending(to)).messages).toEqual(jsons);
+    });
+
+    it("accept reports the recipient's live nodes: none offline, each node with a session once, not a released node", async () => {
+      const b = open();
+      const [from, to] = [user(), user()];
+      expect((await accepted(b.messages, command(from, to, 1))).nodes).toEqual([]);
+      const n1 = await online(b, to);
+      expect((await accepted(b.messages, command(from, to, 2))).nodes).toEqual([n1]);
+      const n2 = await online(b, to);
+      await b.presence.addSession(to, { nodeId: n2, sessionId: `s-${rand()}` });
+      expect((await accepted(b.messages, command(from, to, 3))).nodes.sort()).toEqual([n1, n2].sort());
+      await b.presence.releaseLease(n1);
+      expect((await accepted(b.messages, command(from, to, 4))).nodes).toEqual([n2]);
+      // Someone else's presence is not the recipient's.
+      expect((await accepted(b.messages, command(to, user(), 5))).nodes).toEqual([]);
+    });
+
+    it('a repeated (from, clientMsgId) is a duplicate: the first id and status (and the stored message to push again), nothing stored', async () => {
+      const b = open();
+      const [from, offline, live] = [user(), user(), user()];
+      const first = command(from, offline, 'hello', 'c-1');
+      const firstResult = await accepted(b.messages, first);
+      const again = await b.messages.accept(command(from, offline, 'hello again', 'c-1'));
+      expect(again).toEqual({ kind: 'duplicate', id: first.id, status: 'stored', repush: { json: firstResult.json, nodes: [] } });
+      expect(await b.messages.pending(offline)).toEqual({ expired: 0, messages: [firstResult.json] });
+      expect((await accepted(b.messages, command(from, offline, 'next'))).seq).toBe(2);
+
+      // To a recipient with a live session the first status is 'sent'.
+      const n = await online(b, live);
+      const toLive = command(from, live, 'hi', 'c-2');
+      const liveResult = await accepted(b.messages, toLive);
+      expect(await b.messages.accept(command(from, live, 'hi', 'c-2'))).toEqual({
+        kind: 'duplicate',
+        id: toLive.id,
+        status: 'sent',
+        repush: { json: liveResult.json, nodes: [n] },
+      });
+      expect((await b.messages.pending(live)).messages).toEqual([liveResult.json]);
+    });
+
+    it("a duplicate's repush: the recipient's live nodes now; none once the first message was confirmed, dropped, or for another recipient", async () => {
+      const b = open({ OFFLINE_MAX_PER_USER: '2' });
+      const [from, to, elsewhere] = [user(), user(), user()];
+      const first = command(from, to, 'one', 'c-1');
+      const stored = await accepted(b.messages, first);
+      expect(stored.nodes).toEqual([]);
+      // The recipient came online after the first send: the repeat reports where it is now, and the first status.
+      const n = await online(b, to);
+      expect(await b.messages.accept(command(from, to, 'one', 'c-1'))).toEqual({
+        kind: 'duplicate',
+        id: first.id,
+        status: 'stored',
+        repush: { json: stored.json, nodes: [n] },
+      });
+      // The same clientMsgId naming another recipient: still the first id, but nothing to push and nothing stored.
+      expect(await b.messages.accept(command(from, elsewhere, 'one', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
+      expect(await b.messages.pending(elsewhere)).toEqual({ expired: 0, messages: [] });
+      // Confirmed: nothing left to push.
+      expect(await b.messages.confirm(to, stored.seq, first.id, from)).toBe(true);
+      expect(await b.messages.accept(command(from, to, 'one', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
+
+      // Pushed out by the bound (2): nothing left to push either.
+      const second = command(from, to, 'two', 'c-2');
+      await accepted(b.messages, second);
+      await accepted(b.messages, command(from, to, 'three'));
+      expect((await accepted(b.messages, command(from, to, 'four'))).dropped).toBe(1);
+      expect(await b.messages.accept(command(from, to, 'two', 'c-2'))).toEqual({ kind: 'duplicate', id: second.id, status: 'sent' });
+    });
+
+    it('the same clientMsgId from a different sender is not a duplicate', async () => {
+      const b = open();
+      const [s1, s2, to] = [user(), user(), user()];
+      await accepted(b.messages, command(s1, to, 'a', 'same'));
+      const other = await accepted(b.messages, command(s2, to, 'b', 'same'));
+      expect(other.seq).toBe(2);
+      expect((await b.messages.pending(to)).messages).toHaveLength(2);
+    });
+
+    it('settle fixes what a later duplicate reports and stops the re-push; it ignores another id and creates no record', async () => {
+      const b = open();
+      const [from, to] = [user(), user()];
+      const n = await online(b, to);
+      const first = command(from, to, 'x', 'c-1');
+      const stored = await accepted(b.messages, first);
+      // Not settled yet (as if the sending node died mid-send): the repeat gets the message to push again.
+      expect(await b.messages.accept(command(from, to, 'x', 'c-1'))).toEqual({
+        kind: 'duplicate',
+        id: first.id,
+        status: 'sent',
+        repush: { json: stored.json, nodes: [n] },
+      });
+      await b.messages.settle(from, 'c-1', ids.next(), 'stored');
+      expect(await b.messages.accept(command(from, to, 'x', 'c-1'))).toHaveProperty('repush');
+      await b.messages.settle(from, 'c-1', first.id, 'stored');
+      expect(await b.messages.accept(command(from, to, 'x', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
+
+      await b.messages.settle(from, 'never-sent', first.id, 'stored');
+      expect((await b.messages.accept(command(from, to, 'y', 'never-sent'))).kind).toBe('accepted');
+    });
+
+    it('rate limit: 5/s allows a burst of 10, then rate_limited with retryAfterMs > 0, storing nothing; other senders unaffected', async () => {
+      const b = open({ SEND_RATE_PER_SECOND: '5' });
+      const [from, other, to] = [user(), user(), user()];
+      const seqs: number[] = [];
+      const started = Date.now();
+      let limited: AcceptResult | undefined;
+      while (seqs.length < 20) {
+        const r = await b.messages.accept(command(from, to, seqs.length));
+        if (r.kind !== 'accepted') {
+          limited = r;
+          break;
+        }
+        seqs.push(r.seq);
+      }
+      // Exactly the burst of 10, plus whatever refilled (5/s) should this machine take longer than 200 ms.
+      const refilled = Math.floor(((Date.now() - started) * 5) / 1000);
+      expect(seqs.length).toBeGreaterThanOrEqual(10);
+      expect(seqs.length).toBeLessThanOrEqual(10 + refilled);
+      expect(seqs).toEqual(seqs.map((_, i) => i + 1));
+      expect(limited?.kind).toBe('rate_limited');
+      if (limited?.kind !== 'rate_limited') return;
+      expect(limited.retryAfterMs).toBeGreaterThan(0);
+      expect(limited.retryAfterMs).toBeLessThanOrEqual(1000 / 5); // one token at 5/s
+      // Refused, it stored nothing and took no seq; another sender's bucket is its own.
+      expect((await b.messages.pending(to)).messages).toHaveLength(seqs.length);
+      expect((await accepted(b.messages, command(other, to, 'other'))).seq).toBe(seqs.length + 1);
+    });
+
+    it('OFFLINE_MAX_PER_USER=3: after 5 accepts pending holds the newest 3, and accept reported what it dropped', async () => {
+      const b = open({ OFFLINE_MAX_PER_USER: '3' });
+      const [from, to] = [user(), user()];
+      const results: Accepted[] = [];
+      for (let i = 1; i <= 5; i++) results.push(await accepted(b.messages, command(from, to, i)));
+      expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+      expect(results.map((r) => r.dropped)).toEqual([0, 0, 0, 1, 1]);
+      expect(await b.messages.pending(to)).toEqual({ expired: 0, messages: results.slice(2).map((r) => r.json) });
+      // Dropped messages do not free their seq.
+      expect((await accepted(b.messages, command(from, to, 6))).seq).toBe(6);
+    });
+
+    it('confirm removes a message once (true, then false); the confirmed message can then be markRead once', async () => {
+      const b = open();
+      const [s1, s2, to] = [user(), user(), user()];
+      const m1 = command(s1, to, 'first');
+      const m2 = command(s2, to, 'second');
+      const r1 = await accepted(b.messages, m1);
+      const r2 = await accepted(b.messages, m2);
+
+      expect(await b.messages.markRead(to, [m1.id])).toEqual([]); // not confirmed yet
+      expect(await b.messages.confirm(to, r1.seq, m1.id, s1)).toBe(true);
+      expect(await b.messages.confirm(to, r1.seq, m1.id, s1)).toBe(false);
+      expect(await b.messages.pending(to)).toEqual({ expired: 0, messages: [r2.json] });
+
+      expect(await b.messages.markRead(to, [m1.id, m2.id])).toEqual([{ id: m1.id, from: s1 }]);
+      expect(await b.messages.markRead(to, [m1.id])).toEqual([]);
+
+      expect(await b.messages.confirm(to, r2.seq, m2.id, s2)).toBe(true);
+      expect(await b.messages.pending(to)).toEqual({ expired: 0, messages: [] });
+      expect(await b.messages.markRead(to, [m2.id])).toEqual([{ id: m2.id, from: s2 }]);
+      // An emptied inbox does not restart the seq.
+      expect((await accepted(b.messages, command(s1, to, 'third'))).seq).toBe(3);
+    });
+
+    it("markRead of unknown ids, or of another user's confirmed message, returns nothing", async () => {
+      const b = open();
+      const [from, to, stranger] = [user(), user(), user()];
+      const m = command(from, to, 'x');
+      const r = await accepted(b.messages, m);
+      expect(await b.messages.confirm(to, r.seq, m.id, from)).toBe(true);
+      expect(await b.messages.markRead(to, [])).toEqual([]);
+      expect(await b.messages.markRead(to, [ids.next(), 'not-an-id', m.id.slice(0, 8)])).toEqual([]);
+      expect(await b.messages.markRead(stranger, [m.id])).toEqual([]);
+      expect(await b.messages.markRead(user(), [ids.next()])).toEqual([]);
+      // Those calls took nothing away.
+      expect(await b.messages.markRead(to, [m.id])).toEqual([{ id: m.id, from }]);
+    });
+
+    it('OFFLINE_TTL_SECONDS=1: pending drops messages whose id time is older than the TTL and counts them in expired', async () => {
+      const b = open({ OFFLINE_TTL_SECONDS: '1' });
+      const [from, to] = [user(), user()];
+      const old1 = command(from, to, 'old', undefined, Date.now() - 5000);
+      const old2 = command(from, to, 'old too', undefined, Date.now() - 4000);
+      expect(timeOfId(old1.id)).toBeLessThan(Date.now() - b.config.offlineTtlMs);
+      await accepted(b.messages, old1);
+      await accepted(b.messages, old2);
+      const freshCmd = command(from, to, 'fresh');
+      const fresh = await accepted(b.messages, freshCmd);
+      expect(fresh.seq).toBe(3);
+
+      expect(await b.messages.pending(to)).toEqual({ expired: 2, messages: [fresh.json] });
+      // Removed by that call: not counted twice.
+      expect(await b.messages.pending(to)).toEqual({ expired: 0, messages: [fresh.json] });
+      expect(await b.messages.confirm(to, fresh.seq, freshCmd.id, from)).toBe(true);
+    });
+  });
+}

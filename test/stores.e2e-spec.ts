@@ -1,0 +1,104 @@
+import { randomBytes } from 'node:crypto';
+import Redis from 'ioredis';
+import { AppConfig, loadConfig } from '../src/config/config';
+import { MemoryMessageStore } from '../src/messaging/memory-message.store';
+import { RedisMessageStore } from '../src/messaging/redis-message.store';
+import { MemoryPresenceStore } from '../src/presence/memory-presence.store';
+import { RedisPresenceStore } from '../src/presence/redis-presence.store';
+import { RedisKeys } from '../src/redis/redis-keys';
+import { MessageStoreFactory, messageStoreContract } from './contracts/message-store.contract';
+import { PresenceStoreFactory, presenceStoreContract } from './contracts/presence-store.contract';
+
+/**
+ * The store contracts against the real Redis (REDIS_URL, default 127.0.0.1:6379) and against memory.
+ * Every key this file writes starts with its own CLUSTER_NAME (t-stores-<random>); each test gets a
+ * sub-cluster `<CLUSTER_NAME>-<n>` so counts such as cluster() start empty. The keys are deleted and
+ * every client quit in afterAll.
+ */
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const CLUSTER_NAME = `t-stores-${randomBytes(4).toString('hex')}`;
+
+function configFor(cluster: string, env: Readonly<Record<string, string>>, redis: boolean): AppConfig {
+  const base: Record<string, string> = redis
+    ? { REDIS_URL, AMQP_URL: 'amqp://127.0.0.1:5672', JWT_SECRET: 'stores-contract-secret' }
+    : {};
+  return loadConfig({ ...base, CLUSTER_NAME: cluster, LOG_LEVEL: 'silent', ...env });
+}
+
+/** Opens one client; hands out sub-clusters of CLUSTER_NAME; close() deletes their keys and quits. */
+class RedisBackends {
+  private readonly redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  private opened = 0;
+
+  constructor(private readonly label: string) {}
+
+  open(env: Readonly<Record<string, string>>): { redis: Redis; keys: RedisKeys; config: AppConfig } {
+    const cluster = `${CLUSTER_NAME}-${this.label}${++this.opened}`;
+    return { redis: this.redis, keys: new RedisKeys(cluster), config: configFor(cluster, env, true) };
+  }
+
+  async close(): Promise<void> {
+    try {
+      let cursor = '0';
+      do {
+        const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${CLUSTER_NAME}-${this.label}*`, 'COUNT', 1000);
+        if (keys.length > 0) await this.redis.del(...keys);
+        cursor = next;
+      } while (cursor !== '0');
+    } finally {
+      await this.redis.quit();
+    }
+  }
+}
+
+presenceStoreContract(
+  'RedisPresenceStore',
+  (): PresenceStoreFactory => {
+    const backends = new RedisBackends('p');
+    return {
+      open(env) {
+        const { redis, keys, config } = backends.open(env);
+        return { config, node: () => new RedisPresenceStore(redis, keys, config) };
+      },
+      close: () => backends.close(),
+    };
+  },
+  { multiProcess: true },
+);
+
+presenceStoreContract(
+  'MemoryPresenceStore',
+  (): PresenceStoreFactory => ({
+    open(env) {
+      const config = configFor(CLUSTER_NAME, env, false);
+      const store = new MemoryPresenceStore(config);
+      return { config, node: () => store };
+    },
+    close: async () => undefined,
+  }),
+  { multiProcess: false },
+);
+
+messageStoreContract('RedisMessageStore', (): MessageStoreFactory => {
+  const backends = new RedisBackends('m');
+  return {
+    open(env) {
+      const { redis, keys, config } = backends.open(env);
+      return {
+        config,
+        messages: new RedisMessageStore(redis, keys, config),
+        presence: new RedisPresenceStore(redis, keys, config),
+      };
+    },
+    close: () => backends.close(),
+  };
+});
+
+messageStoreContract('MemoryMessageStore', (): MessageStoreFactory => ({
+  open(env) {
+    const config = configFor(CLUSTER_NAME, env, false);
+    const presence = new MemoryPresenceStore(config);
+    return { config, messages: new MemoryMessageStore(config, presence), presence };
+  },
+  close: async () => undefined,
+}));
