@@ -89,10 +89,12 @@ describe('bad input', () => {
     });
 
     it('limits the send rate per user with rate_limited, after a burst of twice the rate', async () => {
-      const acks = [];
-      for (let i = 0; i < 11; i++) acks.push(await a.send(bob, i));
-      expect(acks.slice(0, 10).every((x) => x.ok)).toBe(true);
-      expect(acks[10]).toEqual({ ok: false, error: { code: 'rate_limited', message: expect.any(String) as string } });
+      // Sent at once, so that refills during the burst stay far below what the assertions allow.
+      const acks = await Promise.all(Array.from({ length: 30 }, (_, i) => a.send(bob, i)));
+      const limited = acks.filter((x) => !x.ok);
+      expect(acks.filter((x) => x.ok).length).toBeGreaterThanOrEqual(10);
+      expect(limited.length).toBeGreaterThanOrEqual(10);
+      expect(limited[0]).toEqual({ ok: false, error: { code: 'rate_limited', message: expect.any(String) as string } });
     });
 
     it('keeps stored messages intact through all of it', async () => {
@@ -141,16 +143,14 @@ describe('bad input', () => {
 
     it('answers over the send rate with 429 and Retry-After', async () => {
       const headers = auth();
-      const statuses: number[] = [];
-      let retryAfter: string | undefined;
-      for (let i = 0; i < 11; i++) {
-        const res = await request(node.url).post('/messages').set(headers).send({ to: 'bob', body: i });
-        statuses.push(res.status);
-        if (res.status === 429) retryAfter = res.headers['retry-after'];
-      }
-      expect(statuses.slice(0, 10).every((s) => s === 202)).toBe(true);
-      expect(statuses[10]).toBe(429);
-      expect(Number(retryAfter)).toBeGreaterThanOrEqual(1);
+      const responses = await Promise.all(
+        Array.from({ length: 30 }, (_, i) => request(node.url).post('/messages').set(headers).send({ to: 'bob', body: i })),
+      );
+      const limited = responses.filter((r) => r.status === 429);
+      expect(responses.filter((r) => r.status === 202).length).toBeGreaterThanOrEqual(10);
+      expect(limited.length).toBeGreaterThanOrEqual(10);
+      expect(limited[0].body.error.code).toBe('rate_limited');
+      expect(Number(limited[0].headers['retry-after'])).toBeGreaterThanOrEqual(1);
     });
 
     it('has no dev token route in cluster mode', async () => {

@@ -1,6 +1,7 @@
 import type { Server, Socket } from 'socket.io';
 import { ErrorBody } from '../common/app-error';
 import { ChatMessage, MessageStatusEvent, SendResult } from '../messaging/message.types';
+import type { SessionStream } from './session-stream';
 
 export type ErrorAck = { ok: false; error: ErrorBody };
 export type Ack<T extends object = object> = (reply: ({ ok: true } & T) | ErrorAck) => void;
@@ -30,8 +31,8 @@ export interface SocketData {
   sessionId: string;
   /** Epoch ms when the handshake token expires, if it says. */
   expiresAt?: number;
-  /** While the stored messages are being fetched, live ones wait here so that the stored go first. */
-  held?: ChatMessage[];
+  /** The session's messages in seq order (set once the session is registered). */
+  stream?: SessionStream;
 }
 
 export type SwitchboardServer = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;

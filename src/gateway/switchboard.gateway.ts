@@ -18,6 +18,7 @@ import { MessageService } from '../messaging/message.service';
 import { ChatMessage, MessageStatusEvent } from '../messaging/message.types';
 import { PresenceService } from '../presence/presence.service';
 import { ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
+import { SessionStream } from './session-stream';
 
 type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
 
@@ -75,9 +76,15 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     const { userId } = socket.data;
     const sessionId = socket.id;
     socket.data.sessionId = sessionId;
-    socket.data.held = [];
+    const stream = new SessionStream(
+      (msg) => this.emitMessage(socket, msg),
+      () => this.messages.inboxOf(userId),
+      (err) => this.logger.warn(`could not read the inbox of ${userId}: ${String(err)}`),
+    );
+    socket.data.stream = stream;
     this.listen(socket);
     this.track(socket);
+    // Live messages from here on wait in the stream until the stored ones are out.
     try {
       await this.presence.sessionStarted(userId, sessionId);
     } catch (err) {
@@ -88,22 +95,14 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     if (!socket.connected) return;
     socket.emit('session', { userId, nodeId: this.config.nodeId, sessionId });
     this.scheduleExpiry(socket);
-    try {
-      const stored = await this.messages.pendingFor(userId);
-      for (const msg of stored) this.emitMessage(socket, msg);
-      const sent = new Set(stored.map((m) => m.id));
-      const live = (socket.data.held ?? []).filter((m) => !sent.has(m.id)).sort((a, b) => a.seq - b.seq);
-      for (const msg of live) this.emitMessage(socket, msg);
-    } catch (err) {
-      this.logger.error(`could not load stored messages of ${userId}: ${String(err)}`);
-    } finally {
-      socket.data.held = undefined;
-    }
+    // After the presence write: anything stored before it is in the inbox, anything after comes live.
+    await stream.catchUp();
   }
 
   handleDisconnect(socket: SwitchboardSocket): void {
     const { userId, sessionId } = socket.data;
     if (!userId) return;
+    socket.data.stream?.close();
     const sockets = this.byUser.get(userId);
     sockets?.delete(socket);
     if (sockets?.size === 0) this.byUser.delete(userId);
@@ -117,11 +116,12 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   deliverMessage(msg: ChatMessage): number {
     const sockets = this.byUser.get(msg.to);
     if (!sockets) return 0;
-    for (const socket of sockets) {
-      if (socket.data.held) socket.data.held.push(msg);
-      else this.emitMessage(socket, msg);
-    }
+    for (const socket of sockets) socket.data.stream?.push(msg);
     return sockets.size;
+  }
+
+  catchUpAll(): void {
+    for (const sockets of this.byUser.values()) for (const socket of sockets) void socket.data.stream?.catchUp();
   }
 
   deliverStatus(userId: string, status: MessageStatusEvent): number {

@@ -6,9 +6,12 @@ export interface LocalDelivery {
   deliverMessage(msg: ChatMessage): number;
   /** Emits a status to every local session of `userId`; returns how many sessions it reached. */
   deliverStatus(userId: string, status: MessageStatusEvent): number;
+  /** Every local session reads its inbox for what it may have missed (after a loss of connection). */
+  catchUpAll(): void;
 }
 
 export const NO_LOCAL_SESSIONS: LocalDelivery = {
   deliverMessage: () => 0,
   deliverStatus: () => 0,
+  catchUpAll: () => undefined,
 };

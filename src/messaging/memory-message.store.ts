@@ -103,7 +103,7 @@ export class MemoryMessageStore extends MessageStore {
     let expired = 0;
     while (expired < inbox.length && timeOfId(inbox[expired].id) < cutoff) expired++;
     inbox.splice(0, expired);
-    return { expired, messages: inbox.map((m) => m.json) };
+    return { expired, lastSeq: this.seqs.get(userId) ?? 0, messages: inbox.map((m) => m.json) };
   }
 
   async confirm(userId: string, seq: number, id: string, from: string): Promise<boolean> {

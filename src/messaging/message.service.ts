@@ -10,7 +10,7 @@ import { Envelope, decodeEnvelope, encodeMessageEnvelope, encodeStatusEnvelope }
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { MessageIdGenerator } from './message-id';
 import { MessageStore } from './message.store';
-import { ChatMessage, MessageStatusEvent, SendResult } from './message.types';
+import { ChatMessage, InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
 
 /**
  * A payload that found no session where presence said one was (the session moved or closed), or that its
@@ -40,6 +40,8 @@ export class MessageService implements OnModuleInit {
 
   onModuleInit(): void {
     this.bus.onMessage((payload, delivery) => this.onBusPayload(payload, delivery));
+    // Pushes may have failed while the broker was away; the messages wait in the inboxes.
+    this.bus.onReconnected(() => this.local.catchUpAll());
   }
 
   /** The gateway hands over its sessions once its server exists. */
@@ -87,11 +89,11 @@ export class MessageService implements OnModuleInit {
     return { id, status };
   }
 
-  /** The user's stored messages, oldest first, for a session that just connected. */
-  async pendingFor(userId: string): Promise<ChatMessage[]> {
-    const { messages, expired } = await this.store.pending(userId);
+  /** The user's stored messages, oldest first, and the last seq assigned to the user. */
+  async inboxOf(userId: string): Promise<InboxSnapshot> {
+    const { messages, expired, lastSeq } = await this.store.pending(userId);
     if (expired > 0) this.metrics.inboxDropped.inc({ reason: 'expired' }, expired);
-    return messages.map((json) => JSON.parse(json) as ChatMessage);
+    return { lastSeq, messages: messages.map((json) => JSON.parse(json) as ChatMessage) };
   }
 
   /** A recipient session confirmed receipt: the message leaves the inbox and its sender learns it. */

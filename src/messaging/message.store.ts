@@ -40,6 +40,8 @@ export interface ReadReceipt {
 export interface PendingMessages {
   /** Message JSONs, oldest first. */
   readonly messages: string[];
+  /** The last seq assigned to the user (0 for none): every lower seq is in `messages` or gone for good. */
+  readonly lastSeq: number;
   /** Messages older than the offline TTL, removed by this call. */
   readonly expired: number;
 }

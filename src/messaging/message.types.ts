@@ -24,3 +24,9 @@ export interface SendResult {
   status: SendStatus;
   duplicate?: true;
 }
+
+/** A user's stored messages, oldest first, and the last seq ever assigned to the user. */
+export interface InboxSnapshot {
+  readonly messages: readonly ChatMessage[];
+  readonly lastSeq: number;
+}

@@ -80,7 +80,7 @@ const SETTLE = new LuaScript(
   return 1`,
 );
 
-/** KEYS: inbox.  ARGV: offlineTtlMs.  Drops expired messages at the head; returns {expired, json...}. */
+/** KEYS: inbox, seq.  ARGV: offlineTtlMs.  Drops expired messages at the head; returns {expired, lastSeq, json...}. */
 const PENDING = new LuaScript(
   'pending',
   `${LUA_NOW}
@@ -90,7 +90,7 @@ const PENDING = new LuaScript(
   local expired = 0
   while expired < #all and timeOf(all[expired + 1]) < cutoff do expired = expired + 1 end
   if expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, expired - 1) end
-  local out = {tostring(expired)}
+  local out = {tostring(expired), redis.call('GET', KEYS[2]) or '0'}
   for i = expired + 1, #all do out[#out + 1] = all[i] end
   return out`,
 );
@@ -173,8 +173,12 @@ export class RedisMessageStore extends MessageStore {
   }
 
   async pending(userId: string): Promise<PendingMessages> {
-    const [expired, ...messages] = (await PENDING.run(this.redis, [this.keys.inbox(userId)], [this.config.offlineTtlMs])) as string[];
-    return { expired: Number(expired), messages };
+    const [expired, lastSeq, ...messages] = (await PENDING.run(
+      this.redis,
+      [this.keys.inbox(userId), this.keys.seq(userId)],
+      [this.config.offlineTtlMs],
+    )) as string[];
+    return { expired: Number(expired), lastSeq: Number(lastSeq), messages };
   }
 
   async confirm(userId: string, seq: number, id: string, from: string): Promise<boolean> {

@@ -1,0 +1,131 @@
+import { ChatMessage, InboxSnapshot } from '../messaging/message.types';
+import { GAP_WAIT_MS, SessionStream } from './session-stream';
+
+const msg = (seq: number, from = 'alice'): ChatMessage => ({ id: `id-${seq}`, from, to: 'bob', body: seq, sentAt: 0, seq });
+
+/** A stream whose inbox reads are answered by the test, one deferred promise at a time. */
+function harness() {
+  const emitted: number[] = [];
+  const reads: Array<{ resolve: (s: InboxSnapshot) => void; reject: (e: Error) => void }> = [];
+  const errors: unknown[] = [];
+  const stream = new SessionStream(
+    (m) => emitted.push(m.seq),
+    () => new Promise<InboxSnapshot>((resolve, reject) => reads.push({ resolve, reject })),
+    (err) => errors.push(err),
+  );
+  const answer = async (messages: ChatMessage[], lastSeq: number) => {
+    const read = reads.shift();
+    if (!read) throw new Error('no inbox read is pending');
+    read.resolve({ messages, lastSeq });
+    await flush();
+  };
+  return { stream, emitted, reads, errors, answer };
+}
+
+const flush = async () => {
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+};
+
+describe('SessionStream', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  it('emits the stored messages first, then the live ones that came meanwhile, dropping repeats', async () => {
+    const h = harness();
+    h.stream.push(msg(3));
+    h.stream.push(msg(4));
+    void h.stream.catchUp();
+    await h.answer([msg(1), msg(2), msg(3)], 3);
+    expect(h.emitted).toEqual([1, 2, 3, 4]);
+    h.stream.push(msg(3));
+    h.stream.push(msg(5));
+    expect(h.emitted).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('holds live messages before the first catch-up without reading the inbox on its own', async () => {
+    const h = harness();
+    h.stream.push(msg(7));
+    jest.advanceTimersByTime(GAP_WAIT_MS * 10);
+    expect(h.reads).toHaveLength(0);
+    expect(h.emitted).toEqual([]);
+  });
+
+  it('starts after the last seq ever assigned, when the inbox is empty', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([], 41);
+    h.stream.push(msg(42));
+    expect(h.emitted).toEqual([42]);
+  });
+
+  it('puts two live messages that crossed back in seq order without reading the inbox', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([], 0);
+    h.stream.push(msg(2, 'carol'));
+    expect(h.emitted).toEqual([]);
+    h.stream.push(msg(1, 'alice'));
+    expect(h.emitted).toEqual([1, 2]);
+    jest.advanceTimersByTime(GAP_WAIT_MS * 2);
+    expect(h.reads).toHaveLength(0);
+  });
+
+  it('fills a gap that lasts past the wait from the inbox, in order, before the held messages', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([], 0);
+    h.stream.push(msg(1));
+    h.stream.push(msg(4));
+    h.stream.push(msg(5));
+    expect(h.emitted).toEqual([1]);
+    jest.advanceTimersByTime(GAP_WAIT_MS);
+    expect(h.reads).toHaveLength(1);
+    await h.answer([msg(2), msg(3), msg(4)], 5);
+    expect(h.emitted).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('skips seqs the inbox no longer has (confirmed elsewhere, dropped), and goes on', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([], 0);
+    h.stream.push(msg(3));
+    jest.advanceTimersByTime(GAP_WAIT_MS);
+    await h.answer([msg(3)], 3);
+    expect(h.emitted).toEqual([3]);
+    h.stream.push(msg(4));
+    expect(h.emitted).toEqual([3, 4]);
+  });
+
+  it('catches up on request (after a broker outage) with what was stored meanwhile', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([msg(1)], 1);
+    void h.stream.catchUp();
+    await h.answer([msg(1), msg(2), msg(3)], 3);
+    expect(h.emitted).toEqual([1, 2, 3]);
+  });
+
+  it('keeps what it holds and tries again when the inbox cannot be read', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([], 0);
+    h.stream.push(msg(2));
+    jest.advanceTimersByTime(GAP_WAIT_MS);
+    h.reads.shift()?.reject(new Error('redis down'));
+    await flush();
+    expect(h.errors).toHaveLength(1);
+    expect(h.emitted).toEqual([]);
+    jest.advanceTimersByTime(1000);
+    await h.answer([msg(1), msg(2)], 2);
+    expect(h.emitted).toEqual([1, 2]);
+  });
+
+  it('emits nothing once closed', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    h.stream.close();
+    await h.answer([msg(1)], 1);
+    h.stream.push(msg(2));
+    expect(h.emitted).toEqual([]);
+  });
+});

@@ -1,0 +1,111 @@
+import { ChatMessage, InboxSnapshot } from '../messaging/message.types';
+
+export const GAP_WAIT_MS = 250;
+const RETRY_MS = 1000;
+/** Past this many held messages a session stops waiting for order and delivers what it has. */
+const MAX_HELD = 10_000;
+
+/**
+ * One session's message stream, in seq order without gaps or repeats.
+ *
+ * Every seq below `next` has been emitted to this session or is gone from the inbox (confirmed by another
+ * session, dropped by the bounds). A message at `next` is emitted at once; one past a gap is held until the
+ * gap fills from the live stream or, after GAP_WAIT_MS, a catch-up reads the inbox: what the inbox has from
+ * `next` on is emitted with the held messages, in seq order. A catch-up also runs when the session opens (its
+ * stored messages go out before any newer live one) and after the node lost its broker connection.
+ */
+export class SessionStream {
+  private next = 0;
+  /** Until the first catch-up (which runs once the session is registered), live messages only wait. */
+  private opened = false;
+  private readonly held = new Map<number, ChatMessage>();
+  private catchingUp: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly emit: (msg: ChatMessage) => void,
+    private readonly readInbox: () => Promise<InboxSnapshot>,
+    private readonly onError: (err: unknown) => void,
+  ) {}
+
+  /** A message pushed live. */
+  push(msg: ChatMessage): void {
+    if (this.closed || msg.seq < this.next) return;
+    if (this.catchingUp || !this.opened || msg.seq > this.next) {
+      this.held.set(msg.seq, msg);
+      if (this.held.size > MAX_HELD) this.flushHeld();
+      else if (!this.catchingUp && this.opened) this.armTimer(GAP_WAIT_MS);
+      return;
+    }
+    this.emit(msg);
+    this.next = msg.seq + 1;
+    this.drainContiguous();
+  }
+
+  /** Reads the inbox and emits what this session has not had yet, in order. Concurrent calls share one run. */
+  catchUp(): Promise<void> {
+    this.opened = true;
+    this.catchingUp ??= this.runCatchUp().finally(() => {
+      this.catchingUp = undefined;
+      if (this.held.size > 0 && !this.closed) this.armTimer(GAP_WAIT_MS);
+    });
+    return this.catchingUp;
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+    this.held.clear();
+  }
+
+  private async runCatchUp(): Promise<void> {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    let snapshot: InboxSnapshot;
+    try {
+      snapshot = await this.readInbox();
+    } catch (err) {
+      this.onError(err);
+      this.armTimer(RETRY_MS);
+      return;
+    }
+    if (this.closed) return;
+    for (const msg of snapshot.messages) if (msg.seq >= this.next && !this.held.has(msg.seq)) this.held.set(msg.seq, msg);
+    // Every seq up to lastSeq is in the snapshot or gone for good; held ones above it came in live.
+    const ordered = [...this.held.values()].filter((m) => m.seq >= this.next).sort((a, b) => a.seq - b.seq);
+    this.held.clear();
+    for (const msg of ordered) this.emit(msg);
+    const last = ordered.length > 0 ? ordered[ordered.length - 1].seq : 0;
+    this.next = Math.max(this.next, snapshot.lastSeq + 1, last + 1);
+  }
+
+  private drainContiguous(): void {
+    let msg: ChatMessage | undefined;
+    while ((msg = this.held.get(this.next)) !== undefined) {
+      this.held.delete(this.next);
+      this.emit(msg);
+      this.next++;
+    }
+    if (this.held.size === 0) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+  }
+
+  private flushHeld(): void {
+    const ordered = [...this.held.values()].sort((a, b) => a.seq - b.seq);
+    this.held.clear();
+    for (const msg of ordered) this.emit(msg);
+    this.next = ordered[ordered.length - 1].seq + 1;
+  }
+
+  private armTimer(ms: number): void {
+    if (this.timer || this.closed) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.catchUp();
+    }, ms);
+    this.timer.unref();
+  }
+}
