@@ -198,7 +198,7 @@ describe('a three-node cluster', () => {
   it('reports every node ready while Redis and RabbitMQ are reachable', async () => {
     for (const n of [n1, n2, n3]) {
       const res = await request(n.url).get('/health/ready').expect(200);
-      expect(res.body).toEqual({ status: 'ok', checks: { redis: 'up', rabbitmq: 'up' } });
+      expect(res.body).toEqual({ status: 'ok', checks: { node: 'up', redis: 'up', rabbitmq: 'up' } });
       await request(n.url).get('/health/live').expect(200);
     }
     const metrics = await request(n1.url).get('/metrics').expect(200);

@@ -17,7 +17,7 @@ describe('embedded mode', () => {
   afterAll(() => node.close());
 
   it('is ready with nothing to check, and has no API key routes open', async () => {
-    expect((await request(node.url).get('/health/ready').expect(200)).body).toEqual({ status: 'ok', checks: {} });
+    expect((await request(node.url).get('/health/ready').expect(200)).body).toEqual({ status: 'ok', checks: { node: 'up' } });
     await request(node.url).get('/presence').expect(401);
   });
 

@@ -15,7 +15,8 @@ export interface ClientToServerEvents {
   'message:read': (payload: unknown, ack: Ack) => void;
 }
 
-export type SessionEndReason = 'replaced' | 'kicked' | 'shutdown' | 'token_expired';
+export type { SessionEndReason } from '../messaging/envelope';
+import type { SessionEndReason } from '../messaging/envelope';
 
 export interface ServerToClientEvents {
   session: (session: { userId: string; nodeId: string; sessionId: string }) => void;

@@ -19,6 +19,7 @@ import { ChatMessage, MessageStatusEvent } from '../messaging/message.types';
 import { PresenceService } from '../presence/presence.service';
 import { ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
 import { SessionStream } from './session-stream';
+import { Lifecycle } from '../health/lifecycle';
 
 type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
 
@@ -50,10 +51,15 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     private readonly auth: AuthService,
     private readonly messages: MessageService,
     private readonly presence: PresenceService,
+    private readonly lifecycle: Lifecycle,
   ) {}
 
   afterInit(server: SwitchboardServer): void {
     server.use((socket, next) => {
+      if (this.lifecycle.draining) {
+        next(new Error('unavailable'));
+        return;
+      }
       const { auth, headers, query } = socket.handshake;
       const fromAuth: unknown = (auth as Record<string, unknown> | undefined)?.token;
       const token =
@@ -70,6 +76,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       }
     });
     this.messages.attachLocalDelivery(this);
+    this.presence.onReasserted(() => this.catchUpAll());
   }
 
   async handleConnection(socket: SwitchboardSocket): Promise<void> {
@@ -86,7 +93,8 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     this.track(socket);
     // Live messages from here on wait in the stream until the stored ones are out.
     try {
-      await this.presence.sessionStarted(userId, sessionId);
+      const displaced = await this.presence.sessionStarted(userId, sessionId);
+      if (displaced.length > 0) await this.messages.endSessions(userId, displaced, 'replaced');
     } catch (err) {
       this.logger.error(`could not register session of ${userId}: ${String(err)}`);
       socket.disconnect(true);
@@ -120,6 +128,12 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     return sockets.size;
   }
 
+  endSession(userId: string, sessionId: string, reason: SessionEndReason): boolean {
+    const socket = [...(this.byUser.get(userId) ?? [])].find((s) => s.id === sessionId);
+    if (socket) this.end(socket, reason);
+    return socket !== undefined;
+  }
+
   catchUpAll(): void {
     for (const sockets of this.byUser.values()) for (const socket of sockets) void socket.data.stream?.catchUp();
   }
@@ -131,8 +145,12 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     return sockets.size;
   }
 
-  /** Shutdown: every session is told and disconnected, in batches so the event loop keeps breathing. */
+  /**
+   * Shutdown, first step: readiness turns 503 and new handshakes are refused; every session is told and
+   * disconnected, in batches so the event loop keeps breathing (each disconnect removes its presence).
+   */
   async onModuleDestroy(): Promise<void> {
+    this.lifecycle.draining = true;
     const sockets = [...this.byUser.values()].flatMap((s) => [...s]);
     for (let i = 0; i < sockets.length; i += DISCONNECT_BATCH) {
       for (const socket of sockets.slice(i, i + DISCONNECT_BATCH)) this.end(socket, 'shutdown');

@@ -1,12 +1,17 @@
 import { Controller, Get, HttpCode, Inject, Res } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
+import { Lifecycle } from './lifecycle';
 import { READINESS_CHECKS, ReadinessCheck } from './readiness';
 
 @ApiTags('health')
 @Controller('health')
 export class HealthController {
-  constructor(@Inject(READINESS_CHECKS) private readonly checks: ReadinessCheck[]) {}
+  private readonly checks: ReadinessCheck[];
+
+  constructor(@Inject(READINESS_CHECKS) infra: ReadinessCheck[], lifecycle: Lifecycle) {
+    this.checks = [lifecycle, ...infra];
+  }
 
   /** 200 while the process runs. */
   @Get('live')

@@ -5,11 +5,16 @@ import { ChatMessage, MessageStatusEvent } from './message.types';
  * What one node sends another over the NodeBus.
  * - `m`: push a stored message to the recipient's local sessions.
  * - `s`: push a status to a user's local sessions.
+ * - `k`: end one session of a user (`session:ended` with the reason, then disconnect).
  * `h` counts how often the payload was routed again after it found no session (hop limit).
  */
 export type Envelope =
   | { readonly t: 'm'; readonly h: number; readonly m: ChatMessage }
-  | { readonly t: 's'; readonly h: number; readonly u: string; readonly s: MessageStatusEvent };
+  | { readonly t: 's'; readonly h: number; readonly u: string; readonly s: MessageStatusEvent }
+  | { readonly t: 'k'; readonly h: number; readonly u: string; readonly sid: string; readonly r: SessionEndReason };
+
+export type SessionEndReason = 'replaced' | 'kicked' | 'shutdown' | 'token_expired';
+const END_REASONS: readonly unknown[] = ['replaced', 'kicked', 'shutdown', 'token_expired'];
 
 export class InvalidEnvelopeError extends Error {
   override readonly name = 'InvalidEnvelopeError';
@@ -22,6 +27,10 @@ export function encodeMessageEnvelope(messageJson: string, hops: number): Buffer
 
 export function encodeStatusEnvelope(userId: string, status: MessageStatusEvent, hops: number): Buffer {
   return Buffer.from(JSON.stringify({ t: 's', h: hops, u: userId, s: status }));
+}
+
+export function encodeEndSessionEnvelope(userId: string, sessionId: string, reason: SessionEndReason): Buffer {
+  return Buffer.from(JSON.stringify({ t: 'k', h: 0, u: userId, sid: sessionId, r: reason }));
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -52,5 +61,8 @@ export function decodeEnvelope(payload: Buffer): Envelope {
   }
   if (isObject(e) && e.t === 'm' && Number.isInteger(e.h) && isChatMessage(e.m)) return e as Envelope;
   if (isObject(e) && e.t === 's' && Number.isInteger(e.h) && isUserId(e.u) && isStatus(e.s)) return e as Envelope;
+  if (isObject(e) && e.t === 'k' && Number.isInteger(e.h) && isUserId(e.u) && typeof e.sid === 'string' && END_REASONS.includes(e.r)) {
+    return e as Envelope;
+  }
   throw new InvalidEnvelopeError('envelope has an unknown shape');
 }

@@ -1,3 +1,4 @@
+import type { SessionEndReason } from './envelope';
 import { ChatMessage, MessageStatusEvent } from './message.types';
 
 /** The sessions on this node, as messaging sees them. The gateway implements it. */
@@ -8,10 +9,13 @@ export interface LocalDelivery {
   deliverStatus(userId: string, status: MessageStatusEvent): number;
   /** Every local session reads its inbox for what it may have missed (after a loss of connection). */
   catchUpAll(): void;
+  /** Tells one local session why it ends, then disconnects it; false when it is not here. */
+  endSession(userId: string, sessionId: string, reason: SessionEndReason): boolean;
 }
 
 export const NO_LOCAL_SESSIONS: LocalDelivery = {
   deliverMessage: () => 0,
   deliverStatus: () => 0,
   catchUpAll: () => undefined,
+  endSession: () => false,
 };

@@ -4,9 +4,16 @@ import { AppError } from '../common/app-error';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
-import { PresenceStore } from '../presence/presence.store';
+import { PresenceStore, SessionRef } from '../presence/presence.store';
 import { SendMessageDto } from './dto';
-import { Envelope, decodeEnvelope, encodeMessageEnvelope, encodeStatusEnvelope } from './envelope';
+import {
+  Envelope,
+  SessionEndReason,
+  decodeEnvelope,
+  encodeEndSessionEnvelope,
+  encodeMessageEnvelope,
+  encodeStatusEnvelope,
+} from './envelope';
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { MessageIdGenerator } from './message-id';
 import { MessageStore } from './message.store';
@@ -109,6 +116,16 @@ export class MessageService implements OnModuleInit {
     await Promise.all(receipts.map((r) => this.sendStatus(r.from, { id: r.id, to: userId, status: 'read' }, 0)));
   }
 
+  /** Ends sessions wherever they are (`session:ended` with the reason, then disconnect). */
+  async endSessions(userId: string, sessions: readonly SessionRef[], reason: SessionEndReason): Promise<void> {
+    await Promise.all(
+      sessions.map(async ({ nodeId, sessionId }) => {
+        if (nodeId === this.config.nodeId) this.local.endSession(userId, sessionId, reason);
+        else await this.publish(nodeId, encodeEndSessionEnvelope(userId, sessionId, reason));
+      }),
+    );
+  }
+
   /** Pushes to each node once; true when at least one session got it or a node's queue took it. */
   private async push(msg: ChatMessage, json: string, nodes: readonly string[], hops: number): Promise<boolean> {
     let envelope: Buffer | undefined;
@@ -156,6 +173,11 @@ export class MessageService implements OnModuleInit {
       this.logger.error(`dropped a payload that is no envelope: ${String(err)}`);
       return;
     }
+    if (envelope.t === 'k') {
+      // A session to end that is not here has ended already.
+      this.local.endSession(envelope.u, envelope.sid, envelope.r);
+      return;
+    }
     if (!delivery.rerouted) {
       const reached = envelope.t === 'm' ? this.deliverLocally(envelope.m, 'remote') : this.local.deliverStatus(envelope.u, envelope.s);
       if (reached > 0) return;
@@ -164,7 +186,7 @@ export class MessageService implements OnModuleInit {
   }
 
   /** Looks the user up again and pushes to wherever the sessions are now; past the hop limit a message waits in the inbox. */
-  private async reroute(envelope: Envelope): Promise<void> {
+  private async reroute(envelope: Exclude<Envelope, { t: 'k' }>): Promise<void> {
     if (envelope.h >= MAX_REROUTES) return;
     this.metrics.messagesRerouted.inc();
     if (envelope.t === 's') {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Injectable } from '@nestjs/common';
-import { AppConfig } from '../config/config';
+import { AppConfig, SessionPolicy } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import {
   ClusterPresence,
@@ -48,6 +48,8 @@ export class MemoryPresenceStore extends PresenceStore {
       await delay(Math.min(250, this.config.nodeLeaseMs / 4));
     }
     this.leases.set(nodeId, { token: this.token, expiresAt: Date.now() + this.config.nodeLeaseMs });
+    // The sessions a previous holder of this node id left behind go with it.
+    for (const [sessionId, userId] of this.nodeSessions.get(nodeId) ?? []) this.entries.get(userId)?.delete(`${nodeId}|${sessionId}`);
     this.nodeSessions.set(nodeId, new Map());
   }
 
@@ -64,21 +66,49 @@ export class MemoryPresenceStore extends PresenceStore {
     }
   }
 
-  async addSession(userId: string, ref: SessionRef): Promise<void> {
-    await this.refreshSessions(ref.nodeId, [{ userId, sessionId: ref.sessionId }]);
+  async addSession(userId: string, ref: SessionRef, policy: SessionPolicy): Promise<SessionRef[]> {
+    if (!this.holds(ref.nodeId)) throw new LeaseLostError(ref.nodeId);
+    const displaced: SessionRef[] = [];
+    if (policy === 'single') {
+      const live = new Set((await this.presenceOf(userId)).sessions.map((x) => `${x.nodeId}|${x.sessionId}`));
+      for (const member of [...(this.entries.get(userId)?.keys() ?? [])]) {
+        if (member === `${ref.nodeId}|${ref.sessionId}`) continue;
+        const bar = member.indexOf('|');
+        const other = { nodeId: member.slice(0, bar), sessionId: member.slice(bar + 1) };
+        this.entries.get(userId)?.delete(member);
+        this.nodeSessions.get(other.nodeId)?.delete(other.sessionId);
+        if (live.has(member)) displaced.push(other);
+      }
+    }
+    this.write(ref.nodeId, [{ userId, sessionId: ref.sessionId }], 'restore');
+    return displaced;
   }
 
   async refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
     if (!this.holds(nodeId)) throw new LeaseLostError(nodeId);
+    this.write(nodeId, sessions, 'refresh');
+  }
+
+  async restoreSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
+    if (!this.holds(nodeId)) throw new LeaseLostError(nodeId);
+    this.write(nodeId, sessions, 'restore');
+  }
+
+  /** In-process: never disconnected. */
+  onReconnected(): void {}
+
+  private write(nodeId: string, sessions: readonly LocalSession[], mode: 'refresh' | 'restore'): void {
     const now = Date.now();
     const ttl = this.config.presenceTtlMs;
     let byNode = this.nodeSessions.get(nodeId);
     if (!byNode) this.nodeSessions.set(nodeId, (byNode = new Map<string, string>()));
     for (const s of sessions) {
+      const member = `${nodeId}|${s.sessionId}`;
       let user = this.entries.get(s.userId);
+      if (mode === 'refresh' && !user?.has(member)) continue;
       if (!user) this.entries.set(s.userId, (user = new Map<string, number>()));
-      user.set(`${nodeId}|${s.sessionId}`, now + ttl);
-      for (const [member, expiry] of user) if (expiry < now - ttl) user.delete(member);
+      user.set(member, now + ttl);
+      for (const [m, expiry] of user) if (expiry < now - ttl) user.delete(m);
       byNode.set(s.sessionId, s.userId);
     }
   }

@@ -2,7 +2,7 @@ import { BeforeApplicationShutdown, Injectable, Logger, OnModuleInit } from '@ne
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
-import { LeaseLostError, LocalSession, PresenceStore } from './presence.store';
+import { LeaseLostError, LocalSession, PresenceStore, SessionRef } from './presence.store';
 
 /**
  * This node's side of presence: holds the node lease, records the sessions the gateway opens and closes,
@@ -15,6 +15,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   private readonly local = new Map<string, string>();
   private timers: NodeJS.Timeout[] = [];
   private beating = false;
+  private readonly reassertedListeners: Array<() => void> = [];
 
   constructor(
     @InjectConfig() private readonly config: AppConfig,
@@ -29,13 +30,22 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       setInterval(() => void this.heartbeat(), Math.floor(this.config.presenceTtlMs / 3)),
     ];
     this.timers.forEach((t) => t.unref());
+    this.store.onReconnected(() => void this.reassert());
   }
 
-  /** The local record changes before the store is written, so a close that races an open wins. */
-  async sessionStarted(userId: string, sessionId: string): Promise<void> {
+  /** Listeners run after this node wrote its presence again following a loss of the store's connection. */
+  onReasserted(listener: () => void): void {
+    this.reassertedListeners.push(listener);
+  }
+
+  /**
+   * The local record changes before the store is written, so a close that races an open wins. Returns the
+   * sessions this one displaced (SESSION_POLICY=single), which the caller must end.
+   */
+  async sessionStarted(userId: string, sessionId: string): Promise<SessionRef[]> {
     this.local.set(sessionId, userId);
     this.metrics.sessions.set(this.local.size);
-    await this.store.addSession(userId, { nodeId: this.config.nodeId, sessionId });
+    return this.store.addSession(userId, { nodeId: this.config.nodeId, sessionId }, this.config.sessionPolicy);
   }
 
   async sessionEnded(userId: string, sessionId: string): Promise<void> {
@@ -74,7 +84,19 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   private async recoverLease(): Promise<void> {
     this.logger.error('node lease was lost; re-acquiring it and re-registering local sessions');
     await this.store.acquireLease(this.config.nodeId);
-    await this.store.refreshSessions(this.config.nodeId, this.sessions());
+    await this.store.restoreSessions(this.config.nodeId, this.sessions());
+  }
+
+  /** The store is back after an outage: keep or retake the lease, write every local session again. */
+  private async reassert(): Promise<void> {
+    try {
+      if (await this.store.renewLease(this.config.nodeId)) await this.store.restoreSessions(this.config.nodeId, this.sessions());
+      else await this.recoverLease();
+      this.logger.log('presence re-asserted after a reconnect');
+      this.reassertedListeners.forEach((l) => l());
+    } catch (err) {
+      this.logger.warn(`could not re-assert presence: ${String(err)}`);
+    }
   }
 
   /** Runs after the gateway closed its sessions: removes what is left, then gives the lease back. */

@@ -1,3 +1,5 @@
+import { SessionPolicy } from '../config/config';
+
 /** One Socket.IO connection of a user, on some node. */
 export interface SessionRef {
   readonly nodeId: string;
@@ -49,6 +51,10 @@ export class LeaseLostError extends Error {
  * - Writes of sessions are fenced by the lease: a node whose lease expired gets LeaseLostError and must
  *   re-acquire before writing again, so a paused node cannot overwrite newer presence.
  * - `lastSeen` is when the user's last session ended (or, for a node that died, its last heartbeat).
+ * - `addSession` with policy `single` is atomic across the cluster: it removes every other live session of
+ *   the user and returns them, so of two simultaneous logins exactly one stays.
+ * - `refreshSessions` extends only entries that still exist (a session removed by a newer login stays
+ *   removed); `restoreSessions` writes them whole (after the store lost them).
  */
 export abstract class PresenceStore {
   /** Claims the node's lease. Waits up to one lease time for a dead holder's lease to lapse; throws NodeIdInUseError if a live node renews it. */
@@ -57,10 +63,15 @@ export abstract class PresenceStore {
   abstract renewLease(nodeId: string): Promise<boolean>;
   abstract releaseLease(nodeId: string): Promise<void>;
 
-  abstract addSession(userId: string, ref: SessionRef): Promise<void>;
+  /** Registers a session; with policy `single`, returns the user's other live sessions, which it removed. */
+  abstract addSession(userId: string, ref: SessionRef, policy: SessionPolicy): Promise<SessionRef[]>;
   abstract removeSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void>;
-  /** Heartbeat: extends the TTL of every listed session of this node. */
+  /** Heartbeat: extends the TTL of every listed session of this node that the store still has. */
   abstract refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void>;
+  /** Writes every listed session of this node again, whether the store still has it or not. */
+  abstract restoreSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void>;
+  /** Listeners run each time the store's connection comes back after a loss. */
+  abstract onReconnected(listener: () => void): void;
 
   /** Live nodes holding at least one session of the user. */
   abstract nodesOf(userId: string): Promise<string[]>;

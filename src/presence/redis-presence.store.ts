@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Injectable } from '@nestjs/common';
 import type Redis from 'ioredis';
-import { AppConfig } from '../config/config';
+import { AppConfig, SessionPolicy } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { LuaScript } from '../redis/lua-script';
 import { LUA_LIVE_NODES, LUA_NOW, RedisKeys } from '../redis/redis-keys';
@@ -48,8 +48,9 @@ const ACQUIRE_LEASE = new LuaScript(
 );
 
 /**
- * KEYS: lease, nodeSessions, presence(user)...   ARGV: token, ttlMs, nodeId, then (sessionId, userId) pairs.
- * Fenced: nothing is written unless this node still holds its lease. Entries dead for a whole TTL go.
+ * KEYS: lease, nodeSessions, presence(user)...   ARGV: token, ttlMs, nodeId, mode, then (sessionId, userId) pairs.
+ * Fenced: nothing is written unless this node still holds its lease. Mode `refresh` extends only entries
+ * that exist (ZADD XX), `restore` writes them whole. Entries dead for a whole TTL go.
  */
 const WRITE_SESSIONS = new LuaScript(
   'writeSessions',
@@ -57,15 +58,48 @@ const WRITE_SESSIONS = new LuaScript(
   if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
   local ttl = tonumber(ARGV[2])
   local node = ARGV[3]
+  local refresh = ARGV[4] == 'refresh'
   for i = 3, #KEYS do
-    local sid, uid = ARGV[(i - 3) * 2 + 4], ARGV[(i - 3) * 2 + 5]
-    redis.call('ZADD', KEYS[i], now + ttl, node .. '|' .. sid)
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - ttl)
-    redis.call('PEXPIRE', KEYS[i], ttl * 2)
-    redis.call('HSET', KEYS[2], sid, uid)
+    local sid, uid = ARGV[(i - 3) * 2 + 5], ARGV[(i - 3) * 2 + 6]
+    local written
+    if refresh then written = redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, node .. '|' .. sid)
+    else written = redis.call('ZADD', KEYS[i], now + ttl, node .. '|' .. sid) + 1 end
+    if written > 0 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - ttl)
+      redis.call('PEXPIRE', KEYS[i], ttl * 2)
+      redis.call('HSET', KEYS[2], sid, uid)
+    end
   end
   redis.call('PEXPIRE', KEYS[2], ttl)
   return 1`,
+);
+
+/**
+ * SESSION_POLICY=single. KEYS: lease, nodeSessions, presence(user).
+ * ARGV: token, ttlMs, nodeId, sessionId, userId, leasePrefix, nodeSessionsPrefix.
+ * Fenced like WRITE_SESSIONS; removes every other session of the user and returns the live ones among them.
+ */
+const CLAIM_SESSION = new LuaScript(
+  'claimSession',
+  `${LUA_NOW}
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
+  local ttl, own = tonumber(ARGV[2]), ARGV[3] .. '|' .. ARGV[4]
+  local entries = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+  local out = {1}
+  for i = 1, #entries, 2 do
+    local m, score = entries[i], tonumber(entries[i + 1])
+    if m ~= own then
+      redis.call('ZREM', KEYS[3], m)
+      local node, sid = string.match(m, '^([^|]+)|(.*)$')
+      redis.call('HDEL', ARGV[7] .. node, sid)
+      if score > now and redis.call('EXISTS', ARGV[6] .. node) == 1 then out[#out + 1] = m end
+    end
+  end
+  redis.call('ZADD', KEYS[3], now + ttl, own)
+  redis.call('PEXPIRE', KEYS[3], ttl * 2)
+  redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  return out`,
 );
 
 /** KEYS: nodeSessions, then (presence(user), lastSeen(user)) pairs.  ARGV: node, then sessionIds. */
@@ -114,8 +148,16 @@ const PRESENCE_OF = new LuaScript(
   return out`,
 );
 
-const SCRIPTS = [ACQUIRE_LEASE, RENEW_LEASE, RELEASE_LEASE, WRITE_SESSIONS, REMOVE_SESSIONS, NODES_OF, PRESENCE_OF];
+const SCRIPTS = [ACQUIRE_LEASE, RENEW_LEASE, RELEASE_LEASE, WRITE_SESSIONS, CLAIM_SESSION, REMOVE_SESSIONS, NODES_OF, PRESENCE_OF];
 const BATCH = 500;
+
+type WriteMode = 'refresh' | 'restore';
+
+/** `nodeId|sessionId` */
+function parseMember(member: string): SessionRef {
+  const bar = member.indexOf('|');
+  return { nodeId: member.slice(0, bar), sessionId: member.slice(bar + 1) };
+}
 
 @Injectable()
 export class RedisPresenceStore extends PresenceStore {
@@ -151,20 +193,43 @@ export class RedisPresenceStore extends PresenceStore {
     await RELEASE_LEASE.run(this.redis, [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId), this.keys.nodes], [this.token, nodeId]);
   }
 
-  async addSession(userId: string, ref: SessionRef): Promise<void> {
-    await this.writeSessions(ref.nodeId, [{ userId, sessionId: ref.sessionId }]);
+  async addSession(userId: string, ref: SessionRef, policy: SessionPolicy): Promise<SessionRef[]> {
+    if (policy === 'multi') {
+      await this.writeSessions(ref.nodeId, [{ userId, sessionId: ref.sessionId }], 'restore');
+      return [];
+    }
+    const [ok, ...displaced] = (await CLAIM_SESSION.run(
+      this.redis,
+      [this.keys.lease(ref.nodeId), this.keys.nodeSessions(ref.nodeId), this.keys.presence(userId)],
+      [this.token, this.config.presenceTtlMs, ref.nodeId, ref.sessionId, userId, this.keys.leasePrefix, this.keys.nodeSessions('')],
+    )) as [number, ...string[]];
+    if (ok !== 1) throw new LeaseLostError(ref.nodeId);
+    return displaced.map(parseMember);
   }
 
   async refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
-    for (let i = 0; i < sessions.length; i += BATCH) {
-      await this.writeSessions(nodeId, sessions.slice(i, i + BATCH));
-    }
-    if (sessions.length === 0) await this.writeSessions(nodeId, []);
+    await this.writeBatches(nodeId, sessions, 'refresh');
   }
 
-  private async writeSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
+  async restoreSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
+    await this.writeBatches(nodeId, sessions, 'restore');
+  }
+
+  onReconnected(listener: () => void): void {
+    // 'ready' fires on the first connection too, which happened before this store existed.
+    this.redis.on('ready', listener);
+  }
+
+  private async writeBatches(nodeId: string, sessions: readonly LocalSession[], mode: WriteMode): Promise<void> {
+    for (let i = 0; i < sessions.length; i += BATCH) {
+      await this.writeSessions(nodeId, sessions.slice(i, i + BATCH), mode);
+    }
+    if (sessions.length === 0) await this.writeSessions(nodeId, [], mode);
+  }
+
+  private async writeSessions(nodeId: string, sessions: readonly LocalSession[], mode: WriteMode): Promise<void> {
     const keys = [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId), ...sessions.map((s) => this.keys.presence(s.userId))];
-    const args: Array<string | number> = [this.token, this.config.presenceTtlMs, nodeId];
+    const args: Array<string | number> = [this.token, this.config.presenceTtlMs, nodeId, mode];
     for (const s of sessions) args.push(s.sessionId, s.userId);
     const ok = await WRITE_SESSIONS.run(this.redis, keys, args);
     if (ok !== 1) throw new LeaseLostError(nodeId);
@@ -189,10 +254,7 @@ export class RedisPresenceStore extends PresenceStore {
       [this.keys.presence(userId), this.keys.lastSeen(userId)],
       [this.keys.leasePrefix, this.config.presenceTtlMs],
     )) as string[];
-    const sessions = members.map((m) => {
-      const bar = m.indexOf('|');
-      return { nodeId: m.slice(0, bar), sessionId: m.slice(bar + 1) };
-    });
+    const sessions = members.map(parseMember);
     const online = sessions.length > 0;
     return { userId, online, lastSeen: online || seen === '' ? null : Number(seen), sessions };
   }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type Redis from 'ioredis';
 import type { ChainableCommander } from 'ioredis';
+import { AppError } from '../common/app-error';
 
 type Arg = string | number;
 
@@ -15,14 +16,23 @@ export class LuaScript {
     this.sha = createHash('sha1').update(source).digest('hex');
   }
 
+  /**
+   * Runs the script. A failure to reach Redis becomes AppError('unavailable'), which callers pass on so that
+   * clients retry (idempotently, with the same clientMsgId); an error Redis replied with is a bug and stays.
+   */
   async run(client: Redis, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
     try {
-      return await client.evalsha(this.sha, keys.length, ...keys, ...args);
-    } catch (err) {
-      if (err instanceof Error && err.message.startsWith('NOSCRIPT')) {
-        return client.eval(this.source, keys.length, ...keys, ...args);
+      try {
+        return await client.evalsha(this.sha, keys.length, ...keys, ...args);
+      } catch (err) {
+        if (isReplyError(err) && err.message.startsWith('NOSCRIPT')) {
+          return await client.eval(this.source, keys.length, ...keys, ...args);
+        }
+        throw err;
       }
-      throw err;
+    } catch (err) {
+      if (isReplyError(err)) throw err;
+      throw new AppError('unavailable', `Redis is unavailable (${this.name}): ${err instanceof Error ? err.message : String(err)}`);
     }
   }
 
@@ -34,4 +44,9 @@ export class LuaScript {
   async load(client: Redis): Promise<void> {
     await client.script('LOAD', this.source);
   }
+}
+
+/** An error Redis answered with (as opposed to not answering at all). */
+function isReplyError(err: unknown): err is Error {
+  return err instanceof Error && err.name === 'ReplyError';
 }

@@ -74,7 +74,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const nodeId = `n-${rand()}`;
       await b.presence.acquireLease(nodeId);
       holders.push(holdLease(b.presence, nodeId, b.config));
-      await b.presence.addSession(userId, { nodeId, sessionId: `s-${rand()}` });
+      await b.presence.addSession(userId, { nodeId, sessionId: `s-${rand()}` }, 'multi');
       return nodeId;
     };
 
@@ -103,8 +103,8 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
         expect(r.dropped).toBe(0);
         expect(r.nodes).toEqual([]);
       });
-      expect(await b.messages.pending(r1)).toEqual({ expired: 0, messages: [results[0].json, results[2].json, results[4].json] });
-      expect(await b.messages.pending(r2)).toEqual({ expired: 0, messages: [results[1].json, results[3].json] });
+      expect(await b.messages.pending(r1)).toEqual({ expired: 0, lastSeq: 3, messages: [results[0].json, results[2].json, results[4].json] });
+      expect(await b.messages.pending(r2)).toMatchObject({ expired: 0, messages: [results[1].json, results[3].json] });
     });
 
     it('pending returns the messages oldest first, across senders', async () => {
@@ -129,7 +129,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const n1 = await online(b, to);
       expect((await accepted(b.messages, command(from, to, 2))).nodes).toEqual([n1]);
       const n2 = await online(b, to);
-      await b.presence.addSession(to, { nodeId: n2, sessionId: `s-${rand()}` });
+      await b.presence.addSession(to, { nodeId: n2, sessionId: `s-${rand()}` }, 'multi');
       expect((await accepted(b.messages, command(from, to, 3))).nodes.sort()).toEqual([n1, n2].sort());
       await b.presence.releaseLease(n1);
       expect((await accepted(b.messages, command(from, to, 4))).nodes).toEqual([n2]);
@@ -144,7 +144,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const firstResult = await accepted(b.messages, first);
       const again = await b.messages.accept(command(from, offline, 'hello again', 'c-1'));
       expect(again).toEqual({ kind: 'duplicate', id: first.id, status: 'stored', repush: { json: firstResult.json, nodes: [] } });
-      expect(await b.messages.pending(offline)).toEqual({ expired: 0, messages: [firstResult.json] });
+      expect(await b.messages.pending(offline)).toMatchObject({ expired: 0, messages: [firstResult.json] });
       expect((await accepted(b.messages, command(from, offline, 'next'))).seq).toBe(2);
 
       // To a recipient with a live session the first status is 'sent'.
@@ -176,7 +176,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       });
       // The same clientMsgId naming another recipient: still the first id, but nothing to push and nothing stored.
       expect(await b.messages.accept(command(from, elsewhere, 'one', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
-      expect(await b.messages.pending(elsewhere)).toEqual({ expired: 0, messages: [] });
+      expect(await b.messages.pending(elsewhere)).toMatchObject({ expired: 0, messages: [] });
       // Confirmed: nothing left to push.
       expect(await b.messages.confirm(to, stored.seq, first.id, from)).toBe(true);
       expect(await b.messages.accept(command(from, to, 'one', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
@@ -255,7 +255,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       for (let i = 1; i <= 5; i++) results.push(await accepted(b.messages, command(from, to, i)));
       expect(results.map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
       expect(results.map((r) => r.dropped)).toEqual([0, 0, 0, 1, 1]);
-      expect(await b.messages.pending(to)).toEqual({ expired: 0, messages: results.slice(2).map((r) => r.json) });
+      expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: results.slice(2).map((r) => r.json) });
       // Dropped messages do not free their seq.
       expect((await accepted(b.messages, command(from, to, 6))).seq).toBe(6);
     });
@@ -271,13 +271,13 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect(await b.messages.markRead(to, [m1.id])).toEqual([]); // not confirmed yet
       expect(await b.messages.confirm(to, r1.seq, m1.id, s1)).toBe(true);
       expect(await b.messages.confirm(to, r1.seq, m1.id, s1)).toBe(false);
-      expect(await b.messages.pending(to)).toEqual({ expired: 0, messages: [r2.json] });
+      expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [r2.json] });
 
       expect(await b.messages.markRead(to, [m1.id, m2.id])).toEqual([{ id: m1.id, from: s1 }]);
       expect(await b.messages.markRead(to, [m1.id])).toEqual([]);
 
       expect(await b.messages.confirm(to, r2.seq, m2.id, s2)).toBe(true);
-      expect(await b.messages.pending(to)).toEqual({ expired: 0, messages: [] });
+      expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [] });
       expect(await b.messages.markRead(to, [m2.id])).toEqual([{ id: m2.id, from: s2 }]);
       // An emptied inbox does not restart the seq.
       expect((await accepted(b.messages, command(s1, to, 'third'))).seq).toBe(3);
@@ -309,9 +309,9 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const fresh = await accepted(b.messages, freshCmd);
       expect(fresh.seq).toBe(3);
 
-      expect(await b.messages.pending(to)).toEqual({ expired: 2, messages: [fresh.json] });
+      expect(await b.messages.pending(to)).toMatchObject({ expired: 2, messages: [fresh.json] });
       // Removed by that call: not counted twice.
-      expect(await b.messages.pending(to)).toEqual({ expired: 0, messages: [fresh.json] });
+      expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [fresh.json] });
       expect(await b.messages.confirm(to, fresh.seq, freshCmd.id, from)).toBe(true);
     });
   });

@@ -158,7 +158,7 @@ export function presenceStoreContract(
       await a.acquireLease(n);
       expect(await a.renewLease(n)).toBe(true);
       const u = user();
-      await a.addSession(u, { nodeId: n, sessionId: sid() });
+      await a.addSession(u, { nodeId: n, sessionId: sid() }, 'multi');
       expect(await a.nodesOf(u)).toEqual([n]);
 
       await a.releaseLease(n);
@@ -167,7 +167,7 @@ export function presenceStoreContract(
       expect(await a.nodesOf(u)).toEqual([]);
       expect((await a.presenceOf(u)).online).toBe(false);
       expect((await a.cluster()).nodes.map((x) => x.nodeId)).not.toContain(n);
-      await expect(a.addSession(user(), { nodeId: n, sessionId: sid() })).rejects.toBeInstanceOf(LeaseLostError);
+      await expect(a.addSession(user(), { nodeId: n, sessionId: sid() }, 'multi')).rejects.toBeInstanceOf(LeaseLostError);
 
       // Free at once, without waiting for a lapse (another process where there is one).
       const b = backend.node();
@@ -183,7 +183,7 @@ export function presenceStoreContract(
       const u = user();
       const s = sid();
       await a.acquireLease(n);
-      await a.addSession(u, { nodeId: n, sessionId: s });
+      await a.addSession(u, { nodeId: n, sessionId: s }, 'multi');
       const holder = hold(a, n);
       const started = Date.now();
       await waitFor(
@@ -204,7 +204,7 @@ export function presenceStoreContract(
       const n = node();
       const u = user();
       await a.acquireLease(n);
-      await a.addSession(u, { nodeId: n, sessionId: sid() });
+      await a.addSession(u, { nodeId: n, sessionId: sid() }, 'multi');
       const holder = hold(a, n);
 
       const started = Date.now();
@@ -219,7 +219,7 @@ export function presenceStoreContract(
       expect(await a.renewLease(n)).toBe(true);
       expect(await b.renewLease(n)).toBe(false);
       expect(await b.nodesOf(u)).toEqual([n]);
-      await expect(b.addSession(user(), { nodeId: n, sessionId: sid() })).rejects.toBeInstanceOf(LeaseLostError);
+      await expect(b.addSession(user(), { nodeId: n, sessionId: sid() }, 'multi')).rejects.toBeInstanceOf(LeaseLostError);
     }, LONG);
 
     it('a lease its holder stops renewing lapses, and another (process) can then acquire the NODE_ID', async () => {
@@ -232,12 +232,12 @@ export function presenceStoreContract(
       expect(Date.now() - started).toBeLessThan(config.nodeLeaseMs + 1000);
       expect(await b.renewLease(n)).toBe(true);
       const u = user();
-      await b.addSession(u, { nodeId: n, sessionId: sid() });
+      await b.addSession(u, { nodeId: n, sessionId: sid() }, 'multi');
       expect(await b.nodesOf(u)).toEqual([n]);
       if (traits.multiProcess) {
         // The old holder is fenced off by the new one.
         expect(await a.renewLease(n)).toBe(false);
-        await expect(a.addSession(user(), { nodeId: n, sessionId: sid() })).rejects.toBeInstanceOf(LeaseLostError);
+        await expect(a.addSession(user(), { nodeId: n, sessionId: sid() }, 'multi')).rejects.toBeInstanceOf(LeaseLostError);
         await expect(a.refreshSessions(n, [])).rejects.toBeInstanceOf(LeaseLostError);
         expect(await b.renewLease(n)).toBe(true);
       }
@@ -250,7 +250,7 @@ export function presenceStoreContract(
       const s = sid();
       await a.acquireLease(n);
       hold(a, n);
-      await a.addSession(u, { nodeId: n, sessionId: s });
+      await a.addSession(u, { nodeId: n, sessionId: s }, 'multi');
       expect(await a.nodesOf(u)).toEqual([n]);
       expect(await a.presenceOf(u)).toEqual({ userId: u, online: true, lastSeen: null, sessions: [{ nodeId: n, sessionId: s }] });
     });
@@ -265,9 +265,9 @@ export function presenceStoreContract(
       await b.acquireLease(n2);
       hold(a, n1);
       hold(b, n2);
-      await a.addSession(u, { nodeId: n1, sessionId: s1 });
-      await b.addSession(u, { nodeId: n2, sessionId: s2 });
-      await b.addSession(u, { nodeId: n2, sessionId: s3 });
+      await a.addSession(u, { nodeId: n1, sessionId: s1 }, 'multi');
+      await b.addSession(u, { nodeId: n2, sessionId: s2 }, 'multi');
+      await b.addSession(u, { nodeId: n2, sessionId: s3 }, 'multi');
       expect(await sortedNodesOf(a, u)).toEqual([n1, n2].sort());
       expect(await sortedNodesOf(b, u)).toEqual([n1, n2].sort());
       const p = await a.presenceOf(u);
@@ -292,8 +292,8 @@ export function presenceStoreContract(
       await b.acquireLease(n2);
       hold(a, n1);
       hold(b, n2);
-      await a.addSession(u, { nodeId: n1, sessionId: s1 });
-      await b.addSession(u, { nodeId: n2, sessionId: s2 });
+      await a.addSession(u, { nodeId: n1, sessionId: s1 }, 'multi');
+      await b.addSession(u, { nodeId: n2, sessionId: s2 }, 'multi');
 
       await a.removeSessions(n1, [{ userId: u, sessionId: s1 }]);
       expect(await a.nodesOf(u)).toEqual([n2]);
@@ -326,10 +326,10 @@ export function presenceStoreContract(
       await live.acquireLease(nLive);
       hold(live, nLive);
       const wroteAt = Date.now();
-      await dead.addSession(u, { nodeId: nDead, sessionId: sid() });
-      await dead.addSession(alone, { nodeId: nDead, sessionId: sid() });
+      await dead.addSession(u, { nodeId: nDead, sessionId: sid() }, 'multi');
+      await dead.addSession(alone, { nodeId: nDead, sessionId: sid() }, 'multi');
       const sLive = sid();
-      await live.addSession(u, { nodeId: nLive, sessionId: sLive });
+      await live.addSession(u, { nodeId: nLive, sessionId: sLive }, 'multi');
       expect(await sortedNodesOf(live, u)).toEqual([nDead, nLive].sort());
 
       // nDead stops renewing. Its entries live until wroteAt + TTL; its lease lapses after one lease time.
@@ -350,27 +350,49 @@ export function presenceStoreContract(
       expect(Date.now() - wroteAt).toBeLessThan(config.presenceTtlMs);
     }, LONG);
 
+    it('SESSION_POLICY=single: a new session removes and returns the live others, on any node; a refresh does not bring them back', async () => {
+      const a = backend.node();
+      const b = backend.node();
+      const [n1, n2] = [node(), node()];
+      await a.acquireLease(n1);
+      await b.acquireLease(n2);
+      const u = user();
+      const [s1, s2, s3] = [sid(), sid(), sid()];
+      expect(await a.addSession(u, { nodeId: n1, sessionId: s1 }, 'single')).toEqual([]);
+      expect(await a.addSession(u, { nodeId: n1, sessionId: s2 }, 'multi')).toEqual([]);
+      const displaced = await b.addSession(u, { nodeId: n2, sessionId: s3 }, 'single');
+      expect(displaced).toHaveLength(2);
+      expect(displaced).toEqual(expect.arrayContaining([{ nodeId: n1, sessionId: s1 }, { nodeId: n1, sessionId: s2 }]));
+      expect((await a.presenceOf(u)).sessions).toEqual([{ nodeId: n2, sessionId: s3 }]);
+      await a.refreshSessions(n1, [{ userId: u, sessionId: s1 }, { userId: u, sessionId: s2 }]);
+      expect(await a.nodesOf(u)).toEqual([n2]);
+      expect((await a.cluster()).nodes).toEqual(expect.arrayContaining([{ nodeId: n1, sessions: 0 }, { nodeId: n2, sessions: 1 }]));
+    });
+
     it('fencing: a store whose lease lapsed gets LeaseLostError from addSession and refreshSessions, and writes nothing', async () => {
       const a = backend.node();
       const n = node();
       const [u, later] = [user(), user()];
       const s = sid();
       await a.acquireLease(n);
-      await a.addSession(u, { nodeId: n, sessionId: s });
+      await a.addSession(u, { nodeId: n, sessionId: s }, 'multi');
       await waitFor(`the lease of ${n} to lapse (nodesOf(${u}) empty)`, async () => (await a.nodesOf(u)).length === 0, config.nodeLeaseMs + 1000);
 
-      const refused = a.addSession(later, { nodeId: n, sessionId: sid() });
+      const refused = a.addSession(later, { nodeId: n, sessionId: sid() }, 'multi');
       await expect(refused).rejects.toBeInstanceOf(LeaseLostError);
       await expect(refused).rejects.toMatchObject({ nodeId: n });
       await expect(a.refreshSessions(n, [{ userId: u, sessionId: s }])).rejects.toBeInstanceOf(LeaseLostError);
       await expect(a.refreshSessions(n, [])).rejects.toBeInstanceOf(LeaseLostError);
+      await expect(a.restoreSessions(n, [{ userId: u, sessionId: s }])).rejects.toBeInstanceOf(LeaseLostError);
       expect(await a.renewLease(n)).toBe(false);
       expect(await a.presenceOf(later)).toEqual({ userId: later, online: false, lastSeen: null, sessions: [] });
 
-      // Re-acquired, the node writes again.
+      // Re-acquired, the node writes again: a refresh alone does not bring back what the lapse removed, a restore does.
       await a.acquireLease(n);
       await a.refreshSessions(n, [{ userId: u, sessionId: s }]);
-      await a.addSession(later, { nodeId: n, sessionId: sid() });
+      expect(await a.nodesOf(u)).toEqual([]);
+      await a.restoreSessions(n, [{ userId: u, sessionId: s }]);
+      await a.addSession(later, { nodeId: n, sessionId: sid() }, 'multi');
       expect(await a.nodesOf(u)).toEqual([n]);
       expect(await a.nodesOf(later)).toEqual([n]);
     }, LONG);
@@ -382,8 +404,8 @@ export function presenceStoreContract(
       const [sKept, sDropped] = [sid(), sid()];
       await a.acquireLease(n);
       const wroteAt = Date.now();
-      await a.addSession(kept, { nodeId: n, sessionId: sKept });
-      await a.addSession(dropped, { nodeId: n, sessionId: sDropped });
+      await a.addSession(kept, { nodeId: n, sessionId: sKept }, 'multi');
+      await a.addSession(dropped, { nodeId: n, sessionId: sDropped }, 'multi');
       const holder = hold(a, n, () => [{ userId: kept, sessionId: sKept }]);
 
       const waited = await waitFor(
@@ -418,10 +440,10 @@ export function presenceStoreContract(
       await c.acquireLease(nC);
       hold(a, nA);
       hold(b, nB);
-      await a.addSession(u1, { nodeId: nA, sessionId: s1 });
-      await a.addSession(u2, { nodeId: nA, sessionId: s2 });
-      await b.addSession(u1, { nodeId: nB, sessionId: s3 });
-      await c.addSession(u3, { nodeId: nC, sessionId: s4 }); // nC is never renewed
+      await a.addSession(u1, { nodeId: nA, sessionId: s1 }, 'multi');
+      await a.addSession(u2, { nodeId: nA, sessionId: s2 }, 'multi');
+      await b.addSession(u1, { nodeId: nB, sessionId: s3 }, 'multi');
+      await c.addSession(u3, { nodeId: nC, sessionId: s4 }, 'multi'); // nC is never renewed
 
       const all = await a.cluster();
       expect({ online: all.online, sessions: all.sessions, nodes: sortedNodes(all) }).toEqual({
@@ -472,7 +494,7 @@ export function presenceStoreContract(
       const u = user();
       await holderStore.acquireLease(n);
       hold(holderStore, n);
-      await holderStore.addSession(u, { nodeId: n, sessionId: sid() });
+      await holderStore.addSession(u, { nodeId: n, sessionId: sid() }, 'multi');
 
       await other.releaseLease(n);
       expect(await holderStore.renewLease(n)).toBe(true);
@@ -491,7 +513,7 @@ export function presenceStoreContract(
       const n = node();
       const u = user();
       await old.acquireLease(n);
-      await old.addSession(u, { nodeId: n, sessionId: sid() });
+      await old.addSession(u, { nodeId: n, sessionId: sid() }, 'multi');
       await waitFor(`the lease of ${n} to lapse`, async () => (await old.nodesOf(u)).length === 0, config.nodeLeaseMs + 1000);
 
       // A restarted process with the same NODE_ID, heartbeating with no sessions of its own.
