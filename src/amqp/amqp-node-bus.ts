@@ -10,7 +10,8 @@ import { NodeBus, NodeBusHandler, NodeUnreachableError, PublishOutcome } from '.
 import { AmqpTopology } from './topology';
 
 const CONNECT_TIMEOUT_MS = 10_000;
-const PUBLISH_TIMEOUT_MS = 5_000;
+/** A publish not confirmed by then (the broker is away) is given up; until then it is retried on reconnect. */
+const PUBLISH_TIMEOUT_MS = 60_000;
 const PREFETCH = 500;
 
 /**

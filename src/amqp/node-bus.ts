@@ -22,8 +22,8 @@ export class NodeUnreachableError extends Error {
 /**
  * Node-addressed transport. It moves opaque payloads and knows nothing of what they mean.
  * - `publishToNode` resolves once the transport has taken responsibility for the payload ('routed'), or
- *   reports that no queue of that node exists ('unroutable'). It rejects with NodeUnreachableError when it
- *   cannot tell.
+ *   reports that no queue of that node exists ('unroutable'). While the broker is away it keeps the payload
+ *   and retries after reconnecting, for up to a minute; then it rejects with NodeUnreachableError.
  * - The handler given to `onMessage` receives every payload addressed to this node, in publish order per
  *   sender, and its share of payloads that other nodes did not consume in time (`rerouted`); a payload is
  *   acknowledged to the transport after the handler's promise settles.

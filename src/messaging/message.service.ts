@@ -27,6 +27,12 @@ import { ChatMessage, InboxSnapshot, MessageStatusEvent, SendResult } from './me
 const MAX_REROUTES = 2;
 
 /**
+ * How long a send waits for the broker to confirm a push before answering 'stored'. The push itself goes on
+ * (the bus retries it after a reconnect); the message is in the inbox either way.
+ */
+const PUSH_WAIT_MS = 2_000;
+
+/**
  * Sending, pushing and confirming 1:1 messages (ARCHITECTURE "data flow of one message"): the inbox is
  * written before the sender is answered, the push is one routed hop per recipient node, and a message
  * leaves the inbox only when a recipient session confirms it.
@@ -146,11 +152,19 @@ export class MessageService implements OnModuleInit {
   }
 
   private async publish(nodeId: string, payload: Buffer): Promise<boolean> {
+    const routed = this.bus.publishToNode(nodeId, payload).then(
+      (outcome) => outcome === 'routed',
+      (err: unknown) => {
+        this.logger.warn(`push to ${nodeId} failed, the message stays in the inbox: ${String(err)}`);
+        return false;
+      },
+    );
+    let timer: NodeJS.Timeout | undefined;
+    const waited = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), PUSH_WAIT_MS)));
     try {
-      return (await this.bus.publishToNode(nodeId, payload)) === 'routed';
-    } catch (err) {
-      this.logger.warn(`push to ${nodeId} failed, the message stays in the inbox: ${String(err)}`);
-      return false;
+      return await Promise.race([routed, waited]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
