@@ -5,6 +5,7 @@ import { PresenceStore } from '../presence/presence.store';
 import {
   AcceptCommand,
   AcceptResult,
+  ConfirmResult,
   IDEMPOTENCY_WINDOW_MS,
   MessageStore,
   PendingMessages,
@@ -106,10 +107,10 @@ export class MemoryMessageStore extends MessageStore {
     return { expired, lastSeq: this.seqs.get(userId) ?? 0, messages: inbox.map((m) => m.json) };
   }
 
-  async confirm(userId: string, seq: number, id: string, from: string): Promise<boolean> {
+  async confirm(userId: string, seq: number, id: string, from: string): Promise<ConfirmResult> {
     const inbox = this.inboxes.get(userId);
     const at = inbox?.findIndex((m) => m.seq === seq) ?? -1;
-    if (!inbox || at < 0) return false;
+    if (!inbox || at < 0) return { removed: false, senderNodes: [] };
     inbox.splice(at, 1);
     if (inbox.length === 0) this.inboxes.delete(userId);
     let unread = this.unread.get(userId);
@@ -119,7 +120,7 @@ export class MemoryMessageStore extends MessageStore {
       const oldest = unread.keys().next();
       if (!oldest.done) unread.delete(oldest.value);
     }
-    return true;
+    return { removed: true, senderNodes: await this.presence.nodesOf(from) };
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {

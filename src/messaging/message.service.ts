@@ -111,10 +111,10 @@ export class MessageService implements OnModuleInit {
 
   /** A recipient session confirmed receipt: the message leaves the inbox and its sender learns it. */
   async confirm(userId: string, msg: ChatMessage): Promise<void> {
-    const removed = await this.store.confirm(userId, msg.seq, msg.id, msg.from);
+    const { removed, senderNodes } = await this.store.confirm(userId, msg.seq, msg.id, msg.from);
     if (!removed) return;
     this.metrics.messagesConfirmed.inc();
-    await this.sendStatus(msg.from, { id: msg.id, to: userId, status: 'delivered' }, 0);
+    await this.pushStatus(msg.from, { id: msg.id, to: userId, status: 'delivered' }, senderNodes, 0);
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<void> {
@@ -169,7 +169,10 @@ export class MessageService implements OnModuleInit {
   }
 
   private async sendStatus(userId: string, status: MessageStatusEvent, hops: number): Promise<void> {
-    const nodes = await this.presence.nodesOf(userId);
+    await this.pushStatus(userId, status, await this.presence.nodesOf(userId), hops);
+  }
+
+  private async pushStatus(userId: string, status: MessageStatusEvent, nodes: readonly string[], hops: number): Promise<void> {
     let envelope: Buffer | undefined;
     await Promise.all(
       nodes.map(async (nodeId) => {

@@ -8,6 +8,7 @@ import { InjectRedis } from '../redis/redis.module';
 import {
   AcceptCommand,
   AcceptResult,
+  ConfirmResult,
   IDEMPOTENCY_WINDOW_MS,
   MessageStore,
   PendingMessages,
@@ -95,16 +96,19 @@ const PENDING = new LuaScript(
   return out`,
 );
 
-/** KEYS: inbox, unread.  ARGV: seq, id, from, maxPerUser, offlineTtlMs. */
+/**
+ * KEYS: inbox, unread, presence(from).  ARGV: seq, id, from, maxPerUser, offlineTtlMs, leasePrefix.
+ * Returns {} when already confirmed, else {1, sender's live node, ...}: the receipt needs no second round trip.
+ */
 const CONFIRM = new LuaScript(
   'confirm',
-  `local removed = redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])
-  if removed > 0 then
-    redis.call('ZADD', KEYS[2], 0, ARGV[2] .. '|' .. ARGV[3])
-    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))
-    redis.call('PEXPIRE', KEYS[2], ARGV[5])
-  end
-  return removed`,
+  `${LUA_NOW}
+  ${LUA_LIVE_NODES}
+  if redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {} end
+  redis.call('ZADD', KEYS[2], 0, ARGV[2] .. '|' .. ARGV[3])
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  return {1, unpack(liveNodes(KEYS[3], ARGV[6], now))}`,
 );
 
 /** KEYS: unread.  ARGV: ids.  Returns the `id|from` members found, and removes them. */
@@ -181,13 +185,13 @@ export class RedisMessageStore extends MessageStore {
     return { expired: Number(expired), lastSeq: Number(lastSeq), messages };
   }
 
-  async confirm(userId: string, seq: number, id: string, from: string): Promise<boolean> {
-    const removed = await CONFIRM.run(
+  async confirm(userId: string, seq: number, id: string, from: string): Promise<ConfirmResult> {
+    const [removed, ...senderNodes] = (await CONFIRM.run(
       this.redis,
-      [this.keys.inbox(userId), this.keys.unread(userId)],
-      [seq, id, from, this.config.offlineMaxPerUser, this.config.offlineTtlMs],
-    );
-    return removed === 1;
+      [this.keys.inbox(userId), this.keys.unread(userId), this.keys.presence(from)],
+      [seq, id, from, this.config.offlineMaxPerUser, this.config.offlineTtlMs, this.keys.leasePrefix],
+    )) as [number?, ...string[]];
+    return { removed: removed === 1, senderNodes };
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {

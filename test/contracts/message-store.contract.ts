@@ -178,7 +178,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect(await b.messages.accept(command(from, elsewhere, 'one', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
       expect(await b.messages.pending(elsewhere)).toMatchObject({ expired: 0, messages: [] });
       // Confirmed: nothing left to push.
-      expect(await b.messages.confirm(to, stored.seq, first.id, from)).toBe(true);
+      expect((await b.messages.confirm(to, stored.seq, first.id, from)).removed).toBe(true);
       expect(await b.messages.accept(command(from, to, 'one', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
 
       // Pushed out by the bound (2): nothing left to push either.
@@ -269,14 +269,15 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const r2 = await accepted(b.messages, m2);
 
       expect(await b.messages.markRead(to, [m1.id])).toEqual([]); // not confirmed yet
-      expect(await b.messages.confirm(to, r1.seq, m1.id, s1)).toBe(true);
-      expect(await b.messages.confirm(to, r1.seq, m1.id, s1)).toBe(false);
+      const senderNode = await online(b, s1);
+      expect(await b.messages.confirm(to, r1.seq, m1.id, s1)).toEqual({ removed: true, senderNodes: [senderNode] });
+      expect(await b.messages.confirm(to, r1.seq, m1.id, s1)).toEqual({ removed: false, senderNodes: [] });
       expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [r2.json] });
 
       expect(await b.messages.markRead(to, [m1.id, m2.id])).toEqual([{ id: m1.id, from: s1 }]);
       expect(await b.messages.markRead(to, [m1.id])).toEqual([]);
 
-      expect(await b.messages.confirm(to, r2.seq, m2.id, s2)).toBe(true);
+      expect((await b.messages.confirm(to, r2.seq, m2.id, s2)).removed).toBe(true);
       expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [] });
       expect(await b.messages.markRead(to, [m2.id])).toEqual([{ id: m2.id, from: s2 }]);
       // An emptied inbox does not restart the seq.
@@ -288,7 +289,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const [from, to, stranger] = [user(), user(), user()];
       const m = command(from, to, 'x');
       const r = await accepted(b.messages, m);
-      expect(await b.messages.confirm(to, r.seq, m.id, from)).toBe(true);
+      expect((await b.messages.confirm(to, r.seq, m.id, from)).removed).toBe(true);
       expect(await b.messages.markRead(to, [])).toEqual([]);
       expect(await b.messages.markRead(to, [ids.next(), 'not-an-id', m.id.slice(0, 8)])).toEqual([]);
       expect(await b.messages.markRead(stranger, [m.id])).toEqual([]);
@@ -312,7 +313,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect(await b.messages.pending(to)).toMatchObject({ expired: 2, messages: [fresh.json] });
       // Removed by that call: not counted twice.
       expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [fresh.json] });
-      expect(await b.messages.confirm(to, fresh.seq, freshCmd.id, from)).toBe(true);
+      expect((await b.messages.confirm(to, fresh.seq, freshCmd.id, from)).removed).toBe(true);
     });
   });
 }
