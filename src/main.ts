@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import { createSwitchboard } from './app.factory';
 import { ConfigError, loadConfig } from './config/config';
 import { redactUrl } from './common/redact-url';
+import { Lifecycle } from './health/lifecycle';
 
 /** SIGTERM must end with exit 0 within 10 s (CONTRACT section 1); past this the node gives up. */
 const SHUTDOWN_DEADLINE_MS = 9_500;
@@ -23,7 +24,7 @@ async function main(): Promise<void> {
 
   // Nest's enableShutdownHooks re-raises the signal after closing, which exits 143; the contract wants 0.
   let stopping = false;
-  const stop = (signal: string) => {
+  const stop = (signal: string, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
     logger.log(`${signal}: draining`);
@@ -32,7 +33,7 @@ async function main(): Promise<void> {
       process.exit(1);
     }, SHUTDOWN_DEADLINE_MS).unref();
     app.close().then(
-      () => process.exit(0),
+      () => process.exit(exitCode),
       (err: unknown) => {
         logger.error(`shutdown failed: ${String(err)}`);
         process.exit(1);
@@ -41,6 +42,8 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // The node lost its NODE_ID to another live node: drain like on SIGTERM, but exit 1.
+  app.get(Lifecycle).onShutdownRequest(() => stop('shutdown request', 1));
 
   await app.listen(config.port, config.host);
   const url = await app.getUrl();

@@ -120,6 +120,20 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([1, 2]);
   });
 
+  it('keeps waiting for a seq still in flight above the inbox snapshot, instead of skipping it', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([msg(1)], 1);
+    h.stream.push(msg(2));
+    h.stream.push(msg(4));
+    jest.advanceTimersByTime(GAP_WAIT_MS);
+    // The snapshot was taken before 3 and 4 were stored; 4 came in live meanwhile, 3 is still on its way.
+    await h.answer([msg(2)], 2);
+    expect(h.emitted).toEqual([1, 2]);
+    h.stream.push(msg(3));
+    expect(h.emitted).toEqual([1, 2, 3, 4]);
+  });
+
   it('emits nothing once closed', async () => {
     const h = harness();
     void h.stream.catchUp();

@@ -71,13 +71,16 @@ export class SessionStream {
       return;
     }
     if (this.closed) return;
-    for (const msg of snapshot.messages) if (msg.seq >= this.next && !this.held.has(msg.seq)) this.held.set(msg.seq, msg);
-    // Every seq up to lastSeq is in the snapshot or gone for good; held ones above it came in live.
-    const ordered = [...this.held.values()].filter((m) => m.seq >= this.next).sort((a, b) => a.seq - b.seq);
-    this.held.clear();
-    for (const msg of ordered) this.emit(msg);
-    const last = ordered.length > 0 ? ordered[ordered.length - 1].seq : 0;
-    this.next = Math.max(this.next, snapshot.lastSeq + 1, last + 1);
+    // Every seq up to lastSeq is in the snapshot or gone for good: emit those in order, skipping the gone.
+    // Above lastSeq only live messages can be held, and one may still be on its way: those wait as usual.
+    for (const msg of snapshot.messages) if (msg.seq >= this.next) this.held.set(msg.seq, msg);
+    const settled = [...this.held.values()].filter((m) => m.seq <= snapshot.lastSeq).sort((a, b) => a.seq - b.seq);
+    for (const msg of settled) {
+      this.held.delete(msg.seq);
+      if (msg.seq >= this.next) this.emit(msg);
+    }
+    this.next = Math.max(this.next, snapshot.lastSeq + 1);
+    this.drainContiguous();
   }
 
   private drainContiguous(): void {

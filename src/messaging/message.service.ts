@@ -127,7 +127,7 @@ export class MessageService implements OnModuleInit {
     await Promise.all(
       sessions.map(async ({ nodeId, sessionId }) => {
         if (nodeId === this.config.nodeId) this.local.endSession(userId, sessionId, reason);
-        else await this.publish(nodeId, encodeEndSessionEnvelope(userId, sessionId, reason));
+        else await this.publish(nodeId, encodeEndSessionEnvelope(userId, sessionId, reason), 'end');
       }),
     );
   }
@@ -139,7 +139,7 @@ export class MessageService implements OnModuleInit {
       nodes.map(async (nodeId) => {
         if (nodeId === this.config.nodeId) return this.deliverLocally(msg, 'local') > 0;
         envelope ??= encodeMessageEnvelope(json, hops);
-        return this.publish(nodeId, envelope);
+        return this.publish(nodeId, envelope, 'message');
       }),
     );
     return outcomes.includes(true);
@@ -151,7 +151,8 @@ export class MessageService implements OnModuleInit {
     return reached;
   }
 
-  private async publish(nodeId: string, payload: Buffer): Promise<boolean> {
+  private async publish(nodeId: string, payload: Buffer, kind: 'message' | 'status' | 'end'): Promise<boolean> {
+    this.metrics.nodePushes.inc({ kind });
     const routed = this.bus.publishToNode(nodeId, payload).then(
       (outcome) => outcome === 'routed',
       (err: unknown) => {
@@ -177,7 +178,7 @@ export class MessageService implements OnModuleInit {
     await Promise.all(
       nodes.map(async (nodeId) => {
         if (nodeId === this.config.nodeId) this.local.deliverStatus(userId, status);
-        else await this.publish(nodeId, (envelope ??= encodeStatusEnvelope(userId, status, hops)));
+        else await this.publish(nodeId, (envelope ??= encodeStatusEnvelope(userId, status, hops)), 'status');
       }),
     );
   }

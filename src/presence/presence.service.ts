@@ -2,7 +2,8 @@ import { BeforeApplicationShutdown, Injectable, Logger, OnModuleInit } from '@ne
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
-import { LeaseLostError, LocalSession, PresenceStore, SessionRef } from './presence.store';
+import { Lifecycle } from '../health/lifecycle';
+import { LeaseLostError, LocalSession, NodeIdInUseError, PresenceStore, SessionRef } from './presence.store';
 
 /**
  * This node's side of presence: holds the node lease, records the sessions the gateway opens and closes,
@@ -16,11 +17,14 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   private timers: NodeJS.Timeout[] = [];
   private beating = false;
   private readonly reassertedListeners: Array<() => void> = [];
+  /** One lease recovery at a time: the renewal timer, the heartbeat and a reconnect may all notice the loss. */
+  private recovering: Promise<void> | undefined;
 
   constructor(
     @InjectConfig() private readonly config: AppConfig,
     private readonly store: PresenceStore,
     private readonly metrics: MetricsService,
+    private readonly lifecycle: Lifecycle,
   ) {}
 
   async onModuleInit(): Promise<void> {
@@ -80,11 +84,25 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     }
   }
 
-  /** The lease lapsed (the node was paused or cut off): take a new one, then write this node's sessions again. */
-  private async recoverLease(): Promise<void> {
+  /**
+   * The lease lapsed (the node was paused or cut off): take a new one, then write this node's sessions again.
+   * Never rejects. If another live node has taken this NODE_ID meanwhile, this node cannot serve under it
+   * any more and asks to be shut down.
+   */
+  private recoverLease(): Promise<void> {
+    this.recovering ??= this.retakeLease().finally(() => (this.recovering = undefined));
+    return this.recovering;
+  }
+
+  private async retakeLease(): Promise<void> {
     this.logger.error('node lease was lost; re-acquiring it and re-registering local sessions');
-    await this.store.acquireLease(this.config.nodeId);
-    await this.store.restoreSessions(this.config.nodeId, this.sessions());
+    try {
+      await this.store.acquireLease(this.config.nodeId);
+      await this.store.restoreSessions(this.config.nodeId, this.sessions());
+    } catch (err) {
+      if (err instanceof NodeIdInUseError) this.lifecycle.requestShutdown(err.message);
+      else this.logger.warn(`lease recovery failed, will try again: ${String(err)}`);
+    }
   }
 
   /** The store is back after an outage: keep or retake the lease, write every local session again. */

@@ -1,0 +1,722 @@
+/**
+ * `npm run bench` (issue 4): the same scenarios, in one run, against Switchboard (`node dist/main.js`
+ * nodes on the shared Redis and RabbitMQ) and against the baseline (baseline-server.ts: Socket.IO with the
+ * classic @socket.io/redis-adapter), with both rows and their ratios printed and written to
+ * bench-results/latest.{json,md}.
+ *
+ *   npm run bench                  full run, sized for a 2-core machine (several minutes)
+ *   npm run bench -- --quick       under a minute, for development
+ *   options: --only=<key,...> --systems=switchboard,baseline --users=N --in-flight=W --duration=S --warmup=S
+ *            --idle=<connections> --out=<dir>
+ *   scenario keys: saturation-n3 rate2000-n3 rate5000-n3 cross2000-n2 cross2000-n3 cross2000-n4 idle
+ *
+ * Run nothing else on the machine meanwhile: Redis and RabbitMQ CPU and Redis command counts are those of
+ * the whole servers (the report names any other process that was connected to them).
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { setTimeout as delay } from 'node:timers/promises';
+import { connect as amqpConnect, type Channel } from 'amqplib';
+import Redis from 'ioredis';
+import { AMQP_URL, JWT_SECRET, REDIS_URL } from '../helpers/env';
+import { closeSessions, LoadGenerator, LoadResult, LoadSpec, LostMessage, openSessions, Session, TokenMint } from './load-generator';
+import { OtherClient, SharedServices, WindowProbe, WindowReadings } from './probe';
+import { cpuSecondsOf, listeningPid, maxOpenFiles, memoryOf } from './procfs';
+import { Cluster, killAllChildren, prepareWorkDir, removeWorkDir, ROOT, Services, System } from './servers';
+
+// ---------------------------------------------------------------------------------------------------------
+// Options
+
+interface Options {
+  quick: boolean;
+  only?: Set<string>;
+  systems: System[];
+  users: number;
+  inFlight: number;
+  warmupS: number;
+  durationS: number;
+  drainMs: number;
+  quietMs: number;
+  idle: number;
+  outDir: string;
+}
+
+function parseOptions(argv: string[]): Options {
+  const flags = new Map<string, string>();
+  for (const arg of argv) {
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(arg);
+    if (!m) throw new Error(`unknown argument ${arg}`);
+    flags.set(m[1], m[2] ?? 'true');
+  }
+  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'idle', 'out'];
+  for (const f of flags.keys()) if (!known.includes(f)) throw new Error(`unknown option --${f} (known: ${known.join(', ')})`);
+  const quick = flags.has('quick');
+  const num = (name: string, full: number, short: number) => {
+    const v = flags.get(name);
+    if (v === undefined) return quick ? short : full;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number`);
+    return n;
+  };
+  const systems = (flags.get('systems') ?? 'switchboard,baseline').split(',') as System[];
+  for (const s of systems) if (s !== 'switchboard' && s !== 'baseline') throw new Error(`unknown system ${String(s)}`);
+  return {
+    quick,
+    only: flags.has('only') ? new Set((flags.get('only') ?? '').split(',')) : undefined,
+    systems,
+    users: num('users', 300, 60),
+    inFlight: num('in-flight', 4, 4),
+    warmupS: num('warmup', 2, 0.5),
+    durationS: num('duration', 10, 1),
+    drainMs: quick ? 2000 : 10_000,
+    quietMs: quick ? 500 : 3000,
+    idle: num('idle', 10_000, 2000),
+    outDir: flags.get('out') ?? join(ROOT, 'bench-results'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Results
+
+interface NodeFigures {
+  nodeId: string;
+  pid: number;
+  cpuS: number;
+  rssMb: number;
+  peakRssMb: number;
+}
+
+interface LoadRow {
+  system: System;
+  cluster: string;
+  error?: string;
+  load?: LoadResult;
+  nodes?: NodeFigures[];
+  nodeCpuS?: number;
+  nodeCpuPct?: number;
+  nodeCpuUsPerMsg?: number;
+  redisCpuS?: number;
+  rabbitCpuS?: number;
+  /** Redis commandstats calls over the whole run (the whole server: other clients' work included). */
+  redisCalls?: Record<string, number>;
+  /** Messages the servers took during the whole run (Switchboard: accepted_total; baseline: sends). */
+  acceptedInRun?: number;
+  redisCallsPerMsg?: number;
+  evalshaPerMsg?: number;
+  redisPublishPerMsg?: number;
+  amqpPublishedPerMsg?: number;
+  interNodePerMsg?: number;
+  /** Sum over nodes of each counter's increase over the whole run (first send to end of drain). */
+  counters?: Record<string, number>;
+  /** The same over the measured window. */
+  windowCounters?: Record<string, number>;
+  otherRedisClients?: OtherClient[];
+  otherAmqpClients?: OtherClient[];
+  /** Switchboard: lost messages looked up in their recipient's inbox after the drain. */
+  lostLookup?: LostLookup[];
+  /** Seconds spent starting the nodes, connecting the users, loading and draining, stopping the nodes. */
+  phasesS?: { start: number; connect?: number; run?: number; stop?: number };
+}
+
+interface LostLookup extends LostMessage {
+  inInbox: boolean;
+  seq?: number;
+}
+
+interface LoadScenario {
+  key: string;
+  title: string;
+  nodes: number;
+  users: number;
+  spec: LoadSpec;
+}
+
+interface LoadScenarioResult extends LoadScenario {
+  rows: LoadRow[];
+}
+
+interface IdleRow {
+  system: System;
+  cluster: string;
+  error?: string;
+  connections?: number;
+  rssBeforeMb?: number;
+  rssAfterMb?: number;
+  kbPerConnection?: number;
+  heapKbPerConnection?: number;
+  connectS?: number;
+  nodeCpuS?: number;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Environment
+
+const services: Services = { redisUrl: REDIS_URL, amqpUrl: AMQP_URL, jwtSecret: JWT_SECRET };
+const runId = `bench-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+const prefixesUsed: Array<{ system: System; name: string; nodeIds: string[] }> = [];
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+function packageVersion(name: string): string {
+  try {
+    return (JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return '?';
+  }
+}
+
+function portOf(url: string, fallback: number): number {
+  const u = new URL(url);
+  return u.port ? Number(u.port) : fallback;
+}
+
+async function rabbitVersion(): Promise<string> {
+  try {
+    const conn = await amqpConnect(AMQP_URL);
+    const version = conn.connection.serverProperties.version;
+    await conn.close();
+    return version;
+  } catch (err) {
+    return `unreachable (${String(err)})`;
+  }
+}
+
+async function cleanupRedis(redis: Redis, prefix: string): Promise<number> {
+  let cursor = '0';
+  let removed = 0;
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) removed += await redis.unlink(...keys);
+  } while (cursor !== '0');
+  return removed;
+}
+
+/** Switchboard's queues and exchanges of a finished cluster (they would expire anyway; this is tidier). */
+async function cleanupAmqp(cluster: string, nodeIds: string[]): Promise<void> {
+  const conn = await amqpConnect(AMQP_URL);
+  try {
+    const ops: Array<(ch: Channel) => Promise<unknown>> = [
+      ...nodeIds.map((id) => (ch: Channel) => ch.deleteQueue(`${cluster}.node.${id}`)),
+      (ch) => ch.deleteQueue(`${cluster}.reroute`),
+      (ch) => ch.deleteExchange(`${cluster}.direct`),
+      (ch) => ch.deleteExchange(`${cluster}.dlx`),
+    ];
+    for (const op of ops) {
+      const ch = await conn.createChannel();
+      ch.on('error', () => undefined);
+      await op(ch).catch(() => undefined);
+      await ch.close().catch(() => undefined);
+    }
+  } finally {
+    await conn.close().catch(() => undefined);
+  }
+}
+
+async function cleanup(redis: Redis, entry: { system: System; name: string; nodeIds: string[] }): Promise<void> {
+  try {
+    await cleanupRedis(redis, entry.name);
+    if (entry.system === 'switchboard') await cleanupAmqp(entry.name, entry.nodeIds);
+  } catch (err) {
+    log(`  cleanup of ${entry.name} failed: ${String(err)}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scenarios
+
+function scenarios(o: Options): LoadScenario[] {
+  const base = { warmupS: o.warmupS, durationS: o.durationS, bodyBytes: 256, drainMs: o.drainMs, quietMs: o.quietMs, ackTimeoutMs: 10_000, inFlight: o.inFlight, rate: 0 };
+  const list: LoadScenario[] = [
+    {
+      key: 'saturation-n3',
+      title: `saturation, N=3, ${o.inFlight} in flight per user`,
+      nodes: 3,
+      users: o.users,
+      spec: { ...base, mode: 'saturation', crossNode: false },
+    },
+    ...[2000, 5000].map((rate) => ({
+      key: `rate${rate}-n3`,
+      title: `${rate} msg/s, N=3`,
+      nodes: 3,
+      users: o.users,
+      spec: { ...base, mode: 'rate' as const, rate, crossNode: false },
+    })),
+    ...[2, 3, 4].map((n) => ({
+      key: `cross2000-n${n}`,
+      title: `2000 msg/s, N=${n}, all cross-node`,
+      nodes: n,
+      users: o.users - (o.users % n),
+      spec: { ...base, mode: 'rate' as const, rate: 2000, crossNode: true },
+    })),
+  ];
+  return list.filter((s) => !o.only || o.only.has(s.key));
+}
+
+/** Looks lost messages up in their recipient's inbox (Switchboard's Redis layout): their seq if still stored. */
+async function inInbox(redis: Redis, cluster: string, messages: readonly LostMessage[]): Promise<LostLookup[]> {
+  const out: LostLookup[] = [];
+  for (const m of messages) {
+    const members = await redis.zrange(`${cluster}:inbox:${m.to}`, 0, -1);
+    const json = members.find((j) => j.includes(`"id":"${m.id}"`));
+    const seq = json === undefined ? undefined : Number(/"seq":(\d+)/.exec(json)?.[1]);
+    out.push({ ...m, inInbox: json !== undefined, seq });
+  }
+  return out;
+}
+
+async function runLoad(system: System, sc: LoadScenario, shared: SharedServices, mint: TokenMint): Promise<LoadRow> {
+  const name = `${runId}-${sc.key}-${system === 'switchboard' ? 'sb' : 'bl'}`;
+  const row: LoadRow = { system, cluster: name };
+  const t = performance.now();
+  let cluster: Cluster | undefined;
+  let sessions: Session[] = [];
+  try {
+    const entry = { system, name, nodeIds: Array.from({ length: sc.nodes }, (_, i) => `${name}-n${i + 1}`) };
+    prefixesUsed.push(entry);
+    cluster = await Cluster.start(system, name, sc.nodes, services);
+    row.phasesS = { start: (performance.now() - t) / 1000 };
+    const userIds = Array.from({ length: sc.users }, (_, i) => `${name}-u${i}`);
+    // Receipts go to the generator, made once every session is open (a session gets nothing before then).
+    const sink: { generator?: LoadGenerator } = {};
+    sessions = await openSessions(cluster.urls, userIds, mint, {
+      batch: 50,
+      timeoutMs: 15_000,
+      prepare: LoadGenerator.receiver(system, () => sink.generator, (i) => userIds[i]),
+    });
+    const generator = (sink.generator = new LoadGenerator(sessions, sc.nodes, sc.spec));
+    const probe = new WindowProbe(cluster, shared);
+    let readings: WindowReadings | undefined;
+    await probe.spanStart();
+    const tRun = performance.now();
+    row.phasesS.connect = (tRun - t) / 1000 - row.phasesS.start;
+    const load = await generator.run({
+      start: () => probe.start(),
+      end: async () => {
+        readings = await probe.end();
+      },
+    });
+    const span = await probe.spanEnd();
+    row.phasesS.run = (performance.now() - tRun) / 1000;
+    if (!readings) throw new Error('no window readings');
+    const r = readings;
+    const delivered = load.delivered;
+    const per = (x: number | undefined) => (x === undefined || delivered === 0 ? NaN : x / delivered);
+    const nodeCpuS = r.nodeCpuS.reduce((a, b) => a + b, 0);
+    const sum = (perNode: Array<Record<string, number>>) => {
+      const out: Record<string, number> = {};
+      for (const c of perNode) for (const [k, v] of Object.entries(c)) out[k] = (out[k] ?? 0) + v;
+      return out;
+    };
+    const counters = sum(span.counters);
+    const redisCallsTotal = Object.values(span.redisCalls).reduce((a, b) => a + b, 0);
+    row.load = load;
+    row.nodes = cluster.nodes.map((n, i) => {
+      const mem = memoryOf(n.pid);
+      return { nodeId: n.nodeId, pid: n.pid, cpuS: r.nodeCpuS[i], rssMb: (mem?.rssKb ?? NaN) / 1024, peakRssMb: (mem?.hwmKb ?? NaN) / 1024 };
+    });
+    row.nodeCpuS = nodeCpuS;
+    row.nodeCpuPct = (nodeCpuS / load.windowS) * 100;
+    row.nodeCpuUsPerMsg = per(nodeCpuS * 1e6);
+    row.redisCpuS = r.redisCpuS;
+    row.rabbitCpuS = r.rabbitCpuS;
+    row.redisCalls = span.redisCalls;
+    row.counters = counters;
+    row.windowCounters = sum(r.counters);
+    // Traffic is counted over the whole run, from the first send to the end of the drain, per message the
+    // servers took (their own count): every push and pub/sub delivery of those messages is then complete,
+    // which a window cut through a backlog would not be.
+    const accepted = system === 'switchboard' ? (counters.switchboard_messages_accepted_total ?? 0) : (counters.sends ?? 0);
+    const perAccepted = (x: number) => (accepted === 0 ? NaN : x / accepted);
+    row.acceptedInRun = accepted;
+    row.redisCallsPerMsg = perAccepted(redisCallsTotal);
+    row.evalshaPerMsg = perAccepted((span.redisCalls.evalsha ?? 0) + (span.redisCalls.eval ?? 0));
+    row.redisPublishPerMsg = perAccepted(span.redisCalls.publish ?? 0);
+    if (system === 'switchboard') {
+      row.amqpPublishedPerMsg = perAccepted(counters.switchboard_amqp_published_total ?? 0);
+      row.interNodePerMsg = row.amqpPublishedPerMsg;
+    } else {
+      // Every node's subscriber receives every PUBLISH, its own included: what crossed to other nodes is
+      // what all subscribers received minus one echo per publish.
+      row.interNodePerMsg = perAccepted((counters.received ?? 0) - (counters.published ?? 0));
+    }
+    if (system === 'switchboard' && load.lost > 0) row.lostLookup = await inInbox(shared.redis, name, load.lostSample);
+    row.otherRedisClients = r.otherRedisClients;
+    row.otherAmqpClients = r.otherAmqpClients;
+    log(
+      `  ${system}: ${load.deliveredPerS.toFixed(0)} delivered/s, p99 ${load.e2eMs.p99.toFixed(2)} ms, lost ${load.lost}, dup ${load.duplicates}, ` +
+        `node CPU ${row.nodeCpuPct.toFixed(0)}% (start ${row.phasesS.start.toFixed(1)} s, connect ${row.phasesS.connect.toFixed(1)} s, ` +
+        `load and drain ${row.phasesS.run.toFixed(1)} s)`,
+    );
+  } catch (err) {
+    row.error = err instanceof Error ? err.message : String(err);
+    log(`  ${system}: FAILED: ${row.error}`);
+  } finally {
+    closeSessions(sessions);
+    const tStop = performance.now();
+    await cluster?.stop();
+    const stopS = (performance.now() - tStop) / 1000;
+    if (row.phasesS) row.phasesS.stop = stopS;
+    if (stopS > 2) log(`  ${system}: the nodes took ${stopS.toFixed(1)} s to stop`);
+  }
+  return row;
+}
+
+async function runIdle(system: System, count: number, settleMs: number, mint: TokenMint): Promise<IdleRow> {
+  const name = `${runId}-idle-${system === 'switchboard' ? 'sb' : 'bl'}`;
+  const row: IdleRow = { system, cluster: name };
+  let cluster: Cluster | undefined;
+  let sessions: Session[] = [];
+  try {
+    prefixesUsed.push({ system, name, nodeIds: [`${name}-n1`] });
+    cluster = await Cluster.start(system, name, 1, services);
+    const node = cluster.nodes[0];
+    const limit = Math.min(maxOpenFiles('self') ?? Infinity, maxOpenFiles(node.pid) ?? Infinity);
+    if (count + 500 > limit) {
+      const capped = Math.max(100, limit - 500);
+      log(`  open-file limit ${limit}: ${capped} connections instead of ${count} (raise it with ulimit -n)`);
+      count = capped;
+    }
+    // A few sessions first, so that code paths and buffers every connection needs exist before "before".
+    const warm = await openSessions(cluster.urls, [`${name}-warm0`, `${name}-warm1`], mint, { batch: 2, timeoutMs: 10_000 });
+    closeSessions(warm);
+    await delay(settleMs);
+    const heap = async () => {
+      const c = (await cluster?.counters())?.[0] ?? {};
+      return c.nodejs_heap_size_used_bytes ?? c.heapUsedBytes ?? NaN;
+    };
+    const before = memoryOf(node.pid);
+    const heapBefore = await heap();
+    const cpu0 = cpuSecondsOf(node.pid) ?? NaN;
+    const t = performance.now();
+    const ids = Array.from({ length: count }, (_, i) => `${name}-i${i}`);
+    sessions = await openSessions(cluster.urls, ids, mint, { batch: 200, timeoutMs: 30_000 });
+    row.connectS = (performance.now() - t) / 1000;
+    await delay(settleMs);
+    const after = memoryOf(node.pid);
+    const heapAfter = await heap();
+    row.nodeCpuS = (cpuSecondsOf(node.pid) ?? NaN) - cpu0;
+    row.connections = sessions.length;
+    row.rssBeforeMb = (before?.rssKb ?? NaN) / 1024;
+    row.rssAfterMb = (after?.rssKb ?? NaN) / 1024;
+    row.kbPerConnection = ((after?.rssKb ?? NaN) - (before?.rssKb ?? NaN)) / sessions.length;
+    row.heapKbPerConnection = (heapAfter - heapBefore) / 1024 / sessions.length;
+    log(`  ${system}: ${sessions.length} connections in ${row.connectS.toFixed(1)} s, ${row.kbPerConnection.toFixed(1)} KB RSS per connection`);
+  } catch (err) {
+    row.error = err instanceof Error ? err.message : String(err);
+    log(`  ${system}: FAILED: ${row.error}`);
+  } finally {
+    closeSessions(sessions);
+    await cluster?.stop();
+  }
+  return row;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Report
+
+const fmt = (x: number | undefined, digits = 1): string => (x === undefined || !Number.isFinite(x) ? '—' : x.toFixed(digits));
+const int = (x: number | undefined): string => (x === undefined || !Number.isFinite(x) ? '—' : Math.round(x).toLocaleString('en-US'));
+function ratio(a: number | undefined, b: number | undefined): string {
+  if (a === undefined || b === undefined || !Number.isFinite(a) || !Number.isFinite(b) || b === 0) return '—';
+  return `${(a / b).toFixed(2)}×`;
+}
+const oneLine = (text: string | undefined): string => (text ?? '?').replace(/\s+/g, ' ').replace(/\|/g, '/').slice(0, 300);
+const label = (s: System) => (s === 'switchboard' ? 'Switchboard' : 'baseline');
+
+interface Meta {
+  date: string;
+  mode: 'quick' | 'full';
+  machine: { cpu: string; cores: number; memoryGiB: number; os: string };
+  versions: Record<string, string>;
+  options: Omit<Options, 'only' | 'outDir'> & { only?: string[] };
+  runId: string;
+}
+
+function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): string {
+  const o = meta.options;
+  const lines: string[] = [];
+  lines.push(`## Benchmark: Switchboard vs Socket.IO + Redis adapter (${meta.mode} run)`, '');
+  lines.push(`- date: ${meta.date}`);
+  lines.push(`- machine: ${meta.machine.cpu}, ${meta.machine.cores} cores, ${meta.machine.memoryGiB.toFixed(0)} GiB, ${meta.machine.os}`);
+  lines.push(`- versions: ${Object.entries(meta.versions).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  lines.push(
+    `- load: ${o.users} users over N nodes (user i on node i mod N), one websocket session each, 256-byte bodies, every message confirmed; ` +
+      `saturation keeps ${o.inFlight} sends in flight per user; ${o.warmupS} s warm-up, then a ${o.durationS} s measured window; ` +
+      `the load generator is one process on the same machine. Switchboard: every delivery guarantee on (inbox, confirms, publisher confirms).`,
+  );
+  lines.push('');
+  lines.push('### Throughput and latency', '');
+  lines.push('| scenario | system | sent/s | delivered/s | e2e p50 ms | p90 | p99 | max | ack p50 ms | ack p99 | lost | dup | errors | skipped |');
+  lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
+  const rowsOf = (sc: LoadScenarioResult) => ({
+    sb: sc.rows.find((r) => r.system === 'switchboard'),
+    bl: sc.rows.find((r) => r.system === 'baseline'),
+  });
+  for (const sc of loads) {
+    for (const r of sc.rows) {
+      if (r.error || !r.load) {
+        lines.push(`| ${sc.title} | ${label(r.system)} | failed: ${oneLine(r.error)} | | | | | | | | | | | |`);
+        continue;
+      }
+      const l = r.load;
+      const errors = Object.values(l.ackErrors).reduce((a, b) => a + b, 0) + l.unanswered;
+      lines.push(
+        `| ${sc.title} | ${label(r.system)} | ${int(l.sendRatePerS)} | ${int(l.deliveredPerS)} | ${fmt(l.e2eMs.p50, 2)} | ${fmt(l.e2eMs.p90, 2)} | ${fmt(l.e2eMs.p99, 2)} | ` +
+          `${fmt(l.e2eMs.max, 1)} | ${fmt(l.ackMs.p50, 2)} | ${fmt(l.ackMs.p99, 2)} | ${l.lost} | ${l.duplicates} | ${errors} | ${l.skipped} |`,
+      );
+    }
+    const { sb, bl } = rowsOf(sc);
+    if (sb?.load && bl?.load) {
+      const a = sb.load;
+      const b = bl.load;
+      lines.push(
+        `| | *Switchboard ÷ baseline* | | ${ratio(a.deliveredPerS, b.deliveredPerS)} | ${ratio(a.e2eMs.p50, b.e2eMs.p50)} | ${ratio(a.e2eMs.p90, b.e2eMs.p90)} | ` +
+          `${ratio(a.e2eMs.p99, b.e2eMs.p99)} | ${ratio(a.e2eMs.max, b.e2eMs.max)} | ${ratio(a.ackMs.p50, b.ackMs.p50)} | ${ratio(a.ackMs.p99, b.ackMs.p99)} | | | | |`,
+      );
+    }
+  }
+  lines.push('');
+  lines.push('### Cost', '');
+  lines.push('| scenario | system | node CPU s, each | nodes CPU % | node CPU µs/msg | Redis CPU s | RabbitMQ CPU s | generator CPU s | peak RSS MB, max node | inter-node msgs/msg | Redis calls/msg (EVALSHA) |');
+  lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
+  for (const sc of loads) {
+    for (const r of sc.rows) {
+      if (r.error || !r.load || !r.nodes) continue;
+      const peak = Math.max(...r.nodes.map((n) => n.peakRssMb));
+      const evalsha = r.system === 'switchboard' ? ` (${fmt(r.evalshaPerMsg, 2)})` : ` (PUBLISH ${fmt(r.redisPublishPerMsg, 2)})`;
+      lines.push(
+        `| ${sc.title} | ${label(r.system)} | ${r.nodes.map((n) => fmt(n.cpuS, 2)).join(' / ')} | ${fmt(r.nodeCpuPct, 0)} | ${fmt(r.nodeCpuUsPerMsg, 0)} | ` +
+          `${fmt(r.redisCpuS, 2)} | ${fmt(r.rabbitCpuS, 2)} | ${fmt(r.load.generatorCpuS, 2)} | ${fmt(peak, 0)} | ${fmt(r.interNodePerMsg, 2)} | ${fmt(r.redisCallsPerMsg, 2)}${evalsha} |`,
+      );
+    }
+    const { sb, bl } = rowsOf(sc);
+    if (sb?.load && bl?.load && sb.nodes && bl.nodes) {
+      lines.push(
+        `| | *Switchboard ÷ baseline* | | ${ratio(sb.nodeCpuPct, bl.nodeCpuPct)} | ${ratio(sb.nodeCpuUsPerMsg, bl.nodeCpuUsPerMsg)} | ${ratio(sb.redisCpuS, bl.redisCpuS)} | | ` +
+          `${ratio(sb.load.generatorCpuS, bl.load.generatorCpuS)} | ${ratio(Math.max(...sb.nodes.map((n) => n.peakRssMb)), Math.max(...bl.nodes.map((n) => n.peakRssMb)))} | ` +
+          `${ratio(sb.interNodePerMsg, bl.interNodePerMsg)} | ${ratio(sb.redisCallsPerMsg, bl.redisCallsPerMsg)} |`,
+      );
+    }
+  }
+  const cross = loads.filter((s) => s.key.startsWith('cross2000-'));
+  if (cross.length >= 2) {
+    lines.push('');
+    lines.push('### Growth with N (2000 msg/s, every recipient on another node)', '');
+    lines.push('| system | ' + cross.map((s) => `node CPU µs/msg, N=${s.nodes}`).join(' | ') + ` | N=${cross[cross.length - 1].nodes} ÷ N=${cross[0].nodes} |`);
+    lines.push('| --- | ' + cross.map(() => '--:').join(' | ') + ' | --: |');
+    for (const system of o.systems) {
+      const v = cross.map((s) => s.rows.find((r) => r.system === system)?.nodeCpuUsPerMsg);
+      lines.push(`| ${label(system)} | ${v.map((x) => fmt(x, 0)).join(' | ')} | ${ratio(v[v.length - 1], v[0])} |`);
+    }
+  }
+  if (idle.length > 0) {
+    lines.push('');
+    lines.push('### Idle connections (one node)', '');
+    lines.push('| system | connections | RSS before MB | RSS after MB | KB/connection (RSS) | KB/connection (JS heap) | connect s | node CPU s |');
+    lines.push('| --- | --: | --: | --: | --: | --: | --: | --: |');
+    for (const r of idle) {
+      if (r.error) {
+        lines.push(`| ${label(r.system)} | failed: ${oneLine(r.error)} | | | | | | |`);
+        continue;
+      }
+      lines.push(
+        `| ${label(r.system)} | ${int(r.connections)} | ${fmt(r.rssBeforeMb, 0)} | ${fmt(r.rssAfterMb, 0)} | ${fmt(r.kbPerConnection, 1)} | ${fmt(r.heapKbPerConnection, 1)} | ${fmt(r.connectS, 1)} | ${fmt(r.nodeCpuS, 2)} |`,
+      );
+    }
+    const sb = idle.find((r) => r.system === 'switchboard');
+    const bl = idle.find((r) => r.system === 'baseline');
+    if (sb && bl && !sb.error && !bl.error) {
+      lines.push(`| *Switchboard ÷ baseline* | | | | ${ratio(sb.kbPerConnection, bl.kbPerConnection)} | ${ratio(sb.heapKbPerConnection, bl.heapKbPerConnection)} | ${ratio(sb.connectS, bl.connectS)} | ${ratio(sb.nodeCpuS, bl.nodeCpuS)} |`);
+    }
+  }
+  lines.push('');
+  lines.push('How the figures are made:', '');
+  lines.push('- *delivered/s*: distinct messages first received during the window ÷ window. *e2e*: send to first receipt, one clock (the generator); *ack*: send to the sender\'s ok; both over messages sent in the window.');
+  lines.push(`- *lost*: acked ok, never received after the run (the drain waits up to ${o.drainMs / 1000} s, and stops once nothing arrived for ${o.quietMs / 1000} s); *dup*: receipts of an id already received; *errors*: error acks, and sends never answered; *skipped*: at a fixed rate, sends not made because too many were outstanding (the system did not keep up).`);
+  lines.push('- CPU: utime+stime from /proc over the window; *node CPU µs/msg* = all nodes\' CPU ÷ delivered messages; Redis and RabbitMQ are the shared servers (whole-process figures).');
+  lines.push('- *peak RSS*: VmHWM of the node process at the end of the run.');
+  lines.push('- *inter-node msgs/msg* and *Redis calls/msg* are counted over the whole run (first send to end of drain, so every push of those messages is in) per message the servers took (Switchboard: `switchboard_messages_accepted_total`; baseline: its count of sends).');
+  lines.push('- *inter-node msgs/msg*: Switchboard: `switchboard_amqp_published_total` increase ÷ messages (this counter also counts the `delivered` status pushed back to a sender on another node). ' +
+    'Baseline: measured on the nodes as Σ pub/sub messages received by all subscribers − Σ PUBLISH sent (each node receives its own publishes back) ÷ messages; the classic adapter publishes every message once, and every other node receives it, so it is N−1.');
+  lines.push('- *Redis calls/msg*: increase of all `INFO commandstats` calls (commands run inside Lua scripts included) ÷ messages; in brackets the script calls (Switchboard) or PUBLISH (baseline).');
+  lines.push('- *KB/connection*: (RSS with the connections − RSS before) ÷ connections, after a settling pause; websocket transport.');
+  const warnings = warningsOf(loads, idle);
+  if (warnings.length > 0) {
+    lines.push('', 'Warnings:', '');
+    for (const w of warnings) lines.push(`- ${w}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+function warningsOf(loads: LoadScenarioResult[], idle: IdleRow[]): string[] {
+  const w: string[] = [];
+  const others = new Map<string, { redis: number; amqp: number }>();
+  for (const sc of loads) {
+    for (const r of sc.rows) {
+      const where = `${sc.title}, ${label(r.system)}`;
+      if (r.error) w.push(`${where}: failed: ${oneLine(r.error)}`);
+      if (!r.load) continue;
+      const l = r.load;
+      if (l.lost > 0) {
+        w.push(`${where}: ${l.lost} acked messages never received (e.g. ${l.lostSample.slice(0, 3).map((x) => `${x.id} to ${x.to}`).join(', ')})`);
+        const looked = r.lostLookup ?? [];
+        const stored = looked.filter((x) => x.inInbox);
+        const skipped = stored.filter((x) => x.seq !== undefined && x.recipientMaxSeq !== undefined && x.seq < x.recipientMaxSeq);
+        if (looked.length > 0) {
+          w.push(
+            `${where}: of ${looked.length} lost messages looked up, ${stored.length} were still in the recipient's inbox after the drain, ` +
+              `${skipped.length} of them with a seq below the highest seq their (live) recipient session had received ` +
+              `(e.g. ${skipped.slice(0, 3).map((x) => `seq ${x.seq} < ${x.recipientMaxSeq}`).join(', ') || '—'}): the session went past them and never emitted them`,
+          );
+        }
+      }
+      if ((l.seqGaps ?? 0) > 0) w.push(`${where}: recipients saw ${l.seqGaps} seq values missing below the highest seq they received (the contract promises no gaps)`);
+      if (l.duplicates > 0) w.push(`${where}: ${l.duplicates} duplicate receipts`);
+      const errs = Object.entries(l.ackErrors);
+      if (errs.length > 0) w.push(`${where}: send errors ${errs.map(([k, v]) => `${k}=${v}`).join(', ')}`);
+      if (l.skipped > 0) w.push(`${where}: ${l.skipped} sends skipped (too many outstanding): the target rate was not reached`);
+      const stored = l.ackStatuses.stored ?? 0;
+      if (stored > 0) w.push(`${where}: ${stored} sends answered 'stored' although every recipient was online`);
+      if (l.receivedUnacked > 0) w.push(`${where}: ${l.receivedUnacked} messages received whose send was not acked ok`);
+      if (l.misrouted > 0) w.push(`${where}: ${l.misrouted} messages received by a user other than their recipient`);
+      if (l.disconnects > 0) w.push(`${where}: ${l.disconnects} sessions dropped during the run`);
+      if (l.unanswered > 0) w.push(`${where}: ${l.unanswered} sends still unanswered after the drain`);
+      for (const c of r.otherRedisClients ?? []) others.set(`${c.command} (pid ${c.pid})`, { redis: c.connections, amqp: others.get(`${c.command} (pid ${c.pid})`)?.amqp ?? 0 });
+      for (const c of r.otherAmqpClients ?? []) {
+        const k = `${c.command} (pid ${c.pid})`;
+        others.set(k, { redis: others.get(k)?.redis ?? 0, amqp: c.connections });
+      }
+    }
+  }
+  for (const r of idle) if (r.error) w.push(`idle connections, ${label(r.system)}: failed: ${oneLine(r.error)}`);
+  if (others.size > 0) {
+    w.push(
+      `other processes used the shared Redis/RabbitMQ during measurements, so their CPU and Redis call figures include foreign work: ` +
+        [...others.entries()].slice(0, 8).map(([k, v]) => `${k}: ${v.redis} Redis, ${v.amqp} AMQP connections`).join('; ') +
+        (others.size > 8 ? `; and ${others.size - 8} more` : ''),
+    );
+  }
+  return w;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Main
+
+async function main(): Promise<void> {
+  const o = parseOptions(process.argv.slice(2));
+  const started = performance.now();
+  cpuSecondsOf(process.pid); // reads CLK_TCK once, before any window
+  const redis = new Redis(REDIS_URL, { connectionName: `${runId}:bench`, lazyConnect: true, maxRetriesPerRequest: 2 });
+  await redis.connect();
+  await prepareWorkDir();
+  const mint = new TokenMint(JWT_SECRET);
+  const redisPort = portOf(REDIS_URL, 6379);
+  const amqpPort = portOf(AMQP_URL, 5672);
+  const shared: SharedServices = { redis, redisPort, amqpPort, redisPid: listeningPid(redisPort), rabbitPid: listeningPid(amqpPort) };
+  if (shared.redisPid === undefined) log(`no local process listens on ${redisPort}: Redis CPU will not be reported`);
+  if (shared.rabbitPid === undefined) log(`no local process listens on ${amqpPort}: RabbitMQ CPU will not be reported`);
+
+  const redisVersion = /^redis_version:(\S+)/m.exec(await redis.info('server'))?.[1] ?? '?';
+  const meta: Meta = {
+    date: new Date().toISOString(),
+    mode: o.quick ? 'quick' : 'full',
+    machine: { cpu: os.cpus()[0]?.model ?? '?', cores: os.cpus().length, memoryGiB: os.totalmem() / 2 ** 30, os: `${os.type()} ${os.release()}` },
+    versions: {
+      Node: process.version,
+      switchboard: (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version,
+      'socket.io': packageVersion('socket.io'),
+      'socket.io-client': packageVersion('socket.io-client'),
+      '@socket.io/redis-adapter': packageVersion('@socket.io/redis-adapter'),
+      ioredis: packageVersion('ioredis'),
+      amqplib: packageVersion('amqplib'),
+      jsonwebtoken: packageVersion('jsonwebtoken'),
+      '@nestjs/core': packageVersion('@nestjs/core'),
+      Redis: redisVersion,
+      RabbitMQ: await rabbitVersion(),
+    },
+    options: {
+      quick: o.quick,
+      only: o.only ? [...o.only] : undefined,
+      systems: o.systems,
+      users: o.users,
+      inFlight: o.inFlight,
+      warmupS: o.warmupS,
+      durationS: o.durationS,
+      drainMs: o.drainMs,
+      quietMs: o.quietMs,
+      idle: o.idle,
+    },
+    runId,
+  };
+  log(`bench ${runId} (${meta.mode}): ${meta.machine.cores} cores, ulimit -n ${maxOpenFiles('self')}, Redis pid ${shared.redisPid ?? '?'}, RabbitMQ pid ${shared.rabbitPid ?? '?'}`);
+
+  const loads: LoadScenarioResult[] = [];
+  for (const sc of scenarios(o)) {
+    if (interrupted) return;
+    log(`▶ ${sc.key}: ${sc.title}, ${sc.users} users, ${sc.spec.warmupS} s + ${sc.spec.durationS} s`);
+    const result: LoadScenarioResult = { ...sc, rows: [] };
+    for (const system of o.systems) {
+      if (interrupted) return;
+      result.rows.push(await runLoad(system, sc, shared, mint));
+      const entry = prefixesUsed[prefixesUsed.length - 1];
+      await cleanup(redis, entry);
+    }
+    loads.push(result);
+  }
+  const idle: IdleRow[] = [];
+  if (!o.only || o.only.has('idle')) {
+    log(`▶ idle: ${o.idle} connections on one node`);
+    for (const system of o.systems) {
+      if (interrupted) return;
+      idle.push(await runIdle(system, o.idle, o.quick ? 500 : 3000, mint));
+      await cleanup(redis, prefixesUsed[prefixesUsed.length - 1]);
+    }
+  }
+  if (interrupted) return;
+  await redis.quit();
+  removeWorkDir();
+
+  const md = markdown(meta, loads, idle);
+  mkdirSync(o.outDir, { recursive: true });
+  const json = JSON.stringify({ meta, loads, idle, warnings: warningsOf(loads, idle) }, null, 2);
+  writeFileSync(join(o.outDir, 'latest.json'), json);
+  writeFileSync(join(o.outDir, 'latest.md'), md);
+  const stamp = meta.date.replace(/[:.]/g, '-');
+  writeFileSync(join(o.outDir, `${stamp}-${meta.mode}.json`), json);
+  process.stdout.write('\n' + md);
+  log(`\nwritten: ${join(o.outDir, 'latest.json')}, ${join(o.outDir, 'latest.md')} (${((performance.now() - started) / 1000).toFixed(0)} s)`);
+  const failed = loads.some((sc) => sc.rows.some((r) => r.error)) || idle.some((r) => r.error);
+  // Sends still waiting for an ack keep their timers; the run is over, so stop here rather than wait for them.
+  process.exit(failed ? 1 : 0);
+}
+
+let interrupted = false;
+process.on('SIGINT', () => {
+  if (interrupted) process.exit(130);
+  interrupted = true;
+  log('\ninterrupted: stopping every node');
+  killAllChildren();
+  removeWorkDir();
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const tidy = (async () => {
+    await redis.connect();
+    for (const entry of prefixesUsed) await cleanup(redis, entry);
+    await redis.quit();
+  })();
+  void Promise.race([tidy, delay(5000)])
+    .catch(() => undefined)
+    .finally(() => process.exit(130));
+});
+process.on('exit', killAllChildren);
+
+main().catch((err: unknown) => {
+  log(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+  killAllChildren();
+  removeWorkDir();
+  process.exit(1);
+});
