@@ -7,12 +7,21 @@ import { InjectConfig } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
 import { MetricsService } from '../metrics/metrics.service';
 import { NodeBus, NodeBusHandler, NodeUnreachableError, PublishOutcome } from './node-bus';
+import { packFrames, unpackFrames } from './frames';
 import { AmqpTopology } from './topology';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 /** A publish not confirmed by then (the broker is away) is given up; until then it is retried on reconnect. */
 const PUBLISH_TIMEOUT_MS = 60_000;
-const PREFETCH = 500;
+const PREFETCH = 100;
+/** A batch for one node is sent at the end of the event-loop turn, or earlier once it holds this much. */
+const MAX_BATCH_BYTES = 256 * 1024;
+
+interface Batch {
+  readonly payloads: Buffer[];
+  readonly waiters: Array<{ resolve: (o: PublishOutcome) => void; reject: (e: unknown) => void }>;
+  bytes: number;
+}
 
 /**
  * NodeBus over RabbitMQ: a durable direct exchange, one queue per node bound with routing key = node id.
@@ -36,6 +45,9 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   /** messageIds the broker returned as unroutable; read once its publish is confirmed. */
   private readonly returned = new Set<string>();
   private publishCounter = 0;
+  /** Payloads waiting for the end of this event-loop turn, per destination node. */
+  private readonly outbox = new Map<string, Batch>();
+  private flushScheduled = false;
 
   constructor(
     @InjectConfig() private readonly config: AppConfig,
@@ -111,21 +123,61 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     const consumer = this.consumer;
     const handler = this.handler;
     if (!consumer || !handler) return;
-    const work = handler(msg.content, { rerouted })
-      .catch((err: unknown) => this.logger.error(`handler failed: ${String(err)}`))
-      .finally(() => {
-        consumer.ack(msg);
-        this.inFlight.delete(work);
-      });
+    let payloads: Buffer[];
+    try {
+      payloads = unpackFrames(msg.content);
+    } catch (err) {
+      this.logger.error(`dropped a malformed message: ${String(err)}`);
+      consumer.ack(msg);
+      return;
+    }
+    // Each handler's synchronous part (the local emit) runs now, in order; the ack waits for all of them.
+    const work = Promise.allSettled(
+      payloads.map((p) => handler(p, { rerouted }).catch((err: unknown) => this.logger.error(`handler failed: ${String(err)}`))),
+    ).then(() => {
+      consumer.ack(msg);
+      this.inFlight.delete(work);
+    });
     this.inFlight.add(work);
   }
 
-  async publishToNode(nodeId: string, payload: Buffer): Promise<PublishOutcome> {
+  publishToNode(nodeId: string, payload: Buffer): Promise<PublishOutcome> {
+    if (!this.publisher) return Promise.reject(new NodeUnreachableError(nodeId, 'bus not connected'));
+    return new Promise<PublishOutcome>((resolve, reject) => {
+      let batch = this.outbox.get(nodeId);
+      if (!batch) this.outbox.set(nodeId, (batch = { payloads: [], waiters: [], bytes: 0 }));
+      batch.payloads.push(payload);
+      batch.waiters.push({ resolve, reject });
+      batch.bytes += payload.length + 4;
+      if (batch.bytes >= MAX_BATCH_BYTES) this.sendBatch(nodeId);
+      else if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    for (const nodeId of [...this.outbox.keys()]) this.sendBatch(nodeId);
+  }
+
+  private sendBatch(nodeId: string): void {
+    const batch = this.outbox.get(nodeId);
+    if (!batch) return;
+    this.outbox.delete(nodeId);
+    this.publishPacked(nodeId, packFrames(batch.payloads)).then(
+      (outcome) => batch.waiters.forEach((w) => w.resolve(outcome)),
+      (err: unknown) => batch.waiters.forEach((w) => w.reject(err)),
+    );
+  }
+
+  private async publishPacked(nodeId: string, body: Buffer): Promise<PublishOutcome> {
     const publisher = this.publisher;
     if (!publisher) throw new NodeUnreachableError(nodeId, 'bus not connected');
     const messageId = `${this.config.nodeId}.${++this.publishCounter}`;
     try {
-      await publisher.publish(this.topology.exchange, nodeId, payload, { mandatory: true, messageId, persistent: false });
+      await publisher.publish(this.topology.exchange, nodeId, body, { mandatory: true, messageId, persistent: false });
     } catch (err) {
       this.returned.delete(messageId);
       throw new NodeUnreachableError(nodeId, err instanceof Error ? err.message : String(err));

@@ -1,5 +1,5 @@
 import { ValidationError, validateSync } from 'class-validator';
-import { ClassConstructor, plainToInstance } from 'class-transformer';
+import { ClassConstructor } from 'class-transformer';
 import { AppError } from './app-error';
 
 /** One readable sentence out of class-validator's errors, naming the first failing field. */
@@ -20,7 +20,8 @@ export function validatePayload<T extends object>(cls: ClassConstructor<T>, payl
   if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
     throw new AppError('invalid_payload', 'payload must be an object');
   }
-  const instance = plainToInstance(cls, payload);
+  // The payload's own fields onto an instance; class-validator's whitelist then strips what the DTO does not declare.
+  const instance = Object.assign(new cls(), payload);
   const errors = validateSync(instance, VALIDATOR_OPTIONS);
   if (errors.length > 0) throw new AppError('invalid_payload', describeValidationErrors(errors));
   return instance;

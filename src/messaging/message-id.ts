@@ -4,9 +4,24 @@ import { randomBytes } from 'node:crypto';
  * UUIDv7 (RFC 9562): 48-bit millisecond timestamp, then a 12-bit counter that keeps ids made in the same
  * millisecond in order (method 1 of section 6.2), then random bits. Ids sort by creation time as strings.
  */
+const POOL_BYTES = 4096;
+
 export class MessageIdGenerator {
   private lastMs = 0;
   private counter = 0;
+  /** Random bytes drawn 4 KiB at a time: one system call per 512 ids. */
+  private pool = randomBytes(POOL_BYTES);
+  private poolAt = 0;
+
+  private random8(): Buffer {
+    if (this.poolAt + 8 > POOL_BYTES) {
+      this.pool = randomBytes(POOL_BYTES);
+      this.poolAt = 0;
+    }
+    const out = this.pool.subarray(this.poolAt, this.poolAt + 8);
+    this.poolAt += 8;
+    return out;
+  }
 
   next(now: number = Date.now()): string {
     let ms = now;
@@ -22,7 +37,7 @@ export class MessageIdGenerator {
       this.lastMs = ms;
       this.counter = 0;
     }
-    const rand = randomBytes(8);
+    const rand = this.random8();
     const b = Buffer.alloc(16);
     b.writeUIntBE(ms, 0, 6);
     b[6] = 0x70 | (this.counter >> 8);

@@ -15,6 +15,7 @@ import {
   encodeStatusEnvelope,
 } from './envelope';
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
+import { CoarseTimeouts } from './coarse-timeouts';
 import { MessageIdGenerator } from './message-id';
 import { MessageStore } from './message.store';
 import { ChatMessage, InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
@@ -41,6 +42,7 @@ const PUSH_WAIT_MS = 2_000;
 export class MessageService implements OnModuleInit {
   private readonly logger = new Logger('MessageService');
   private readonly ids = new MessageIdGenerator();
+  private readonly pushWait = new CoarseTimeouts();
   private local: LocalDelivery = NO_LOCAL_SESSIONS;
 
   constructor(
@@ -160,13 +162,7 @@ export class MessageService implements OnModuleInit {
         return false;
       },
     );
-    let timer: NodeJS.Timeout | undefined;
-    const waited = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), PUSH_WAIT_MS)));
-    try {
-      return await Promise.race([routed, waited]);
-    } finally {
-      clearTimeout(timer);
-    }
+    return Promise.race([routed, this.pushWait.after(PUSH_WAIT_MS)]);
   }
 
   private async sendStatus(userId: string, status: MessageStatusEvent, hops: number): Promise<void> {

@@ -19,6 +19,8 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
     lazyConnect: true,
     connectionName: `${config.clusterName}:${config.nodeId}`,
     maxRetriesPerRequest: 3,
+    // Commands issued in the same event-loop turn go out in one write.
+    enableAutoPipelining: true,
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
   });
   client.on('error', () => undefined); // reconnects by itself; readiness reports the state

@@ -120,10 +120,18 @@ export class ServerNode {
     };
     const env =
       system === 'switchboard'
-        ? { ...common, AMQP_URL: services.amqpUrl, CLUSTER_NAME: cluster, SEND_RATE_PER_SECOND: '1000000', LOG_LEVEL: 'warn' }
+        ? {
+            ...common,
+            AMQP_URL: services.amqpUrl,
+            CLUSTER_NAME: cluster,
+            SEND_RATE_PER_SECOND: '1000000',
+            LOG_LEVEL: 'warn',
+          }
         : { ...common, ADAPTER_KEY: cluster };
     if (closing) throw new Error('interrupted');
-    const child = spawn(process.execPath, [scriptOf(system)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // e.g. BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the Switchboard nodes.
+    const nodeArgs = system === 'switchboard' ? (process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []) : [];
+    const child = spawn(process.execPath, [...nodeArgs, scriptOf(system)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     children.add(child);
     child.once('exit', () => children.delete(child));
     const node = new ServerNode(system, nodeId, `http://127.0.0.1:${port}`, child);
