@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import type Redis from 'ioredis';
-import type { ChainableCommander } from 'ioredis';
 import { AppError } from '../common/app-error';
 
 type Arg = string | number;
@@ -34,11 +33,6 @@ export class LuaScript {
       if (isReplyError(err)) throw err;
       throw new AppError('unavailable', `Redis is unavailable (${this.name}): ${err instanceof Error ? err.message : String(err)}`);
     }
-  }
-
-  /** Queues the script on a pipeline; the pipeline's caller must have loaded it (see `load`). */
-  queue(pipeline: ChainableCommander, keys: readonly string[], args: readonly Arg[]): void {
-    pipeline.evalsha(this.sha, keys.length, ...keys, ...args);
   }
 
   async load(client: Redis): Promise<void> {

@@ -210,16 +210,8 @@ export class PrivateRedis {
     const child = spawn('redis-server', args, { stdio: ['ignore', log, log] });
     closeSync(log);
     this.child = child;
-    let spawnError: Error | undefined;
-    child.once('error', (err) => (spawnError = err));
     try {
-      for (;;) {
-        if (spawnError) throw new Error(`cannot run redis-server: ${spawnError.message}`);
-        if (!isRunning(child)) throw new Error(`private Redis exited during start-up: ${tail(this.logFile)}`);
-        if (await redisPing(this.port)) break;
-        if (Date.now() - t0 > timeoutMs) throw new Error(`private Redis did not answer PING within ${timeoutMs} ms: ${tail(this.logFile)}`);
-        await delay(50);
-      }
+      await untilReady(child, 'private Redis', this.logFile, () => redisPing(this.port), 'answer PING', t0 + timeoutMs, 50);
     } catch (err) {
       await this.kill9();
       throw err;
@@ -359,16 +351,8 @@ export class PrivateRabbit {
     const child = spawn(rabbitBin('rabbitmq-server'), [], { env: this.env, detached: true, stdio: ['ignore', log, log] });
     closeSync(log);
     this.child = child;
-    let spawnError: Error | undefined;
-    child.once('error', (err) => (spawnError = err));
     try {
-      for (;;) {
-        if (spawnError) throw new Error(`cannot run rabbitmq-server: ${spawnError.message}`);
-        if (!isRunning(child)) throw new Error(`private RabbitMQ exited during start-up: ${tail(this.logFile)}`);
-        if (await portAccepts(this.port)) break;
-        if (Date.now() - t0 > timeoutMs) throw new Error(`private RabbitMQ did not open port ${this.port} within ${timeoutMs} ms: ${tail(this.logFile)}`);
-        await delay(100);
-      }
+      await untilReady(child, 'private RabbitMQ', this.logFile, () => portAccepts(this.port), `open port ${this.port}`, t0 + timeoutMs, 100);
       await this.ctl(['await_startup', '--timeout', String(Math.ceil(timeoutMs / 1000))], timeoutMs + 5000);
     } catch (err) {
       await this.kill9(); // never leave a half-started node behind
@@ -452,5 +436,26 @@ export class PrivateRabbit {
       // gone
     }
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Polls `ready` until it holds; fails naming `what` if the process cannot run, exits, or takes past `deadline`. */
+async function untilReady(
+  child: ChildProcess,
+  what: string,
+  logFile: string,
+  ready: () => Promise<boolean>,
+  readyMeans: string,
+  deadline: number,
+  pollMs: number,
+): Promise<void> {
+  let spawnError: Error | undefined;
+  child.once('error', (err) => (spawnError = err));
+  for (;;) {
+    if (spawnError) throw new Error(`cannot run ${what}: ${spawnError.message}`);
+    if (!isRunning(child)) throw new Error(`${what} exited during start-up: ${tail(logFile)}`);
+    if (await ready()) return;
+    if (Date.now() > deadline) throw new Error(`${what} did not ${readyMeans} in time: ${tail(logFile)}`);
+    await delay(pollMs);
   }
 }
