@@ -2,13 +2,13 @@ import { ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
-import { Logger } from 'nestjs-pino';
 import { AppModule } from './app.module';
 import { AppError } from './common/app-error';
 import { VALIDATOR_OPTIONS, describeValidationErrors } from './common/validate';
 import { AppConfig } from './config/config';
 import { SwitchboardIoAdapter } from './gateway/io-adapter';
 import { HttpExceptionFilter } from './http/http-exception.filter';
+import { PinoLoggerService } from './logging/pino-logger.service';
 
 /** Room for the envelope around a body of MAX_MESSAGE_BYTES, so the body's own limit gives the clear error. */
 const REQUEST_OVERHEAD_BYTES = 16 * 1024;
@@ -23,7 +23,7 @@ export async function createSwitchboard(config: AppConfig): Promise<NestExpressA
     bodyParser: false,
     abortOnError: false,
   });
-  app.useLogger(app.get(Logger));
+  app.useLogger(new PinoLoggerService(config.logLevel, config.nodeId));
   app.useBodyParser('json', { limit: config.maxMessageBytes + REQUEST_OVERHEAD_BYTES });
   app.useWebSocketAdapter(new SwitchboardIoAdapter(app, config));
   app.useGlobalFilters(new HttpExceptionFilter());
