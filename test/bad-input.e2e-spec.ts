@@ -13,7 +13,7 @@ describe('bad input', () => {
   const user = (name: string) => `${name}-${++n}`;
 
   beforeAll(async () => {
-    node = await startNode(clusterEnv(cluster, `${cluster}-n1`, { MAX_MESSAGE_BYTES: '1024', SEND_RATE_PER_SECOND: '5' }));
+    node = await startNode(clusterEnv(cluster, `${cluster}-n1`, { MAX_MESSAGE_BYTES: '1024', SEND_RATE_PER_SECOND: '5', OFFLINE_MAX_PER_USER: '3' }));
   });
   afterEach(() => clients.closeAll());
   afterAll(() => node.close());
@@ -95,6 +95,21 @@ describe('bad input', () => {
       expect(acks.filter((x) => x.ok).length).toBeGreaterThanOrEqual(10);
       expect(limited.length).toBeGreaterThanOrEqual(10);
       expect(limited[0]).toEqual({ ok: false, error: { code: 'rate_limited', message: expect.any(String) as string } });
+    });
+
+    it('keeps at most OFFLINE_MAX_PER_USER stored messages, drops the oldest and counts them in a metric', async () => {
+      const metric = async () => {
+        const text = (await request(node.url).get('/metrics').expect(200)).text;
+        return Number(/^switchboard_inbox_dropped_total\{[^}]*reason="overflow"[^}]*\} (\d+)/m.exec(text)?.[1] ?? 0);
+      };
+      const before = await metric();
+      const acks = [];
+      for (let i = 0; i < 5; i++) acks.push(await a.send(bob, i));
+      expect(await metric()).toBe(before + 2);
+      const b = await clients.connect(node.url, bob);
+      const got = await b.waitForMessages(3);
+      expect(got.map((m) => m.id)).toEqual(acks.slice(2).map((x) => x.id));
+      expect(got.map((m) => m.seq)).toEqual([3, 4, 5]);
     });
 
     it('keeps stored messages intact through all of it', async () => {

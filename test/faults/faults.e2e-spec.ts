@@ -207,6 +207,14 @@ async function readiness(url: string): Promise<string> {
   }
 }
 
+/** Waits for the node's readiness to turn 503 naming `part` (a broker just went down); returns what it said. */
+async function unreadyNaming(url: string, part: string): Promise<string> {
+  return waitFor(async () => {
+    const said = await readiness(url);
+    return said.startsWith('503') && said.includes(part) && said;
+  }, `readiness of ${url} to turn 503 naming ${part}`);
+}
+
 /** Watches the surviving nodes until HEALTH_WINDOW_MS after the fault; returns the ones not ready at the end. */
 async function healthAfter(nodes: Nodes[], faultOver: number): Promise<string[]> {
   const until = faultOver + HEALTH_WINDOW_MS;
@@ -380,7 +388,8 @@ describe('fault injection: nothing acked is lost', () => {
         const t = Date.now();
         clock.inject();
         await broker.stopApp();
-        await delay(1500);
+        expect(await unreadyNaming(c1, 'rabbitmq')).toMatch(/^503 .*rabbitmq/);
+        await delay(1500); // the outage
         await broker.startApp();
         down = Date.now() - t;
       });
@@ -436,7 +445,8 @@ describe('fault injection: nothing acked is lost', () => {
         const t = Date.now();
         clock.inject();
         await store.stop();
-        await delay(1500);
+        expect(await unreadyNaming(d1, 'redis')).toMatch(/^503 .*redis/);
+        await delay(1500); // the outage
         await store.start();
         down = Date.now() - t;
       });
