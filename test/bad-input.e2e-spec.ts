@@ -71,6 +71,9 @@ describe('bad input', () => {
 
     it('answers an unknown event with an error ack', async () => {
       expect(await a.emit('room:dance', { room: 'x' })).toEqual({ ok: false, error: { code: 'invalid_payload', message: 'unknown event "room:dance"' } });
+      // Names an object inherits are not events either.
+      expect((await a.emit('toString', {})).error?.message).toBe('unknown event "toString"');
+      expect((await a.emit('constructor')).error?.code).toBe('invalid_payload');
       expect(a.socket.connected).toBe(true);
     });
 

@@ -1,11 +1,5 @@
 import { Logger, OnModuleDestroy } from '@nestjs/common';
-import {
-  OnGatewayConnection,
-  OnGatewayDisconnect,
-  OnGatewayInit,
-  WebSocketGateway,
-  WebSocketServer,
-} from '@nestjs/websockets';
+import { OnGatewayConnection, OnGatewayDisconnect, OnGatewayInit, WebSocketGateway } from '@nestjs/websockets';
 import { AppError, toErrorBody } from '../common/app-error';
 import { validatePayload } from '../common/validate';
 import { AppConfig } from '../config/config';
@@ -16,10 +10,10 @@ import { ReadMessagesDto, SendMessageDto } from '../messaging/dto';
 import { LocalDelivery } from '../messaging/local-delivery';
 import { MessageService } from '../messaging/message.service';
 import { ChatMessage, MessageStatusEvent } from '../messaging/message.types';
+import { Lifecycle } from '../health/lifecycle';
 import { PresenceService } from '../presence/presence.service';
 import { ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
 import { SessionStream } from './session-stream';
-import { Lifecycle } from '../health/lifecycle';
 
 type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
 
@@ -32,7 +26,6 @@ const DISCONNECT_BATCH = 200;
  */
 @WebSocketGateway()
 export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, OnGatewayDisconnect, LocalDelivery, OnModuleDestroy {
-  @WebSocketServer() private server!: SwitchboardServer;
   private readonly logger = new Logger('Gateway');
   private readonly byUser = new Map<string, Set<SwitchboardSocket>>();
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
@@ -196,16 +189,16 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
         Promise.resolve()
           .then(() => handler(socket, payload))
           .then(
-          (result) => ack?.({ ok: true, ...result }),
-          (err: unknown) => {
-            if (!(err instanceof AppError)) this.logger.error(`${event} failed: ${String(err)}`);
-            ack?.({ ok: false, error: toErrorBody(err) });
-          },
-        );
+            (result) => ack?.({ ok: true, ...result }),
+            (err: unknown) => {
+              if (!(err instanceof AppError)) this.logger.error(`${event} failed: ${String(err)}`);
+              ack?.({ ok: false, error: toErrorBody(err) });
+            },
+          );
       });
     }
     socket.onAny((event: string, ...args: unknown[]) => {
-      if (event in this.handlers) return;
+      if (Object.hasOwn(this.handlers, event)) return;
       const [, ack] = splitArgs(args);
       ack?.({ ok: false, error: new AppError('invalid_payload', `unknown event "${event}"`).toBody() });
     });
