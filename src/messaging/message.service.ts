@@ -80,9 +80,10 @@ export class MessageService implements OnModuleInit {
     const result = await this.store.accept({ from, to, id, clientMsgId, draft });
     if (result.kind === 'duplicate') {
       this.metrics.messagesDuplicate.inc();
-      if (result.repush && result.repush.nodes.length > 0) {
+      if (result.repush && result.repush.nodes.length > 0 && clientMsgId !== undefined) {
         const first = JSON.parse(result.repush.json) as ChatMessage;
         await this.push(first, result.repush.json, result.repush.nodes, 0);
+        this.settle(from, clientMsgId, result.id, result.status);
       }
       return { id: result.id, status: result.status, duplicate: true };
     }
@@ -97,11 +98,13 @@ export class MessageService implements OnModuleInit {
     if (clientMsgId !== undefined) msg.clientMsgId = clientMsgId;
     const pushed = result.nodes.length > 0 && (await this.push(msg, result.json, result.nodes, 0));
     const status = pushed ? 'sent' : 'stored';
-    if (clientMsgId !== undefined) {
-      // Not awaited: it needs no answer, and it reaches Redis before any repeat of this send can.
-      this.store.settle(from, clientMsgId, id, status).catch((err: unknown) => this.logger.warn(`settle of ${id} failed: ${String(err)}`));
-    }
+    if (clientMsgId !== undefined) this.settle(from, clientMsgId, id, status);
     return { id, status };
+  }
+
+  /** Not awaited: it needs no answer, and it reaches Redis before any repeat of this send can. */
+  private settle(from: string, clientMsgId: string, id: string, status: SendResult['status']): void {
+    this.store.settle(from, clientMsgId, id, status).catch((err: unknown) => this.logger.warn(`settle of ${id} failed: ${String(err)}`));
   }
 
   /** The user's stored messages, oldest first, and the last seq assigned to the user. */
@@ -120,8 +123,14 @@ export class MessageService implements OnModuleInit {
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<void> {
-    const receipts = await this.store.markRead(userId, ids);
-    await Promise.all(receipts.map((r) => this.sendStatus(r.from, { id: r.id, to: userId, status: 'read' }, 0)));
+    const bySender = new Map<string, string[]>();
+    for (const r of await this.store.markRead(userId, ids)) bySender.set(r.from, [...(bySender.get(r.from) ?? []), r.id]);
+    await Promise.all(
+      [...bySender].map(async ([from, readIds]) => {
+        const nodes = await this.presence.nodesOf(from);
+        await Promise.all(readIds.map((id) => this.pushStatus(from, { id, to: userId, status: 'read' }, nodes, 0)));
+      }),
+    );
   }
 
   /** Ends sessions wherever they are (`session:ended` with the reason, then disconnect). */
