@@ -6,7 +6,7 @@ import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
 import { MetricsService } from '../metrics/metrics.service';
-import { NodeBus, NodeBusHandler, NodeUnreachableError, PublishOutcome } from './node-bus';
+import { NodeBus, NodeBusHandler, NodeUnreachableError, PublishOptions, PublishOutcome } from './node-bus';
 import { packFrames, unpackFrames } from './frames';
 import { AmqpTopology } from './topology';
 
@@ -14,13 +14,17 @@ const CONNECT_TIMEOUT_MS = 10_000;
 /** A publish not confirmed by then (the broker is away) is given up; until then it is retried on reconnect. */
 const PUBLISH_TIMEOUT_MS = 60_000;
 const PREFETCH = 100;
-/** A batch for one node is sent at the end of the event-loop turn, or earlier once it holds this much. */
+/** A batch for one node is sent at the end of the event-loop turn (or its patient payloads' delay), or earlier once it holds this much. */
 const MAX_BATCH_BYTES = 256 * 1024;
 
 interface Batch {
   readonly payloads: Buffer[];
   readonly waiters: Array<{ resolve: (o: PublishOutcome) => void; reject: (e: unknown) => void }>;
   bytes: number;
+  /** Holds a payload that must leave at the end of this turn. */
+  urgent: boolean;
+  /** For a batch of patient payloads only: the timer that sends it when the first one's delay is up. */
+  timer?: NodeJS.Timeout;
 }
 
 /**
@@ -141,31 +145,38 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     this.inFlight.add(work);
   }
 
-  publishToNode(nodeId: string, payload: Buffer): Promise<PublishOutcome> {
+  publishToNode(nodeId: string, payload: Buffer, options: PublishOptions = {}): Promise<PublishOutcome> {
     if (!this.publisher) return Promise.reject(new NodeUnreachableError(nodeId, 'bus not connected'));
     return new Promise<PublishOutcome>((resolve, reject) => {
       let batch = this.outbox.get(nodeId);
-      if (!batch) this.outbox.set(nodeId, (batch = { payloads: [], waiters: [], bytes: 0 }));
+      if (!batch) this.outbox.set(nodeId, (batch = { payloads: [], waiters: [], bytes: 0, urgent: false }));
       batch.payloads.push(payload);
       batch.waiters.push({ resolve, reject });
       batch.bytes += payload.length + 4;
-      if (batch.bytes >= MAX_BATCH_BYTES) this.sendBatch(nodeId);
-      else if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
+      if (batch.bytes >= MAX_BATCH_BYTES) {
+        this.sendBatch(nodeId);
+      } else if (options.maxDelayMs === undefined) {
+        batch.urgent = true;
+        if (!this.flushScheduled) {
+          this.flushScheduled = true;
+          setImmediate(() => this.flushUrgent());
+        }
+      } else if (!batch.urgent && !batch.timer) {
+        batch.timer = setTimeout(() => this.sendBatch(nodeId), options.maxDelayMs);
       }
     });
   }
 
-  private flush(): void {
+  private flushUrgent(): void {
     this.flushScheduled = false;
-    for (const nodeId of [...this.outbox.keys()]) this.sendBatch(nodeId);
+    for (const [nodeId, batch] of [...this.outbox]) if (batch.urgent) this.sendBatch(nodeId);
   }
 
   private sendBatch(nodeId: string): void {
     const batch = this.outbox.get(nodeId);
     if (!batch) return;
     this.outbox.delete(nodeId);
+    clearTimeout(batch.timer);
     this.publishPacked(nodeId, packFrames(batch.payloads)).then(
       (outcome) => batch.waiters.forEach((w) => w.resolve(outcome)),
       (err: unknown) => batch.waiters.forEach((w) => w.reject(err)),

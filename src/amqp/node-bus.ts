@@ -8,6 +8,14 @@ export interface Delivery {
 
 export type NodeBusHandler = (payload: Buffer, delivery: Delivery) => Promise<void>;
 
+export interface PublishOptions {
+  /**
+   * How long the payload may wait to travel with others to the same node (a receipt, say). Without it the
+   * payload leaves at the end of the current event-loop turn, and takes any waiting ones along.
+   */
+  readonly maxDelayMs?: number;
+}
+
 /** The node was not reachable: its queue is gone, or the publish was not confirmed in time. */
 export class NodeUnreachableError extends Error {
   override readonly name = 'NodeUnreachableError';
@@ -30,7 +38,7 @@ export class NodeUnreachableError extends Error {
  * - `onReconnected` listeners run each time the transport comes back after a loss of connection.
  */
 export abstract class NodeBus {
-  abstract publishToNode(nodeId: string, payload: Buffer): Promise<PublishOutcome>;
+  abstract publishToNode(nodeId: string, payload: Buffer, options?: PublishOptions): Promise<PublishOutcome>;
   abstract onMessage(handler: NodeBusHandler): void;
   abstract onReconnected(listener: () => void): void;
 }

@@ -33,6 +33,9 @@ const MAX_REROUTES = 2;
  */
 const PUSH_WAIT_MS = 2_000;
 
+/** Receipts may wait this long for a message going to the same node, and travel with it. */
+const RECEIPT_DELAY_MS = 20;
+
 /**
  * Sending, pushing and confirming 1:1 messages (ARCHITECTURE "data flow of one message"): the inbox is
  * written before the sender is answered, the push is one routed hop per recipient node, and a message
@@ -162,9 +165,9 @@ export class MessageService implements OnModuleInit {
     return reached;
   }
 
-  private async publish(nodeId: string, payload: Buffer, kind: 'message' | 'status' | 'end'): Promise<boolean> {
+  private async publish(nodeId: string, payload: Buffer, kind: 'message' | 'status' | 'end', maxDelayMs?: number): Promise<boolean> {
     this.metrics.nodePushes.inc({ kind });
-    const routed = this.bus.publishToNode(nodeId, payload).then(
+    const routed = this.bus.publishToNode(nodeId, payload, { maxDelayMs }).then(
       (outcome) => outcome === 'routed',
       (err: unknown) => {
         this.logger.warn(`push to ${nodeId} failed, the message stays in the inbox: ${String(err)}`);
@@ -183,7 +186,7 @@ export class MessageService implements OnModuleInit {
     await Promise.all(
       nodes.map(async (nodeId) => {
         if (nodeId === this.config.nodeId) this.local.deliverStatus(userId, status);
-        else await this.publish(nodeId, (envelope ??= encodeStatusEnvelope(userId, status, hops)), 'status');
+        else await this.publish(nodeId, (envelope ??= encodeStatusEnvelope(userId, status, hops)), 'status', RECEIPT_DELAY_MS);
       }),
     );
   }
