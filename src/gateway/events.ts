@@ -1,7 +1,10 @@
 import type { Server, Socket } from 'socket.io';
 import { ErrorBody } from '../common/app-error';
 import { ChatMessage, MessageStatusEvent, SendResult } from '../messaging/message.types';
+import type { SessionEndReason } from '../messaging/envelope';
 import type { SessionStream } from './session-stream';
+
+export type { SessionEndReason };
 
 export type ErrorAck = { ok: false; error: ErrorBody };
 export type Ack<T extends object = object> = (reply: ({ ok: true } & T) | ErrorAck) => void;
@@ -15,8 +18,6 @@ export interface ClientToServerEvents {
   'message:read': (payload: unknown, ack: Ack) => void;
 }
 
-export type { SessionEndReason } from '../messaging/envelope';
-import type { SessionEndReason } from '../messaging/envelope';
 
 export interface ServerToClientEvents {
   session: (session: { userId: string; nodeId: string; sessionId: string }) => void;
