@@ -5,6 +5,7 @@ import { PresenceStore } from '../presence/presence.store';
 import {
   AcceptCommand,
   AcceptResult,
+  ConfirmCommand,
   ConfirmResult,
   IDEMPOTENCY_WINDOW_MS,
   MessageStore,
@@ -107,7 +108,11 @@ export class MemoryMessageStore extends MessageStore {
     return { expired, lastSeq: this.seqs.get(userId) ?? 0, messages: inbox.map((m) => m.json) };
   }
 
-  async confirm(userId: string, seq: number, id: string, from: string): Promise<ConfirmResult> {
+  async confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]> {
+    return Promise.all(batch.map((c) => this.confirmOne(c)));
+  }
+
+  private async confirmOne({ userId, seq, id, from }: ConfirmCommand): Promise<ConfirmResult> {
     const inbox = this.inboxes.get(userId);
     const at = inbox?.findIndex((m) => m.seq === seq) ?? -1;
     if (!inbox || at < 0) return { removed: false, senderNodes: [] };

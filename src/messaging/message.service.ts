@@ -1,6 +1,7 @@
-import { Injectable, Logger, OnModuleInit } from '@nestjs/common';
+import { BeforeApplicationShutdown, Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { Delivery, NodeBus } from '../amqp/node-bus';
 import { AppError } from '../common/app-error';
+import { Batcher } from '../common/batcher';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
@@ -17,7 +18,7 @@ import {
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { CoarseTimeouts } from './coarse-timeouts';
 import { MessageIdGenerator } from './message-id';
-import { MessageStore } from './message.store';
+import { ConfirmCommand, ConfirmResult, MessageStore } from './message.store';
 import { ChatMessage, InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
 
 /**
@@ -37,15 +38,24 @@ const PUSH_WAIT_MS = 2_000;
 const RECEIPT_DELAY_MS = 20;
 
 /**
+ * Confirmations from this node's sessions are gathered this long (or up to CONFIRM_BATCH of them) and
+ * confirmed in one script call. Nothing waits on them but the sender's receipt; a confirmation lost in a
+ * crash within the window only means the message is delivered again, which clients already handle.
+ */
+const CONFIRM_DELAY_MS = 5;
+const CONFIRM_BATCH = 200;
+
+/**
  * Sending, pushing and confirming 1:1 messages (ARCHITECTURE "data flow of one message"): the inbox is
  * written before the sender is answered, the push is one routed hop per recipient node, and a message
  * leaves the inbox only when a recipient session confirms it.
  */
 @Injectable()
-export class MessageService implements OnModuleInit {
+export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly logger = new Logger('MessageService');
   private readonly ids = new MessageIdGenerator();
   private readonly pushWait = new CoarseTimeouts();
+  private readonly confirms = new Batcher<ConfirmCommand, ConfirmResult>((batch) => this.store.confirm(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
   private local: LocalDelivery = NO_LOCAL_SESSIONS;
 
   constructor(
@@ -60,6 +70,11 @@ export class MessageService implements OnModuleInit {
     this.bus.onMessage((payload, delivery) => this.onBusPayload(payload, delivery));
     // Pushes may have failed while the broker was away; the messages wait in the inboxes.
     this.bus.onReconnected(() => this.local.catchUpAll());
+  }
+
+  /** The sessions are closed by now: their last confirmations go before the stores disconnect. */
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.confirms.flush();
   }
 
   /** The gateway hands over its sessions once its server exists. */
@@ -119,7 +134,7 @@ export class MessageService implements OnModuleInit {
 
   /** A recipient session confirmed receipt: the message leaves the inbox and its sender learns it. */
   async confirm(userId: string, msg: ChatMessage): Promise<void> {
-    const { removed, senderNodes } = await this.store.confirm(userId, msg.seq, msg.id, msg.from);
+    const { removed, senderNodes } = await this.confirms.add({ userId, seq: msg.seq, id: msg.id, from: msg.from });
     if (!removed) return;
     this.metrics.messagesConfirmed.inc();
     await this.pushStatus(msg.from, { id: msg.id, to: userId, status: 'delivered' }, senderNodes, 0);

@@ -32,6 +32,14 @@ export type AcceptResult =
       readonly dropped: number;
     };
 
+/** A recipient session confirmed receipt of message `id` (seq `seq`, sent by `from`) to `userId`. */
+export interface ConfirmCommand {
+  readonly userId: string;
+  readonly seq: number;
+  readonly id: string;
+  readonly from: string;
+}
+
 export interface ConfirmResult {
   /** True for the first confirmation only. */
   readonly removed: boolean;
@@ -63,15 +71,16 @@ export interface PendingMessages {
  *   message with the recipient's next seq (1, 2, 3, ...; never reused), drops the oldest past the bound,
  *   and reports the recipient's live nodes.
  * - A message stays until `confirm` removes it, or the offline TTL passes, or the bound pushes it out.
- * - `confirm` reports `removed` only to the first confirmation, with the sender's live nodes (for the
- *   receipt); that message becomes readable by `markRead`.
+ * - `confirm` takes a batch (one round trip) and answers each command in order: `removed` only for the first
+ *   confirmation of a message (a repeat later in the same batch included), with the sender's live nodes (for
+ *   the receipt); that message becomes readable by `markRead`.
  */
 export abstract class MessageStore {
   abstract accept(cmd: AcceptCommand): Promise<AcceptResult>;
   /** The send of `id` finished pushing, with this final status: a repeat will not push it again. */
   abstract settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void>;
   abstract pending(userId: string): Promise<PendingMessages>;
-  abstract confirm(userId: string, seq: number, id: string, from: string): Promise<ConfirmResult>;
+  abstract confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]>;
   /** Marks confirmed messages of `userId` read; returns who sent each one found. */
   abstract markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]>;
 }

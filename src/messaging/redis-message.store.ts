@@ -8,6 +8,7 @@ import { InjectRedis } from '../redis/redis.module';
 import {
   AcceptCommand,
   AcceptResult,
+  ConfirmCommand,
   ConfirmResult,
   IDEMPOTENCY_WINDOW_MS,
   MessageStore,
@@ -97,18 +98,32 @@ const PENDING = new LuaScript(
 );
 
 /**
- * KEYS: inbox, unread, presence(from).  ARGV: seq, id, from, maxPerUser, offlineTtlMs, leasePrefix.
- * Returns {} when already confirmed, else {1, sender's live node, ...}: the receipt needs no second round trip.
+ * A batch of confirmations, in order.
+ * KEYS: per command: inbox, unread, presence(from).  ARGV: maxPerUser, offlineTtlMs, leasePrefix, then per
+ * command: seq, id, from.
+ * Returns one reply per command: {} when already confirmed, else {1, sender's live node, ...}, so the receipt
+ * needs no second round trip.
  */
 const CONFIRM = new LuaScript(
   'confirm',
   `${LUA_NOW}
   ${LUA_LIVE_NODES}
-  if redis.call('ZREMRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1]) == 0 then return {} end
-  redis.call('ZADD', KEYS[2], 0, ARGV[2] .. '|' .. ARGV[3])
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -(tonumber(ARGV[4]) + 1))
-  redis.call('PEXPIRE', KEYS[2], ARGV[5])
-  return {1, unpack(liveNodes(KEYS[3], ARGV[6], now))}`,
+  local max, ttl, leasePrefix = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+  local out, senders = {}, {}
+  for i = 1, #KEYS / 3 do
+    local inbox, unread, presence = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+    local seq, id, from = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
+    if redis.call('ZREMRANGEBYSCORE', inbox, seq, seq) == 0 then
+      out[i] = {}
+    else
+      redis.call('ZADD', unread, 0, id .. '|' .. from)
+      redis.call('ZREMRANGEBYRANK', unread, 0, -(max + 1))
+      redis.call('PEXPIRE', unread, ttl)
+      senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, now)
+      out[i] = {1, unpack(senders[presence])}
+    end
+  end
+  return out`,
 );
 
 /** KEYS: unread.  ARGV: ids.  Returns the `id|from` members found, and removes them. */
@@ -185,13 +200,16 @@ export class RedisMessageStore extends MessageStore {
     return { expired: Number(expired), lastSeq: Number(lastSeq), messages };
   }
 
-  async confirm(userId: string, seq: number, id: string, from: string): Promise<ConfirmResult> {
-    const [removed, ...senderNodes] = (await CONFIRM.run(
-      this.redis,
-      [this.keys.inbox(userId), this.keys.unread(userId), this.keys.presence(from)],
-      [seq, id, from, this.config.offlineMaxPerUser, this.config.offlineTtlMs, this.keys.leasePrefix],
-    )) as [number?, ...string[]];
-    return { removed: removed === 1, senderNodes };
+  async confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]> {
+    if (batch.length === 0) return [];
+    const keys: string[] = [];
+    const args: Array<string | number> = [this.config.offlineMaxPerUser, this.config.offlineTtlMs, this.keys.leasePrefix];
+    for (const c of batch) {
+      keys.push(this.keys.inbox(c.userId), this.keys.unread(c.userId), this.keys.presence(c.from));
+      args.push(c.seq, c.id, c.from);
+    }
+    const replies = (await CONFIRM.run(this.redis, keys, args)) as Array<[number?, ...string[]]>;
+    return replies.map(([removed, ...senderNodes]) => ({ removed: removed === 1, senderNodes }));
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {

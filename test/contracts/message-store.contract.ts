@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { AppConfig } from '../../src/config/config';
 import { MessageIdGenerator, timeOfId } from '../../src/messaging/message-id';
-import { AcceptCommand, AcceptResult, MessageStore } from '../../src/messaging/message.store';
+import { AcceptCommand, AcceptResult, ConfirmResult, MessageStore } from '../../src/messaging/message.store';
 import { JsonValue } from '../../src/messaging/message.types';
 import { PresenceStore } from '../../src/presence/presence.store';
 import { holdLease, LeaseHolder, PRESENCE_CONTRACT_ENV } from './presence-store.contract';
@@ -28,6 +28,12 @@ export interface MessageStoreFactory {
 type Accepted = Extract<AcceptResult, { kind: 'accepted' }>;
 
 const rand = (): string => randomBytes(4).toString('hex');
+
+/** One confirmation, as a batch of one. */
+async function confirmOne(store: MessageStore, userId: string, seq: number, id: string, from: string): Promise<ConfirmResult> {
+  const [result] = await store.confirm([{ userId, seq, id, from }]);
+  return result;
+}
 
 /** Sends generous enough that only the rate-limit test meets the limit. */
 const BASE_ENV: Readonly<Record<string, string>> = { ...PRESENCE_CONTRACT_ENV, SEND_RATE_PER_SECOND: '1000' };
@@ -178,7 +184,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect(await b.messages.accept(command(from, elsewhere, 'one', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
       expect(await b.messages.pending(elsewhere)).toMatchObject({ expired: 0, messages: [] });
       // Confirmed: nothing left to push.
-      expect((await b.messages.confirm(to, stored.seq, first.id, from)).removed).toBe(true);
+      expect((await confirmOne(b.messages, to, stored.seq, first.id, from)).removed).toBe(true);
       expect(await b.messages.accept(command(from, to, 'one', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
 
       // Pushed out by the bound (2): nothing left to push either.
@@ -270,18 +276,43 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
 
       expect(await b.messages.markRead(to, [m1.id])).toEqual([]); // not confirmed yet
       const senderNode = await online(b, s1);
-      expect(await b.messages.confirm(to, r1.seq, m1.id, s1)).toEqual({ removed: true, senderNodes: [senderNode] });
-      expect(await b.messages.confirm(to, r1.seq, m1.id, s1)).toEqual({ removed: false, senderNodes: [] });
+      expect(await confirmOne(b.messages, to, r1.seq, m1.id, s1)).toEqual({ removed: true, senderNodes: [senderNode] });
+      expect(await confirmOne(b.messages, to, r1.seq, m1.id, s1)).toEqual({ removed: false, senderNodes: [] });
       expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [r2.json] });
 
       expect(await b.messages.markRead(to, [m1.id, m2.id])).toEqual([{ id: m1.id, from: s1 }]);
       expect(await b.messages.markRead(to, [m1.id])).toEqual([]);
 
-      expect((await b.messages.confirm(to, r2.seq, m2.id, s2)).removed).toBe(true);
+      expect((await confirmOne(b.messages, to, r2.seq, m2.id, s2)).removed).toBe(true);
       expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [] });
       expect(await b.messages.markRead(to, [m2.id])).toEqual([{ id: m2.id, from: s2 }]);
       // An emptied inbox does not restart the seq.
       expect((await accepted(b.messages, command(s1, to, 'third'))).seq).toBe(3);
+    });
+
+    it('confirm answers a batch in order: a repeat within the batch is not removed twice, senders of several recipients are found', async () => {
+      const b = open();
+      const [s1, s2, to1, to2] = [user(), user(), user(), user()];
+      const m1 = command(s1, to1, 'one');
+      const m2 = command(s2, to2, 'two');
+      const m3 = command(s1, to2, 'three');
+      const [r1, r2, r3] = [await accepted(b.messages, m1), await accepted(b.messages, m2), await accepted(b.messages, m3)];
+      const node1 = await online(b, s1);
+      const results = await b.messages.confirm([
+        { userId: to1, seq: r1.seq, id: m1.id, from: s1 },
+        { userId: to2, seq: r2.seq, id: m2.id, from: s2 },
+        { userId: to1, seq: r1.seq, id: m1.id, from: s1 },
+        { userId: to2, seq: r3.seq, id: m3.id, from: s1 },
+      ]);
+      expect(results).toEqual([
+        { removed: true, senderNodes: [node1] },
+        { removed: true, senderNodes: [] },
+        { removed: false, senderNodes: [] },
+        { removed: true, senderNodes: [node1] },
+      ]);
+      expect(await b.messages.pending(to1)).toMatchObject({ messages: [] });
+      expect(await b.messages.pending(to2)).toMatchObject({ messages: [] });
+      expect(await b.messages.confirm([])).toEqual([]);
     });
 
     it("markRead of unknown ids, or of another user's confirmed message, returns nothing", async () => {
@@ -289,7 +320,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const [from, to, stranger] = [user(), user(), user()];
       const m = command(from, to, 'x');
       const r = await accepted(b.messages, m);
-      expect((await b.messages.confirm(to, r.seq, m.id, from)).removed).toBe(true);
+      expect((await confirmOne(b.messages, to, r.seq, m.id, from)).removed).toBe(true);
       expect(await b.messages.markRead(to, [])).toEqual([]);
       expect(await b.messages.markRead(to, [ids.next(), 'not-an-id', m.id.slice(0, 8)])).toEqual([]);
       expect(await b.messages.markRead(stranger, [m.id])).toEqual([]);
@@ -313,7 +344,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect(await b.messages.pending(to)).toMatchObject({ expired: 2, messages: [fresh.json] });
       // Removed by that call: not counted twice.
       expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [fresh.json] });
-      expect((await b.messages.confirm(to, fresh.seq, freshCmd.id, from)).removed).toBe(true);
+      expect((await confirmOne(b.messages, to, fresh.seq, freshCmd.id, from)).removed).toBe(true);
     });
   });
 }

@@ -1,6 +1,6 @@
 import Redis from 'ioredis';
 import type { Cluster } from './servers';
-import { clientsOf, commandOf, cpuSecondsOf } from './procfs';
+import { clientsOf, commandOf, cpuSecondsOf, syscallsOf } from './procfs';
 
 /**
  * Readings at the start and the end of a measured window: CPU seconds of each node and of the shared Redis
@@ -25,6 +25,7 @@ export interface OtherClient {
 
 interface Reading {
   nodeCpu: Array<number | undefined>;
+  nodeSyscalls: Array<number | undefined>;
   redisCpu?: number;
   rabbitCpu?: number;
   counters: Array<Record<string, number>>;
@@ -39,6 +40,8 @@ export interface SpanReadings {
 
 export interface WindowReadings {
   nodeCpuS: number[];
+  /** Read and write system calls of each node (socket I/O, mostly). */
+  nodeSyscalls: number[];
   redisCpuS?: number;
   rabbitCpuS?: number;
   /** Per node, counter name to increase over the window. */
@@ -88,11 +91,12 @@ export class WindowProbe {
 
   private async read(): Promise<Reading> {
     const nodeCpu = this.cluster.nodes.map((n) => cpuSecondsOf(n.pid));
+    const nodeSyscalls = this.cluster.nodes.map((n) => syscallsOf(n.pid));
     const redisCpu = this.shared.redisPid === undefined ? undefined : cpuSecondsOf(this.shared.redisPid);
     const rabbitCpu = this.shared.rabbitPid === undefined ? undefined : cpuSecondsOf(this.shared.rabbitPid);
     const [counters, stats] = await Promise.all([this.cluster.counters(), commandstats(this.shared.redis)]);
     this.noteOthers();
-    return { nodeCpu, redisCpu, rabbitCpu, counters, commandstats: stats };
+    return { nodeCpu, nodeSyscalls, redisCpu, rabbitCpu, counters, commandstats: stats };
   }
 
   private noteOthers(): void {
@@ -137,6 +141,7 @@ export class WindowProbe {
     const redisCalls = withoutProbeInfo(delta(first.commandstats, last.commandstats), 1);
     return {
       nodeCpuS: first.nodeCpu.map((c, i) => sub(c, last.nodeCpu[i]) ?? NaN),
+      nodeSyscalls: first.nodeSyscalls.map((c, i) => sub(c, last.nodeSyscalls[i]) ?? NaN),
       redisCpuS: sub(first.redisCpu, last.redisCpu),
       rabbitCpuS: sub(first.rabbitCpu, last.rabbitCpu),
       counters: first.counters.map((c, i) => delta(c, last.counters[i])),

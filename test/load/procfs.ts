@@ -31,6 +31,17 @@ export function cpuSecondsOf(pid: number): number | undefined {
   }
 }
 
+/** Read and write system calls a process made so far (/proc/<pid>/io syscr + syscw); undefined if it is gone. */
+export function syscallsOf(pid: number): number | undefined {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+)`, 'm').exec(io)?.[1] ?? NaN);
+    return field('syscr') + field('syscw');
+  } catch {
+    return undefined;
+  }
+}
+
 export interface Memory {
   /** Resident set size now, KiB. */
   rssKb: number;

@@ -1,0 +1,50 @@
+import { Batcher } from './batcher';
+
+describe('Batcher', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  it('runs the items added within the delay as one call, each add getting its own result', async () => {
+    const runs: number[][] = [];
+    const b = new Batcher<number, number>(async (items) => (runs.push(items), items.map((x) => x * 10)), 10, 100);
+    const results = Promise.all([b.add(1), b.add(2), b.add(3)]);
+    expect(runs).toEqual([]);
+    await jest.advanceTimersByTimeAsync(10);
+    expect(await results).toEqual([10, 20, 30]);
+    expect(runs).toEqual([[1, 2, 3]]);
+  });
+
+  it('sends a batch as soon as it is full, without waiting for the delay', async () => {
+    const runs: number[][] = [];
+    const b = new Batcher<number, number>(async (items) => (runs.push(items), items), 1000, 2);
+    const first = Promise.all([b.add(1), b.add(2)]);
+    expect(runs).toEqual([[1, 2]]);
+    expect(await first).toEqual([1, 2]);
+    void b.add(3);
+    expect(runs).toHaveLength(1);
+    await b.flush();
+    expect(runs).toEqual([[1, 2], [3]]);
+  });
+
+  it('rejects every item of a failed batch, and the next batch runs again', async () => {
+    let fail = true;
+    const b = new Batcher<number, number>(async (items) => {
+      if (fail) throw new Error('down');
+      return items;
+    }, 5, 100);
+    const failed = [b.add(1), b.add(2)].map((p) => p.catch((e: Error) => e.message));
+    await jest.advanceTimersByTimeAsync(5);
+    expect(await Promise.all(failed)).toEqual(['down', 'down']);
+    fail = false;
+    const ok = b.add(3);
+    await jest.advanceTimersByTimeAsync(5);
+    expect(await ok).toBe(3);
+  });
+
+  it('rejects the batch when the run returns the wrong number of results', async () => {
+    const b = new Batcher<number, number>(async () => [1], 5, 100);
+    const both = Promise.allSettled([b.add(1), b.add(2)]);
+    await b.flush();
+    expect((await both).map((r) => r.status)).toEqual(['rejected', 'rejected']);
+  });
+});

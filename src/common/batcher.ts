@@ -1,0 +1,58 @@
+interface Waiter<R> {
+  resolve: (result: R) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * Gathers work that need not run at once (it is off every latency path) and runs it as one call: a batch
+ * goes `delayMs` after its first item, or as soon as it holds `maxItems`. Each `add` gets its own item's
+ * result; a failed run rejects every item of that batch.
+ */
+export class Batcher<T, R> {
+  private items: T[] = [];
+  private waiters: Array<Waiter<R>> = [];
+  private timer: NodeJS.Timeout | undefined;
+  private readonly running = new Set<Promise<void>>();
+
+  constructor(
+    private readonly run: (items: T[]) => Promise<readonly R[]>,
+    private readonly delayMs: number,
+    private readonly maxItems: number,
+  ) {}
+
+  add(item: T): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      this.items.push(item);
+      this.waiters.push({ resolve, reject });
+      if (this.items.length >= this.maxItems) this.send();
+      else this.timer ??= setTimeout(() => this.send(), this.delayMs);
+    });
+  }
+
+  /** Sends what is gathered now and waits for every batch under way (for shutdown). */
+  async flush(): Promise<void> {
+    this.send();
+    await Promise.allSettled([...this.running]);
+  }
+
+  private send(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    if (this.items.length === 0) return;
+    const items = this.items;
+    const waiters = this.waiters;
+    this.items = [];
+    this.waiters = [];
+    const done = this.run(items)
+      .then(
+        (results) => {
+          if (results.length !== waiters.length) throw new Error(`a batch of ${waiters.length} got ${results.length} results`);
+          waiters.forEach((w, i) => w.resolve(results[i]));
+        },
+        (err: unknown) => waiters.forEach((w) => w.reject(err)),
+      )
+      .catch((err: unknown) => waiters.forEach((w) => w.reject(err)))
+      .finally(() => this.running.delete(done));
+    this.running.add(done);
+  }
+}
