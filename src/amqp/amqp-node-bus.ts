@@ -7,6 +7,7 @@ import { InjectConfig } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
 import { MetricsService } from '../metrics/metrics.service';
 import { NodeBus, NodeBusHandler, NodeUnreachableError, PublishOptions, PublishOutcome } from './node-bus';
+import { ChannelAcks } from './channel-acks';
 import { packFrames, unpackFrames } from './frames';
 import { AmqpTopology } from './topology';
 
@@ -14,6 +15,9 @@ const CONNECT_TIMEOUT_MS = 10_000;
 /** A publish not confirmed by then (the broker is away) is given up; until then it is retried on reconnect. */
 const PUBLISH_TIMEOUT_MS = 60_000;
 const PREFETCH = 100;
+/** Handled messages are acked together (ChannelAcks): within this delay, or at once when half the prefetch waits. */
+const ACK_DELAY_MS = 10;
+const ACK_BATCH = PREFETCH / 2;
 /** A batch for one node is sent at the end of the event-loop turn (or its patient payloads' delay), or earlier once it holds this much. */
 const MAX_BATCH_BYTES = 256 * 1024;
 
@@ -42,6 +46,8 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   private publisher?: ChannelWrapper;
   private consumer?: ChannelWrapper;
   private handler?: NodeBusHandler;
+  /** Acks of the current consumer channel. */
+  private acks?: ChannelAcks;
   private consuming = false;
   private readonly reconnectListeners: Array<() => void> = [];
   private everConnected = false;
@@ -100,6 +106,9 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       name: 'consume',
       confirm: false,
       setup: async (ch: ConfirmChannel) => {
+        this.acks?.close();
+        const acks = (this.acks = new ChannelAcks(ch, ACK_DELAY_MS, ACK_BATCH));
+        ch.once('close', () => acks.close());
         await this.topology.declareQueues(ch);
         await ch.prefetch(PREFETCH);
       },
@@ -124,22 +133,23 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   }
 
   private handle(msg: ConsumeMessage, rerouted: boolean): void {
-    const consumer = this.consumer;
+    const acks = this.acks;
     const handler = this.handler;
-    if (!consumer || !handler) return;
+    if (!acks || !handler) return;
+    acks.delivered(msg);
     let payloads: Buffer[];
     try {
       payloads = unpackFrames(msg.content);
     } catch (err) {
       this.logger.error(`dropped a malformed message: ${String(err)}`);
-      consumer.ack(msg);
+      acks.done(msg);
       return;
     }
     // Each handler's synchronous part (the local emit) runs now, in order; the ack waits for all of them.
     const work = Promise.allSettled(
       payloads.map((p) => handler(p, { rerouted }).catch((err: unknown) => this.logger.error(`handler failed: ${String(err)}`))),
     ).then(() => {
-      consumer.ack(msg);
+      acks.done(msg);
       this.inFlight.delete(work);
     });
     this.inFlight.add(work);
@@ -220,6 +230,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     try {
       await consumer.cancelAll();
       await Promise.allSettled([...this.inFlight]);
+      this.acks?.flush();
       const { messageCount } = await consumer.checkQueue(this.topology.nodeQueue);
       if (messageCount === 0) await consumer.deleteQueue(this.topology.nodeQueue, { ifEmpty: true });
     } catch (err) {
