@@ -68,7 +68,9 @@ function parseOptions(argv: string[]): Options {
     systems,
     users: num('users', 300, 60),
     inFlight: num('in-flight', 4, 4),
-    warmupS: num('warmup', 2, 0.5),
+    // Freshly started nodes need a few seconds of load before their figures settle (JIT, heap growth); the
+    // measured window is the steady state after that.
+    warmupS: num('warmup', 5, 0.5),
     durationS: num('duration', 10, 1),
     drainMs: quick ? 2000 : 10_000,
     quietMs: quick ? 500 : 3000,
