@@ -7,6 +7,7 @@
  *   npm run bench                  full run, sized for a 2-core machine (several minutes)
  *   npm run bench -- --quick       under a minute, for development
  *   options: --only=<key,...> --systems=switchboard,baseline --users=N --in-flight=W --duration=S --warmup=S
+ *            --rounds=R (rounds of the cross-node scenarios, for the growth with N)
  *            --idle=<connections> --out=<dir>
  *   scenario keys: saturation-n3 rate2000-n3 rate5000-n3 cross2000-n2 cross2000-n3 cross2000-n4 idle
  *
@@ -37,6 +38,8 @@ interface Options {
   inFlight: number;
   warmupS: number;
   durationS: number;
+  /** Rounds of the cross-node scenarios (N = 2, 3, 4, then 4, 3, 2, ...). */
+  rounds: number;
   drainMs: number;
   quietMs: number;
   idle: number;
@@ -50,7 +53,7 @@ function parseOptions(argv: string[]): Options {
     if (!m) throw new Error(`unknown argument ${arg}`);
     flags.set(m[1], m[2] ?? 'true');
   }
-  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'idle', 'out'];
+  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'rounds', 'idle', 'out'];
   for (const f of flags.keys()) if (!known.includes(f)) throw new Error(`unknown option --${f} (known: ${known.join(', ')})`);
   const quick = flags.has('quick');
   const num = (name: string, full: number, short: number) => {
@@ -74,6 +77,9 @@ function parseOptions(argv: string[]): Options {
     durationS: num('duration', 10, 1),
     drainMs: quick ? 2000 : 10_000,
     quietMs: quick ? 500 : 3000,
+    // The growth with N is a ratio of runs minutes apart on a shared machine: measured in rounds (N up, then N
+    // down) and averaged, so that a drift of the machine does not read as growth.
+    rounds: Math.round(num('rounds', 2, 1)),
     idle: num('idle', 10_000, 2000),
     outDir: flags.get('out') ?? join(ROOT, 'bench-results'),
   };
@@ -132,6 +138,8 @@ interface LostLookup extends LostMessage {
 interface LoadScenario {
   key: string;
   title: string;
+  /** 1, or the round of a cross-node scenario. */
+  round: number;
   nodes: number;
   users: number;
   spec: LoadSpec;
@@ -239,6 +247,7 @@ function scenarios(o: Options): LoadScenario[] {
     {
       key: 'saturation-n3',
       title: `saturation, N=3, ${o.inFlight} in flight per user`,
+      round: 1,
       nodes: 3,
       users: o.users,
       spec: { ...base, mode: 'saturation', crossNode: false },
@@ -246,17 +255,21 @@ function scenarios(o: Options): LoadScenario[] {
     ...[2000, 5000].map((rate) => ({
       key: `rate${rate}-n3`,
       title: `${rate} msg/s, N=3`,
+      round: 1,
       nodes: 3,
       users: o.users,
       spec: { ...base, mode: 'rate' as const, rate, crossNode: false },
     })),
-    ...[2, 3, 4].map((n) => ({
-      key: `cross2000-n${n}`,
-      title: `2000 msg/s, N=${n}, all cross-node`,
-      nodes: n,
-      users: o.users - (o.users % n),
-      spec: { ...base, mode: 'rate' as const, rate: 2000, crossNode: true },
-    })),
+    ...Array.from({ length: o.rounds }, (_, r) => (r % 2 === 0 ? [2, 3, 4] : [4, 3, 2]).map((n) => ({ n, round: r + 1 })))
+      .flat()
+      .map(({ n, round }) => ({
+        key: `cross2000-n${n}`,
+        title: `2000 msg/s, N=${n}, all cross-node` + (o.rounds > 1 ? `, round ${round}` : ''),
+        round,
+        nodes: n,
+        users: o.users - (o.users % n),
+        spec: { ...base, mode: 'rate' as const, rate: 2000, crossNode: true },
+      })),
   ];
   return list.filter((s) => !o.only || o.only.has(s.key));
 }
@@ -509,14 +522,23 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
     }
   }
   const cross = loads.filter((s) => s.key.startsWith('cross2000-'));
-  if (cross.length >= 2) {
+  const ns = [...new Set(cross.map((s) => s.nodes))].sort((a, b) => a - b);
+  if (ns.length >= 2) {
+    const rounds = Math.max(...cross.map((s) => s.round));
     lines.push('');
-    lines.push('### Growth with N (2000 msg/s, every recipient on another node)', '');
-    lines.push('| system | ' + cross.map((s) => `node CPU µs/msg, N=${s.nodes}`).join(' | ') + ` | N=${cross[cross.length - 1].nodes} ÷ N=${cross[0].nodes} |`);
-    lines.push('| --- | ' + cross.map(() => '--:').join(' | ') + ' | --: |');
+    lines.push(`### Growth with N (2000 msg/s, every recipient on another node${rounds > 1 ? `; mean of ${rounds} rounds, each round in brackets` : ''})`, '');
+    lines.push('| system | ' + ns.map((n) => `node CPU µs/msg, N=${n}`).join(' | ') + ` | N=${ns[ns.length - 1]} ÷ N=${ns[0]} |`);
+    lines.push('| --- | ' + ns.map(() => '--:').join(' | ') + ' | --: |');
     for (const system of o.systems) {
-      const v = cross.map((s) => s.rows.find((r) => r.system === system)?.nodeCpuUsPerMsg);
-      lines.push(`| ${label(system)} | ${v.map((x) => fmt(x, 0)).join(' | ')} | ${ratio(v[v.length - 1], v[0])} |`);
+      const perN = ns.map((n) =>
+        cross
+          .filter((s) => s.nodes === n)
+          .sort((a, b) => a.round - b.round)
+          .map((s) => s.rows.find((r) => r.system === system)?.nodeCpuUsPerMsg ?? NaN),
+      );
+      const means = perN.map((v) => v.reduce((a, b) => a + b, 0) / v.length);
+      const cells = perN.map((v, i) => fmt(means[i], 0) + (v.length > 1 ? ` (${v.map((x) => fmt(x, 0)).join(' / ')})` : ''));
+      lines.push(`| ${label(system)} | ${cells.join(' | ')} | ${ratio(means[means.length - 1], means[0])} |`);
     }
   }
   if (idle.length > 0) {
@@ -652,6 +674,7 @@ async function main(): Promise<void> {
       inFlight: o.inFlight,
       warmupS: o.warmupS,
       durationS: o.durationS,
+      rounds: o.rounds,
       drainMs: o.drainMs,
       quietMs: o.quietMs,
       idle: o.idle,
