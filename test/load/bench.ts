@@ -107,6 +107,8 @@ interface LoadRow {
   nodeCpuUsPerMsg?: number;
   /** Read and write system calls of all nodes per delivered message. */
   nodeSyscallsPerMsg?: number;
+  /** Event-loop wakeups of all nodes per delivered message. */
+  nodeWakeupsPerMsg?: number;
   redisCpuS?: number;
   rabbitCpuS?: number;
   /** Redis commandstats calls over the whole run (the whole server: other clients' work included). */
@@ -340,6 +342,7 @@ async function runLoad(system: System, sc: LoadScenario, shared: SharedServices,
     row.nodeCpuPct = (nodeCpuS / load.windowS) * 100;
     row.nodeCpuUsPerMsg = per(nodeCpuS * 1e6);
     row.nodeSyscallsPerMsg = per(r.nodeSyscalls.reduce((a, b) => a + b, 0));
+    row.nodeWakeupsPerMsg = per(r.nodeWakeups.reduce((a, b) => a + b, 0));
     row.redisCpuS = r.redisCpuS;
     row.rabbitCpuS = r.rabbitCpuS;
     row.redisCalls = span.redisCalls;
@@ -367,7 +370,7 @@ async function runLoad(system: System, sc: LoadScenario, shared: SharedServices,
     row.otherAmqpClients = r.otherAmqpClients;
     log(
       `  ${system}: ${load.deliveredPerS.toFixed(0)} delivered/s, p99 ${load.e2eMs.p99.toFixed(2)} ms, lost ${load.lost}, dup ${load.duplicates}, ` +
-        `node CPU ${row.nodeCpuPct.toFixed(0)}%, ${row.nodeCpuUsPerMsg.toFixed(0)} µs and ${row.nodeSyscallsPerMsg.toFixed(1)} syscalls per msg (start ${row.phasesS.start.toFixed(1)} s, connect ${row.phasesS.connect.toFixed(1)} s, ` +
+        `node CPU ${row.nodeCpuPct.toFixed(0)}%, ${row.nodeCpuUsPerMsg.toFixed(0)} µs and ${row.nodeSyscallsPerMsg.toFixed(1)} syscalls and ${row.nodeWakeupsPerMsg.toFixed(1)} wakeups per msg (start ${row.phasesS.start.toFixed(1)} s, connect ${row.phasesS.connect.toFixed(1)} s, ` +
         `load and drain ${row.phasesS.run.toFixed(1)} s)`,
     );
   } catch (err) {
@@ -500,22 +503,22 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
   }
   lines.push('');
   lines.push('### Cost', '');
-  lines.push('| scenario | system | node CPU s, each | nodes CPU % | node CPU µs/msg | node syscalls/msg | Redis CPU s | RabbitMQ CPU s | generator CPU s | peak RSS MB, max node | inter-node msgs/msg | Redis calls/msg (EVALSHA) |');
-  lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
+  lines.push('| scenario | system | node CPU s, each | nodes CPU % | node CPU µs/msg | node syscalls/msg | node wakeups/msg | Redis CPU s | RabbitMQ CPU s | generator CPU s | peak RSS MB, max node | inter-node msgs/msg | Redis calls/msg (EVALSHA) |');
+  lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
   for (const sc of loads) {
     for (const r of sc.rows) {
       if (r.error || !r.load || !r.nodes) continue;
       const peak = Math.max(...r.nodes.map((n) => n.peakRssMb));
       const evalsha = r.system === 'switchboard' ? ` (${fmt(r.evalshaPerMsg, 2)})` : ` (PUBLISH ${fmt(r.redisPublishPerMsg, 2)})`;
       lines.push(
-        `| ${sc.title} | ${label(r.system)} | ${r.nodes.map((n) => fmt(n.cpuS, 2)).join(' / ')} | ${fmt(r.nodeCpuPct, 0)} | ${fmt(r.nodeCpuUsPerMsg, 0)} | ${fmt(r.nodeSyscallsPerMsg, 1)} | ` +
+        `| ${sc.title} | ${label(r.system)} | ${r.nodes.map((n) => fmt(n.cpuS, 2)).join(' / ')} | ${fmt(r.nodeCpuPct, 0)} | ${fmt(r.nodeCpuUsPerMsg, 0)} | ${fmt(r.nodeSyscallsPerMsg, 1)} | ${fmt(r.nodeWakeupsPerMsg, 1)} | ` +
           `${fmt(r.redisCpuS, 2)} | ${fmt(r.rabbitCpuS, 2)} | ${fmt(r.load.generatorCpuS, 2)} | ${fmt(peak, 0)} | ${fmt(r.interNodePerMsg, 2)} | ${fmt(r.redisCallsPerMsg, 2)}${evalsha} |`,
       );
     }
     const { sb, bl } = rowsOf(sc);
     if (sb?.load && bl?.load && sb.nodes && bl.nodes) {
       lines.push(
-        `| | *Switchboard ÷ baseline* | | ${ratio(sb.nodeCpuPct, bl.nodeCpuPct)} | ${ratio(sb.nodeCpuUsPerMsg, bl.nodeCpuUsPerMsg)} | ${ratio(sb.nodeSyscallsPerMsg, bl.nodeSyscallsPerMsg)} | ${ratio(sb.redisCpuS, bl.redisCpuS)} | | ` +
+        `| | *Switchboard ÷ baseline* | | ${ratio(sb.nodeCpuPct, bl.nodeCpuPct)} | ${ratio(sb.nodeCpuUsPerMsg, bl.nodeCpuUsPerMsg)} | ${ratio(sb.nodeSyscallsPerMsg, bl.nodeSyscallsPerMsg)} | ${ratio(sb.nodeWakeupsPerMsg, bl.nodeWakeupsPerMsg)} | ${ratio(sb.redisCpuS, bl.redisCpuS)} | | ` +
           `${ratio(sb.load.generatorCpuS, bl.load.generatorCpuS)} | ${ratio(Math.max(...sb.nodes.map((n) => n.peakRssMb)), Math.max(...bl.nodes.map((n) => n.peakRssMb)))} | ` +
           `${ratio(sb.interNodePerMsg, bl.interNodePerMsg)} | ${ratio(sb.redisCallsPerMsg, bl.redisCallsPerMsg)} |`,
       );

@@ -1,6 +1,6 @@
 import Redis from 'ioredis';
 import type { Cluster } from './servers';
-import { clientsOf, commandOf, cpuSecondsOf, syscallsOf } from './procfs';
+import { clientsOf, commandOf, cpuSecondsOf, syscallsOf, wakeupsOf } from './procfs';
 
 /**
  * Readings at the start and the end of a measured window: CPU seconds of each node and of the shared Redis
@@ -26,6 +26,7 @@ export interface OtherClient {
 interface Reading {
   nodeCpu: Array<number | undefined>;
   nodeSyscalls: Array<number | undefined>;
+  nodeWakeups: Array<number | undefined>;
   redisCpu?: number;
   rabbitCpu?: number;
   counters: Array<Record<string, number>>;
@@ -42,6 +43,8 @@ export interface WindowReadings {
   nodeCpuS: number[];
   /** Read and write system calls of each node (socket I/O, mostly). */
   nodeSyscalls: number[];
+  /** Times each node's event loop went to sleep and woke again (voluntary context switches of its main thread). */
+  nodeWakeups: number[];
   redisCpuS?: number;
   rabbitCpuS?: number;
   /** Per node, counter name to increase over the window. */
@@ -92,11 +95,12 @@ export class WindowProbe {
   private async read(): Promise<Reading> {
     const nodeCpu = this.cluster.nodes.map((n) => cpuSecondsOf(n.pid));
     const nodeSyscalls = this.cluster.nodes.map((n) => syscallsOf(n.pid));
+    const nodeWakeups = this.cluster.nodes.map((n) => wakeupsOf(n.pid));
     const redisCpu = this.shared.redisPid === undefined ? undefined : cpuSecondsOf(this.shared.redisPid);
     const rabbitCpu = this.shared.rabbitPid === undefined ? undefined : cpuSecondsOf(this.shared.rabbitPid);
     const [counters, stats] = await Promise.all([this.cluster.counters(), commandstats(this.shared.redis)]);
     this.noteOthers();
-    return { nodeCpu, nodeSyscalls, redisCpu, rabbitCpu, counters, commandstats: stats };
+    return { nodeCpu, nodeSyscalls, nodeWakeups, redisCpu, rabbitCpu, counters, commandstats: stats };
   }
 
   private noteOthers(): void {
@@ -142,6 +146,7 @@ export class WindowProbe {
     return {
       nodeCpuS: first.nodeCpu.map((c, i) => sub(c, last.nodeCpu[i]) ?? NaN),
       nodeSyscalls: first.nodeSyscalls.map((c, i) => sub(c, last.nodeSyscalls[i]) ?? NaN),
+      nodeWakeups: first.nodeWakeups.map((c, i) => sub(c, last.nodeWakeups[i]) ?? NaN),
       redisCpuS: sub(first.redisCpu, last.redisCpu),
       rabbitCpuS: sub(first.rabbitCpu, last.rabbitCpu),
       counters: first.counters.map((c, i) => delta(c, last.counters[i])),

@@ -42,6 +42,19 @@ export function syscallsOf(pid: number): number | undefined {
   }
 }
 
+/**
+ * Times the main thread gave up the CPU to wait (/proc/<pid>/status voluntary_ctxt_switches): for an event
+ * loop, about the times it went to sleep in epoll and was woken again. Undefined if the process is gone.
+ */
+export function wakeupsOf(pid: number): number | undefined {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    return Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? NaN);
+  } catch {
+    return undefined;
+  }
+}
+
 export interface Memory {
   /** Resident set size now, KiB. */
   rssKb: number;
