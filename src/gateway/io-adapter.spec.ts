@@ -1,5 +1,12 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import { originAllowed } from './io-adapter';
+import { EventEmitter } from 'node:events';
+import type { INestApplicationContext } from '@nestjs/common';
+import { IoAdapter } from '@nestjs/platform-socket.io';
+import type { MessageMappingProperties } from '@nestjs/websockets';
+import { of } from 'rxjs';
+import type { Socket } from 'socket.io';
+import { loadConfig } from '../config/config';
+import { originAllowed, SwitchboardIoAdapter } from './io-adapter';
 
 const request = (headers: IncomingHttpHeaders): IncomingMessage => ({ headers }) as unknown as IncomingMessage;
 
@@ -42,5 +49,26 @@ describe('originAllowed', () => {
 
   it('refuses an origin when the request has no Host header', () => {
     expect(originAllowed(request({ origin: 'https://chat.example.com' }), none)).toBe(false);
+  });
+});
+
+describe('SwitchboardIoAdapter.bindMessageHandlers', () => {
+  const config = loadConfig({ LOG_LEVEL: 'silent' });
+  const socket = new EventEmitter() as unknown as Socket;
+  const transform = (data: unknown) => of(data);
+  const app = {} as INestApplicationContext;
+  afterEach(() => jest.restoreAllMocks());
+
+  it('sets up nothing for a socket when there are no @SubscribeMessage handlers', () => {
+    const bind = jest.spyOn(IoAdapter.prototype, 'bindMessageHandlers');
+    new SwitchboardIoAdapter(app, config).bindMessageHandlers(socket, [], transform);
+    expect(bind).not.toHaveBeenCalled();
+  });
+
+  it("hands real handlers to Nest's adapter", () => {
+    const bind = jest.spyOn(IoAdapter.prototype, 'bindMessageHandlers').mockImplementation(() => undefined);
+    const handlers: MessageMappingProperties[] = [{ message: 'x', methodName: 'x', callback: () => of(undefined), isAckHandledManually: false }];
+    new SwitchboardIoAdapter(app, config).bindMessageHandlers(socket, handlers, transform);
+    expect(bind).toHaveBeenCalledWith(socket, handlers, transform);
   });
 });
