@@ -43,7 +43,9 @@ export class Batcher<T, R> {
     const waiters = this.waiters;
     this.items = [];
     this.waiters = [];
-    const done = this.run(items)
+    // A run that throws instead of rejecting fails its batch the same way.
+    const done = Promise.resolve()
+      .then(() => this.run(items))
       .then(
         (results) => {
           if (results.length !== waiters.length) throw new Error(`a batch of ${waiters.length} got ${results.length} results`);
