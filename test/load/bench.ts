@@ -8,6 +8,8 @@
  *   npm run bench -- --quick       under a minute, for development
  *   options: --only=<key,...> --systems=switchboard,baseline --users=N --in-flight=W --duration=S --warmup=S
  *            --rounds=R (rounds of the cross-node scenarios, for the growth with N)
+ *            --cross-rate=R (rate of the cross-node scenarios, 2000 by default; their keys become crossR-nN)
+ *            --tick=ms (at a fixed rate, the sends due go out every this many ms; 2 by default)
  *            --idle=<connections> --out=<dir>
  *   scenario keys: saturation-n3 rate2000-n3 rate5000-n3 cross2000-n2 cross2000-n3 cross2000-n4 idle
  *
@@ -40,6 +42,10 @@ interface Options {
   durationS: number;
   /** Rounds of the cross-node scenarios (N = 2, 3, 4, then 4, 3, 2, ...). */
   rounds: number;
+  /** Messages per second of the cross-node scenarios (issue 4: 2000; lower to see the growth without contention). */
+  crossRate: number;
+  /** At a fixed rate, the generator makes the sends due every this many ms (2: about 4 at once at 2000 msg/s). */
+  tickMs: number;
   drainMs: number;
   quietMs: number;
   idle: number;
@@ -53,7 +59,7 @@ function parseOptions(argv: string[]): Options {
     if (!m) throw new Error(`unknown argument ${arg}`);
     flags.set(m[1], m[2] ?? 'true');
   }
-  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'rounds', 'idle', 'out'];
+  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'rounds', 'cross-rate', 'tick', 'idle', 'out'];
   for (const f of flags.keys()) if (!known.includes(f)) throw new Error(`unknown option --${f} (known: ${known.join(', ')})`);
   const quick = flags.has('quick');
   const num = (name: string, full: number, short: number) => {
@@ -80,6 +86,8 @@ function parseOptions(argv: string[]): Options {
     // The growth with N is a ratio of runs minutes apart on a shared machine: measured in rounds (N up, then N
     // down) and averaged, so that a drift of the machine does not read as growth.
     rounds: Math.round(num('rounds', 2, 1)),
+    crossRate: num('cross-rate', 2000, 2000),
+    tickMs: num('tick', 2, 2),
     idle: num('idle', 10_000, 2000),
     outDir: flags.get('out') ?? join(ROOT, 'bench-results'),
   };
@@ -244,7 +252,7 @@ async function cleanup(redis: Redis, entry: { system: System; name: string; node
 // Scenarios
 
 function scenarios(o: Options): LoadScenario[] {
-  const base = { warmupS: o.warmupS, durationS: o.durationS, bodyBytes: 256, drainMs: o.drainMs, quietMs: o.quietMs, ackTimeoutMs: 10_000, inFlight: o.inFlight, rate: 0 };
+  const base = { warmupS: o.warmupS, durationS: o.durationS, bodyBytes: 256, drainMs: o.drainMs, quietMs: o.quietMs, ackTimeoutMs: 10_000, inFlight: o.inFlight, rate: 0, tickMs: o.tickMs };
   const list: LoadScenario[] = [
     {
       key: 'saturation-n3',
@@ -265,12 +273,12 @@ function scenarios(o: Options): LoadScenario[] {
     ...Array.from({ length: o.rounds }, (_, r) => (r % 2 === 0 ? [2, 3, 4] : [4, 3, 2]).map((n) => ({ n, round: r + 1 })))
       .flat()
       .map(({ n, round }) => ({
-        key: `cross2000-n${n}`,
-        title: `2000 msg/s, N=${n}, all cross-node` + (o.rounds > 1 ? `, round ${round}` : ''),
+        key: `cross${o.crossRate}-n${n}`,
+        title: `${o.crossRate} msg/s, N=${n}, all cross-node` + (o.rounds > 1 ? `, round ${round}` : ''),
         round,
         nodes: n,
         users: o.users - (o.users % n),
-        spec: { ...base, mode: 'rate' as const, rate: 2000, crossNode: true },
+        spec: { ...base, mode: 'rate' as const, rate: o.crossRate, crossNode: true },
       })),
   ];
   return list.filter((s) => !o.only || o.only.has(s.key));
@@ -524,12 +532,12 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
       );
     }
   }
-  const cross = loads.filter((s) => s.key.startsWith('cross2000-'));
+  const cross = loads.filter((s) => s.key.startsWith(`cross${o.crossRate}-`));
   const ns = [...new Set(cross.map((s) => s.nodes))].sort((a, b) => a - b);
   if (ns.length >= 2) {
     const rounds = Math.max(...cross.map((s) => s.round));
     lines.push('');
-    lines.push(`### Growth with N (2000 msg/s, every recipient on another node${rounds > 1 ? `; mean of ${rounds} rounds, each round in brackets` : ''})`, '');
+    lines.push(`### Growth with N (${o.crossRate} msg/s, every recipient on another node${rounds > 1 ? `; mean of ${rounds} rounds, each round in brackets` : ''})`, '');
     lines.push('| system | ' + ns.map((n) => `node CPU µs/msg, N=${n}`).join(' | ') + ` | N=${ns[ns.length - 1]} ÷ N=${ns[0]} |`);
     lines.push('| --- | ' + ns.map(() => '--:').join(' | ') + ' | --: |');
     for (const system of o.systems) {
@@ -678,6 +686,8 @@ async function main(): Promise<void> {
       warmupS: o.warmupS,
       durationS: o.durationS,
       rounds: o.rounds,
+      crossRate: o.crossRate,
+      tickMs: o.tickMs,
       drainMs: o.drainMs,
       quietMs: o.quietMs,
       idle: o.idle,

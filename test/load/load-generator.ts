@@ -140,6 +140,8 @@ export interface LoadSpec {
   inFlight: number;
   /** Fixed rate: messages per second in total, over all users. */
   rate: number;
+  /** Fixed rate: the sends due are made every this many ms (the arrivals are that bursty). */
+  tickMs: number;
   warmupS: number;
   durationS: number;
   /** Every recipient on another node than its sender. */
@@ -374,7 +376,7 @@ export class LoadGenerator {
   }
 
   private startRate(): void {
-    const tickMs = 2;
+    const tickMs = this.spec.tickMs;
     const maxOutstanding = Math.max(500, this.spec.rate);
     const start = performance.now();
     let issued = 0;
