@@ -130,8 +130,6 @@ interface LoadRow {
   interNodePerMsg?: number;
   /** Sum over nodes of each counter's increase over the whole run (first send to end of drain). */
   counters?: Record<string, number>;
-  /** The same over the measured window. */
-  windowCounters?: Record<string, number>;
   otherRedisClients?: OtherClient[];
   otherAmqpClients?: OtherClient[];
   /** Switchboard: lost messages looked up in their recipient's inbox after the drain. */
@@ -355,7 +353,6 @@ async function runLoad(system: System, sc: LoadScenario, shared: SharedServices,
     row.rabbitCpuS = r.rabbitCpuS;
     row.redisCalls = span.redisCalls;
     row.counters = counters;
-    row.windowCounters = sum(r.counters);
     // Traffic is counted over the whole run, from the first send to the end of the drain, per message the
     // servers took (their own count): every push and pub/sub delivery of those messages is then complete,
     // which a window cut through a backlog would not be.
@@ -374,8 +371,8 @@ async function runLoad(system: System, sc: LoadScenario, shared: SharedServices,
       row.interNodePerMsg = perAccepted((counters.received ?? 0) - (counters.published ?? 0));
     }
     if (system === 'switchboard' && load.lost > 0) row.lostLookup = await inInbox(shared.redis, name, load.lostSample);
-    row.otherRedisClients = r.otherRedisClients;
-    row.otherAmqpClients = r.otherAmqpClients;
+    row.otherRedisClients = span.otherRedisClients;
+    row.otherAmqpClients = span.otherAmqpClients;
     log(
       `  ${system}: ${load.deliveredPerS.toFixed(0)} delivered/s, p99 ${load.e2eMs.p99.toFixed(2)} ms, lost ${load.lost}, dup ${load.duplicates}, ` +
         `node CPU ${row.nodeCpuPct.toFixed(0)}%, ${row.nodeCpuUsPerMsg.toFixed(0)} µs and ${row.nodeSyscallsPerMsg.toFixed(1)} syscalls and ${row.nodeWakeupsPerMsg.toFixed(1)} wakeups per msg (start ${row.phasesS.start.toFixed(1)} s, connect ${row.phasesS.connect.toFixed(1)} s, ` +
