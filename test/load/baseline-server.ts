@@ -11,6 +11,7 @@
  */
 import { createSecretKey } from 'node:crypto';
 import { createServer } from 'node:http';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { createAdapter } from '@socket.io/redis-adapter';
 import Redis from 'ioredis';
 import jwt from 'jsonwebtoken';
@@ -40,7 +41,16 @@ const stats = {
   published: 0,
   /** Pub/sub messages this node's subscriber received (its own publishes come back to it too). */
   received: 0,
+  /** Garbage collections and their pauses, named as prom-client names them on the Switchboard nodes. */
+  nodejs_gc_duration_seconds_count: 0,
+  nodejs_gc_duration_seconds_sum: 0,
 };
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    stats.nodejs_gc_duration_seconds_count++;
+    stats.nodejs_gc_duration_seconds_sum += e.duration / 1000;
+  }
+}).observe({ entryTypes: ['gc'] });
 
 const pub = new Redis(REDIS_URL, { connectionName: `${ADAPTER_KEY}:${NODE_ID}:pub` });
 const sub = new Redis(REDIS_URL, { connectionName: `${ADAPTER_KEY}:${NODE_ID}:sub` });

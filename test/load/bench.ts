@@ -126,6 +126,10 @@ interface LoadRow {
   redisCallsPerMsg?: number;
   evalshaPerMsg?: number;
   redisPublishPerMsg?: number;
+  /** Garbage collections of all nodes (nearly all of them scavenges) per 1000 messages, over the run. */
+  gcPer1000Msgs?: number;
+  /** Their pauses, summed, per message: a message that meets a pause on its way waits it out. */
+  gcPauseUsPerMsg?: number;
   amqpPublishedPerMsg?: number;
   interNodePerMsg?: number;
   /** Sum over nodes of each counter's increase over the whole run (first send to end of drain). */
@@ -362,6 +366,9 @@ async function runLoad(system: System, sc: LoadScenario, shared: SharedServices,
     row.redisCallsPerMsg = perAccepted(redisCallsTotal);
     row.evalshaPerMsg = perAccepted((span.redisCalls.evalsha ?? 0) + (span.redisCalls.eval ?? 0));
     row.redisPublishPerMsg = perAccepted(span.redisCalls.publish ?? 0);
+    // Both systems' nodes count their GCs the way prom-client does (Switchboard's default metrics; the baseline's /stats).
+    row.gcPer1000Msgs = perAccepted((counters.nodejs_gc_duration_seconds_count ?? NaN) * 1000);
+    row.gcPauseUsPerMsg = perAccepted((counters.nodejs_gc_duration_seconds_sum ?? NaN) * 1e6);
     if (system === 'switchboard') {
       row.amqpPublishedPerMsg = perAccepted(counters.switchboard_amqp_published_total ?? 0);
       row.interNodePerMsg = row.amqpPublishedPerMsg;
@@ -508,8 +515,8 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
   }
   lines.push('');
   lines.push('### Cost', '');
-  lines.push('| scenario | system | node CPU s, each | nodes CPU % | node CPU µs/msg | node syscalls/msg | node wakeups/msg | Redis CPU s | RabbitMQ CPU s | generator CPU s | peak RSS MB, max node | inter-node msgs/msg | Redis calls/msg (EVALSHA) |');
-  lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
+  lines.push('| scenario | system | node CPU s, each | nodes CPU % | node CPU µs/msg | node syscalls/msg | node wakeups/msg | Redis CPU s | RabbitMQ CPU s | generator CPU s | peak RSS MB, max node | GCs per 1000 msgs | GC pause µs/msg | inter-node msgs/msg | Redis calls/msg (EVALSHA) |');
+  lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
   for (const sc of loads) {
     for (const r of sc.rows) {
       if (r.error || !r.load || !r.nodes) continue;
@@ -517,7 +524,7 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
       const evalsha = r.system === 'switchboard' ? ` (${fmt(r.evalshaPerMsg, 2)})` : ` (PUBLISH ${fmt(r.redisPublishPerMsg, 2)})`;
       lines.push(
         `| ${sc.title} | ${label(r.system)} | ${r.nodes.map((n) => fmt(n.cpuS, 2)).join(' / ')} | ${fmt(r.nodeCpuPct, 0)} | ${fmt(r.nodeCpuUsPerMsg, 0)} | ${fmt(r.nodeSyscallsPerMsg, 1)} | ${fmt(r.nodeWakeupsPerMsg, 1)} | ` +
-          `${fmt(r.redisCpuS, 2)} | ${fmt(r.rabbitCpuS, 2)} | ${fmt(r.load.generatorCpuS, 2)} | ${fmt(peak, 0)} | ${fmt(r.interNodePerMsg, 2)} | ${fmt(r.redisCallsPerMsg, 2)}${evalsha} |`,
+          `${fmt(r.redisCpuS, 2)} | ${fmt(r.rabbitCpuS, 2)} | ${fmt(r.load.generatorCpuS, 2)} | ${fmt(peak, 0)} | ${fmt(r.gcPer1000Msgs, 1)} | ${fmt(r.gcPauseUsPerMsg, 0)} | ${fmt(r.interNodePerMsg, 2)} | ${fmt(r.redisCallsPerMsg, 2)}${evalsha} |`,
       );
     }
     const { sb, bl } = rowsOf(sc);
@@ -525,7 +532,7 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
       lines.push(
         `| | *Switchboard ÷ baseline* | | ${ratio(sb.nodeCpuPct, bl.nodeCpuPct)} | ${ratio(sb.nodeCpuUsPerMsg, bl.nodeCpuUsPerMsg)} | ${ratio(sb.nodeSyscallsPerMsg, bl.nodeSyscallsPerMsg)} | ${ratio(sb.nodeWakeupsPerMsg, bl.nodeWakeupsPerMsg)} | ${ratio(sb.redisCpuS, bl.redisCpuS)} | | ` +
           `${ratio(sb.load.generatorCpuS, bl.load.generatorCpuS)} | ${ratio(Math.max(...sb.nodes.map((n) => n.peakRssMb)), Math.max(...bl.nodes.map((n) => n.peakRssMb)))} | ` +
-          `${ratio(sb.interNodePerMsg, bl.interNodePerMsg)} | ${ratio(sb.redisCallsPerMsg, bl.redisCallsPerMsg)} |`,
+          `${ratio(sb.gcPer1000Msgs, bl.gcPer1000Msgs)} | ${ratio(sb.gcPauseUsPerMsg, bl.gcPauseUsPerMsg)} | ${ratio(sb.interNodePerMsg, bl.interNodePerMsg)} | ${ratio(sb.redisCallsPerMsg, bl.redisCallsPerMsg)} |`,
       );
     }
   }
@@ -575,6 +582,7 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
   lines.push(`- *lost*: acked ok, never received after the run (the drain waits up to ${o.drainMs / 1000} s, and stops once nothing arrived for ${o.quietMs / 1000} s); *dup*: receipts of an id already received; *errors*: error acks, and sends never answered; *skipped*: at a fixed rate, sends not made because too many were outstanding (the system did not keep up).`);
   lines.push('- CPU: utime+stime from /proc over the window; *node CPU µs/msg* = all nodes\' CPU ÷ delivered messages; Redis and RabbitMQ are the shared servers (whole-process figures).');
   lines.push('- *peak RSS*: VmHWM of the node process at the end of the run.');
+  lines.push('- *GCs* and *GC pause*: garbage collections of all nodes (nearly all scavenges of the young generation) and the sum of their pauses, over the whole run, per message the servers took; from `nodejs_gc_duration_seconds` (Switchboard\'s default metrics, the baseline\'s /stats).');
   lines.push('- *inter-node msgs/msg* and *Redis calls/msg* are counted over the whole run (first send to end of drain, so every push of those messages is in) per message the servers took (Switchboard: `switchboard_messages_accepted_total`; baseline: its count of sends).');
   lines.push('- *inter-node msgs/msg*: Switchboard: `switchboard_amqp_published_total` increase ÷ messages (this counter also counts the `delivered` status pushed back to a sender on another node). ' +
     'Baseline: measured on the nodes as Σ pub/sub messages received by all subscribers − Σ PUBLISH sent (each node receives its own publishes back) ÷ messages; the classic adapter publishes every message once, and every other node receives it, so it is N−1.');
