@@ -180,7 +180,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     return reached;
   }
 
-  private async publish(nodeId: string, payload: Buffer, kind: 'message' | 'status' | 'end', maxDelayMs?: number): Promise<boolean> {
+  private publish(nodeId: string, payload: Buffer, kind: 'message' | 'status' | 'end', maxDelayMs?: number): Promise<boolean> {
     this.metrics.nodePushes.inc({ kind });
     const routed = this.bus.publishToNode(nodeId, payload, { maxDelayMs }).then(
       (outcome) => outcome === 'routed',
@@ -189,7 +189,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
         return false;
       },
     );
-    return Promise.race([routed, this.pushWait.after(PUSH_WAIT_MS)]);
+    return this.pushWait.within(routed, PUSH_WAIT_MS);
   }
 
   private async sendStatus(userId: string, status: MessageStatusEvent, hops: number): Promise<void> {
