@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type Redis from 'ioredis';
 import { AppError } from '../common/app-error';
+import { writeAtEndOfTurn } from './turn-writes';
 
 type Arg = string | number;
 
@@ -22,9 +23,11 @@ export class LuaScript {
   async run(client: Redis, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
     try {
       try {
+        writeAtEndOfTurn(client);
         return await client.evalsha(this.sha, keys.length, ...keys, ...args);
       } catch (err) {
         if (isReplyError(err) && err.message.startsWith('NOSCRIPT')) {
+          writeAtEndOfTurn(client);
           return await client.eval(this.source, keys.length, ...keys, ...args);
         }
         throw err;

@@ -19,8 +19,9 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
     lazyConnect: true,
     connectionName: `${config.clusterName}:${config.nodeId}`,
     maxRetriesPerRequest: 3,
-    // Commands issued in the same event-loop turn go out in one write.
-    enableAutoPipelining: true,
+    // Commands issued in the same event-loop turn go out in one write (LuaScript.run corks the socket until the
+    // turn ends, see turn-writes.ts); ioredis' auto-pipelining did the same at a cost in garbage.
+    enableAutoPipelining: false,
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
   });
   client.on('error', () => undefined); // reconnects by itself; readiness reports the state
