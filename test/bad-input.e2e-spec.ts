@@ -115,6 +115,13 @@ describe('bad input', () => {
       expect(got.map((m) => m.seq)).toEqual([3, 4, 5]);
     });
 
+    it('takes a null clientMsgId as none: two such sends are two messages', async () => {
+      const first = await a.emit('message:send', { to: bob, body: 1, clientMsgId: null });
+      const second = await a.emit('message:send', { to: bob, body: 2, clientMsgId: null });
+      expect([first.ok, second.ok, first.duplicate, second.duplicate]).toEqual([true, true, undefined, undefined]);
+      expect(second.id).not.toBe(first.id);
+    });
+
     it('keeps stored messages intact through all of it', async () => {
       const kept = await a.send(bob, 'keep me');
       await a.emit('message:send', 'junk');
@@ -138,6 +145,14 @@ describe('bad input', () => {
       expect(res.body).toEqual({ error: { code: 'invalid_payload', message: expect.stringContaining('to') as string } });
       await request(node.url).post('/messages').set(auth()).send({ to: 'bob' }).expect(400);
       await request(node.url).post('/messages').set(auth()).send([1, 2]).expect(400);
+    });
+
+    it('takes a null clientMsgId as none: two such sends are two messages', async () => {
+      const sender = auth();
+      const first = await request(node.url).post('/messages').set(sender).send({ to: 'bob', body: 1, clientMsgId: null }).expect(202);
+      const second = await request(node.url).post('/messages').set(sender).send({ to: 'bob', body: 2, clientMsgId: null }).expect(202);
+      expect([first.body.duplicate, second.body.duplicate]).toEqual([undefined, undefined]);
+      expect(second.body.id).not.toBe(first.body.id);
     });
 
     it('answers a body over MAX_MESSAGE_BYTES with 413, and a request far over it too', async () => {

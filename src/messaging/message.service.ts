@@ -90,7 +90,10 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     }
     const id = this.ids.next();
     const sentAt = Date.now();
-    const { to, clientMsgId } = input;
+    const to = input.to;
+    // A null clientMsgId (the DTO's @IsOptional lets it through over REST) is no clientMsgId: taken as one, every
+    // such send would share the idempotency record of the key "" and answer as a duplicate of the first.
+    const clientMsgId = input.clientMsgId ?? undefined;
     const draft =
       `{"id":"${id}","from":${JSON.stringify(from)},"to":${JSON.stringify(to)},"body":${bodyJson},"sentAt":${sentAt}` +
       (clientMsgId === undefined ? '' : `,"clientMsgId":${JSON.stringify(clientMsgId)}`);
