@@ -6,7 +6,7 @@ import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { AuthService } from '../auth/auth.service';
 import { bearerToken } from '../auth/guards';
-import { ReadMessagesDto, SendMessageDto } from '../messaging/dto';
+import { ReadMessagesDto, parseSendMessage } from '../messaging/dto';
 import { LocalDelivery } from '../messaging/local-delivery';
 import { MessageService } from '../messaging/message.service';
 import { ChatMessage, MessageStatusEvent } from '../messaging/message.types';
@@ -32,7 +32,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
 
   private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
     'message:send': (socket, payload) =>
-      this.messages.send(socket.data.userId, validatePayload(SendMessageDto, payload), 'socket'),
+      this.messages.send(socket.data.userId, parseSendMessage(payload), 'socket'),
     'message:read': async (socket, payload) => {
       await this.messages.markRead(socket.data.userId, validatePayload(ReadMessagesDto, payload).ids);
       return {};

@@ -1,9 +1,11 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { ArrayMaxSize, IsArray, IsOptional, IsString, Length, Matches, ValidateBy } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsOptional, IsString, Length, Matches, ValidateBy, isString, length } from 'class-validator';
+import { AppError } from '../common/app-error';
 import { CLIENT_MSG_ID_MAX, USER_ID_PATTERN } from '../common/patterns';
 import { JsonValue, SendStatus } from './message.types';
 
-const userIdMessage = { message: '$property must be a user id matching ^[A-Za-z0-9._:@-]{1,128}$' };
+const USER_ID_RULE = 'must be a user id matching ^[A-Za-z0-9._:@-]{1,128}$';
+const userIdMessage = { message: `$property ${USER_ID_RULE}` };
 
 /** Present, with any JSON value (null included). IsDefined would refuse null. */
 const IsPresent = () =>
@@ -27,6 +29,34 @@ export class SendMessageDto {
   @Length(1, CLIENT_MSG_ID_MAX)
   @IsString()
   clientMsgId?: string;
+}
+
+/**
+ * `message:send` checked without class-validator's generic machinery, which was 9% of a node's allocations at
+ * 2000 msg/s: the rules of SendMessageDto's decorators, applied in the same order (the first failing field,
+ * its most basic check first), with class-validator's own checks and messages; dto.spec.ts holds the two to
+ * the same answers. As with `@IsOptional`, a null clientMsgId counts as absent.
+ */
+export function parseSendMessage(payload: unknown): SendMessageDto {
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) throw invalid('payload must be an object');
+  const { to, body, clientMsgId } = payload as Partial<Record<keyof SendMessageDto, unknown>>;
+  if (!isString(to)) throw invalid('to must be a string');
+  if (!USER_ID_PATTERN.test(to)) throw invalid(`to ${USER_ID_RULE}`);
+  if (body === undefined) throw invalid('body is required');
+  const dto = new SendMessageDto();
+  dto.to = to;
+  dto.body = body as JsonValue;
+  if (clientMsgId !== undefined && clientMsgId !== null) {
+    if (!isString(clientMsgId)) throw invalid('clientMsgId must be a string');
+    if (!length(clientMsgId, 1)) throw invalid('clientMsgId must be longer than or equal to 1 characters');
+    if (!length(clientMsgId, 0, CLIENT_MSG_ID_MAX)) throw invalid(`clientMsgId must be shorter than or equal to ${CLIENT_MSG_ID_MAX} characters`);
+    dto.clientMsgId = clientMsgId;
+  }
+  return dto;
+}
+
+function invalid(message: string): AppError {
+  return new AppError('invalid_payload', message);
 }
 
 /** `POST /messages`: as over Socket.IO, plus `from` for backends calling with an API key. */

@@ -1,0 +1,54 @@
+import 'reflect-metadata';
+import { AppError } from '../common/app-error';
+import { validatePayload } from '../common/validate';
+import { SendMessageDto, parseSendMessage } from './dto';
+
+type Answer = { ok: true; dto: Record<string, unknown> } | { ok: false; code: string; message: string };
+
+function answer(check: (payload: unknown) => SendMessageDto, payload: unknown): Answer {
+  try {
+    const dto = { ...check(payload) } as Record<string, unknown>;
+    if (dto.clientMsgId === null) delete dto.clientMsgId; // @IsOptional lets null through; parseSendMessage drops it
+    return { ok: true, dto };
+  } catch (err) {
+    if (!(err instanceof AppError)) throw err;
+    return { ok: false, code: err.code, message: err.message };
+  }
+}
+
+describe('parseSendMessage', () => {
+  const emoji = '😀';
+  it.each<[string, unknown]>([
+    ['a plain message', { to: 'bob', body: { text: 'hi' } }],
+    ['a message with a clientMsgId', { to: 'bob@example.com', body: 'hi', clientMsgId: 'c-1' }],
+    ['a null body', { to: 'bob', body: null }],
+    ['a null clientMsgId', { to: 'bob', body: 1, clientMsgId: null }],
+    ['fields the DTO does not declare', { to: 'bob', body: 1, from: 'mallory', extra: true }],
+    ['a string payload', 'hello'],
+    ['an array payload', [1, 2]],
+    ['no payload', undefined],
+    ['null', null],
+    ['an empty object', {}],
+    ['a number recipient', { to: 5, body: 1 }],
+    ['an array recipient', { to: ['bob'], body: 1 }],
+    ['an empty recipient', { to: '', body: 1 }],
+    ['a recipient with a space', { to: 'bob smith', body: 1 }],
+    ['a recipient of 129 characters', { to: 'b'.repeat(129), body: 1 }],
+    ['a recipient of 128 characters', { to: 'b'.repeat(128), body: 1 }],
+    ['a missing body', { to: 'bob' }],
+    ['a bad recipient and a missing body', { to: 'bob smith' }],
+    ['a number clientMsgId', { to: 'bob', body: 1, clientMsgId: 7 }],
+    ['an empty clientMsgId', { to: 'bob', body: 1, clientMsgId: '' }],
+    ['a clientMsgId of 128 characters', { to: 'bob', body: 1, clientMsgId: 'c'.repeat(128) }],
+    ['a clientMsgId of 129 characters', { to: 'bob', body: 1, clientMsgId: 'c'.repeat(129) }],
+    ['a clientMsgId of 128 emoji (256 UTF-16 units)', { to: 'bob', body: 1, clientMsgId: emoji.repeat(128) }],
+    ['a clientMsgId of 129 emoji', { to: 'bob', body: 1, clientMsgId: emoji.repeat(129) }],
+    ['every field wrong', { to: 1, clientMsgId: 2 }],
+  ])('answers %s as the DTO decorators do', (_, payload) => {
+    expect(answer(parseSendMessage, payload)).toEqual(answer((p) => validatePayload(SendMessageDto, p), payload));
+  });
+
+  it('returns only the declared fields, and no clientMsgId for a null one', () => {
+    expect({ ...parseSendMessage({ to: 'bob', body: [1], clientMsgId: null, from: 'x' }) }).toEqual({ to: 'bob', body: [1] });
+  });
+});
