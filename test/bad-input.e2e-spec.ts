@@ -1,6 +1,7 @@
 import request from 'supertest';
 import { ClientPool, TestClient, refusal, tokenFor } from './helpers/client';
 import { API_KEY, clusterEnv } from './helpers/env';
+import { forgetCluster } from './helpers/cleanup';
 import { TestNode, startNode } from './helpers/nodes';
 import { uniqueName } from './helpers/wait';
 
@@ -16,7 +17,10 @@ describe('bad input', () => {
     node = await startNode(clusterEnv(cluster, `${cluster}-n1`, { MAX_MESSAGE_BYTES: '1024', SEND_RATE_PER_SECOND: '5', OFFLINE_MAX_PER_USER: '3' }));
   });
   afterEach(() => clients.closeAll());
-  afterAll(() => node.close());
+  afterAll(async () => {
+    await node.close();
+    await forgetCluster(cluster, [node.nodeId]);
+  });
 
   describe('at the handshake', () => {
     it.each([

@@ -2,6 +2,7 @@ import request from 'supertest';
 import { MESSAGE_ID_PATTERN } from '../src/messaging/message-id';
 import { ClientPool, tokenFor } from './helpers/client';
 import { API_KEY } from './helpers/env';
+import { forgetCluster } from './helpers/cleanup';
 import { TestNode, closeAll, startCluster } from './helpers/nodes';
 import { uniqueName, waitFor } from './helpers/wait';
 
@@ -18,7 +19,10 @@ describe('a three-node cluster', () => {
     [n1, n2, n3] = await startCluster(cluster, 3, { SEND_RATE_PER_SECOND: '100000' });
   });
   afterEach(() => clients.closeAll());
-  afterAll(() => closeAll([n1, n2, n3]));
+  afterAll(async () => {
+    await closeAll([n1, n2, n3]);
+    await forgetCluster(cluster, [n1, n2, n3].map((n) => n.nodeId));
+  });
 
   it('routes a message from a user on one node to a user on another, with a delivered receipt', async () => {
     const [alice, bob] = [user('alice'), user('bob')];

@@ -1,4 +1,5 @@
 import request from 'supertest';
+import { forgetCluster } from './helpers/cleanup';
 import { ClientPool } from './helpers/client';
 import { AMQP_URL, API_KEY, Env, JWT_SECRET, REDIS_URL, clusterEnv } from './helpers/env';
 import { NodeProcess } from './helpers/processes';
@@ -11,9 +12,11 @@ describe('nodes as separate processes', () => {
   const cluster = uniqueName('t-proc');
   const clients = new ClientPool();
   const started: NodeProcess[] = [];
+  const nodeIds = new Set<string>();
   const start = (env: Env) => {
     const p = NodeProcess.start(env);
     started.push(p);
+    if (env.NODE_ID) nodeIds.add(env.NODE_ID);
     return p;
   };
 
@@ -21,6 +24,7 @@ describe('nodes as separate processes', () => {
     clients.closeAll();
     await Promise.all(started.splice(0).map((p) => p.kill()));
   });
+  afterAll(() => forgetCluster(cluster, [...nodeIds]));
 
   it('two processes of one cluster deliver between their users', async () => {
     const p1 = start(clusterEnv(cluster, `${cluster}-a`, { LOG_LEVEL: 'info' }));

@@ -1,6 +1,7 @@
 import request from 'supertest';
 import { ClientPool, TestClient, tokenFor } from './helpers/client';
 import { API_KEY } from './helpers/env';
+import { forgetCluster } from './helpers/cleanup';
 import { TestNode, closeAll, startCluster } from './helpers/nodes';
 import { uniqueName, waitFor } from './helpers/wait';
 
@@ -17,7 +18,10 @@ describe('session lifecycle', () => {
     beforeAll(async () => {
       nodes = await startCluster(cluster, 2, { SESSION_POLICY: 'single' });
     });
-    afterAll(() => closeAll(nodes));
+    afterAll(async () => {
+      await closeAll(nodes);
+      await forgetCluster(cluster, nodes.map((n) => n.nodeId));
+    });
 
     const sessionsOf = async (userId: string) =>
       ((await request(nodes[0].url).get(`/presence/${userId}`).set('X-API-Key', API_KEY).expect(200)).body as { sessions: unknown[] }).sessions;
@@ -60,7 +64,10 @@ describe('session lifecycle', () => {
     beforeAll(async () => {
       nodes = await startCluster(cluster, 1);
     });
-    afterAll(() => closeAll(nodes));
+    afterAll(async () => {
+      await closeAll(nodes);
+      await forgetCluster(cluster, nodes.map((n) => n.nodeId));
+    });
 
     it('ends a session whose token expires with session:ended "token_expired"', async () => {
       const c = await clients.connect(nodes[0].url, 'short-lived', { token: tokenFor('short-lived', { expiresIn: 2 }) });

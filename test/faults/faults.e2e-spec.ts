@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { PrivateRabbit, PrivateRedis } from '../helpers/brokers';
+import { forgetCluster } from '../helpers/cleanup';
 import { Env, clusterEnv } from '../helpers/env';
 import { FaultReport, LoadRecipient, LoadSender, account, summaryLine } from '../helpers/load-clients';
 import { NodeProcess } from '../helpers/processes';
@@ -106,6 +107,12 @@ class Nodes {
   async killAll(): Promise<void> {
     for (const p of this.procs.values()) if (p.child.exitCode === null && p.child.signalCode === null) p.signal('SIGCONT');
     await Promise.all([...this.procs.values()].map((p) => p.kill()));
+  }
+
+  /** Removes what the cluster left in its brokers (after killAll). */
+  forget(): Promise<void> {
+    const nodeIds = [...this.procs.keys()].map((name) => `${this.cluster}-${name}`);
+    return forgetCluster(this.cluster, nodeIds, { redisUrl: this.extra.REDIS_URL, amqpUrl: this.extra.AMQP_URL });
   }
 
   /** Writes every node's stdout/stderr to a directory; returns it. */
@@ -324,7 +331,12 @@ afterEach(async () => {
     l.senders.forEach((s) => s.close());
     l.recipients.forEach((r) => r.close());
   }
-  await Promise.all(live.nodes.splice(0).map((n) => n.killAll()));
+  await Promise.all(
+    live.nodes.splice(0).map(async (n) => {
+      await n.killAll();
+      await n.forget();
+    }),
+  );
 });
 
 describe('fault injection: nothing acked is lost', () => {

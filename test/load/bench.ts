@@ -21,8 +21,9 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
-import { connect as amqpConnect, type Channel } from 'amqplib';
+import { connect as amqpConnect } from 'amqplib';
 import Redis from 'ioredis';
+import { forgetAmqpTopology, forgetRedisKeys } from '../helpers/cleanup';
 import { AMQP_URL, JWT_SECRET, REDIS_URL } from '../helpers/env';
 import { closeSessions, LoadGenerator, LoadResult, LoadSpec, LostMessage, openSessions, Session, TokenMint } from './load-generator';
 import { OtherClient, SharedServices, WindowProbe, WindowReadings } from './probe';
@@ -209,42 +210,10 @@ async function rabbitVersion(): Promise<string> {
   }
 }
 
-async function cleanupRedis(redis: Redis, prefix: string): Promise<number> {
-  let cursor = '0';
-  let removed = 0;
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) removed += await redis.unlink(...keys);
-  } while (cursor !== '0');
-  return removed;
-}
-
-/** Switchboard's queues and exchanges of a finished cluster (they would expire anyway; this is tidier). */
-async function cleanupAmqp(cluster: string, nodeIds: string[]): Promise<void> {
-  const conn = await amqpConnect(AMQP_URL);
-  try {
-    const ops: Array<(ch: Channel) => Promise<unknown>> = [
-      ...nodeIds.map((id) => (ch: Channel) => ch.deleteQueue(`${cluster}.node.${id}`)),
-      (ch) => ch.deleteQueue(`${cluster}.reroute`),
-      (ch) => ch.deleteExchange(`${cluster}.direct`),
-      (ch) => ch.deleteExchange(`${cluster}.dlx`),
-    ];
-    for (const op of ops) {
-      const ch = await conn.createChannel();
-      ch.on('error', () => undefined);
-      await op(ch).catch(() => undefined);
-      await ch.close().catch(() => undefined);
-    }
-  } finally {
-    await conn.close().catch(() => undefined);
-  }
-}
-
 async function cleanup(redis: Redis, entry: { system: System; name: string; nodeIds: string[] }): Promise<void> {
   try {
-    await cleanupRedis(redis, entry.name);
-    if (entry.system === 'switchboard') await cleanupAmqp(entry.name, entry.nodeIds);
+    await forgetRedisKeys(redis, entry.name);
+    if (entry.system === 'switchboard') await forgetAmqpTopology(AMQP_URL, entry.name, entry.nodeIds);
   } catch (err) {
     log(`  cleanup of ${entry.name} failed: ${String(err)}`);
   }
