@@ -13,27 +13,25 @@ export async function forgetCluster(cluster: string, nodeIds: readonly string[],
   await Promise.all([forgetRedisKeys(brokers.redisUrl ?? REDIS_URL, cluster), forgetAmqpTopology(brokers.amqpUrl ?? AMQP_URL, cluster, nodeIds)]);
 }
 
-/** Unlinks `<prefix>:*`; returns how many keys went. Takes a client (left open) or a URL (connected for this). */
-export async function forgetRedisKeys(redisOrUrl: Redis | string, prefix: string): Promise<number> {
+/** Unlinks `<prefix>:*`. Takes a client (left open) or a URL (connected for this). */
+export async function forgetRedisKeys(redisOrUrl: Redis | string, prefix: string): Promise<void> {
   const redis =
     typeof redisOrUrl === 'string'
       ? new Redis(redisOrUrl, { lazyConnect: true, connectTimeout: 2000, maxRetriesPerRequest: 0, retryStrategy: () => null })
       : redisOrUrl;
-  let removed = 0;
   try {
     if (typeof redisOrUrl === 'string') await redis.connect();
     let cursor = '0';
     do {
       const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
       cursor = next;
-      if (keys.length > 0) removed += await redis.unlink(...keys);
+      if (keys.length > 0) await redis.unlink(...keys);
     } while (cursor !== '0');
   } catch {
     // the broker is gone: nothing to tidy there
   } finally {
     if (typeof redisOrUrl === 'string') redis.disconnect();
   }
-  return removed;
 }
 
 /** Deletes the cluster's node queues, reroute queue and exchanges (names from AmqpTopology). */
