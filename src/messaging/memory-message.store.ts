@@ -38,6 +38,7 @@ export class MemoryMessageStore extends MessageStore {
   private readonly unread = new Map<string, Map<string, string>>();
   private readonly idempotency = new Map<string, IdempotencyRecord>();
   private readonly buckets = new Map<string, { tokens: number; ts: number }>();
+  private lastAccept: Promise<unknown> = Promise.resolve();
 
   constructor(
     @InjectConfig() private readonly config: AppConfig,
@@ -46,7 +47,20 @@ export class MemoryMessageStore extends MessageStore {
     super();
   }
 
-  async accept(cmd: AcceptCommand): Promise<AcceptResult> {
+  /**
+   * One accept at a time, in call order, as Redis runs its script: the presence lookup inside is awaited, and a
+   * concurrent send with the same clientMsgId must find the first one's record.
+   */
+  accept(cmd: AcceptCommand): Promise<AcceptResult> {
+    const result = this.lastAccept.then(() => this.acceptNow(cmd));
+    this.lastAccept = result.then(
+      () => undefined,
+      () => undefined,
+    );
+    return result;
+  }
+
+  private async acceptNow(cmd: AcceptCommand): Promise<AcceptResult> {
     const now = Date.now();
     const idemKey = cmd.clientMsgId === undefined ? undefined : `${cmd.from}\n${cmd.clientMsgId}`;
     if (idemKey !== undefined) {

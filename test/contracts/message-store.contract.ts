@@ -113,6 +113,35 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect(await b.messages.pending(r2)).toMatchObject({ expired: 0, messages: [results[1].json, results[3].json] });
     });
 
+    it('accepts issued together are taken in order, each with its own answer: seqs, a duplicate, the rate limit, live nodes', async () => {
+      const b = open({ SEND_RATE_PER_SECOND: '2' }); // a burst of 4
+      const [from, other, offline, live] = [user(), user(), user(), user()];
+      const n = await online(b, live);
+      const first = command(from, offline, 'a', 'c-1');
+      const cmds = [
+        first,
+        command(from, live, 'b'),
+        command(from, offline, 'again', 'c-1'),
+        command(other, offline, 'from another sender'),
+        command(from, offline, 'c'),
+        command(from, live, 'd'),
+        command(from, offline, 'e'),
+      ];
+      const results = await Promise.all(cmds.map((c) => b.messages.accept(c)));
+      expect(results.map((r) => (r.kind === 'accepted' ? `${r.kind} ${r.seq} ${r.nodes.join()}` : r.kind))).toEqual([
+        'accepted 1 ',
+        `accepted 1 ${n}`,
+        'duplicate',
+        'accepted 2 ',
+        'accepted 3 ',
+        `accepted 2 ${n}`,
+        'rate_limited',
+      ]);
+      expect(results[2]).toMatchObject({ kind: 'duplicate', id: first.id, status: 'stored' });
+      const stored = (await b.messages.pending(offline)).messages.map((json) => (JSON.parse(json) as { body: unknown }).body);
+      expect(stored).toEqual(['a', 'from another sender', 'c']);
+    });
+
     it('pending returns the messages oldest first, across senders', async () => {
       const b = open();
       const [s1, s2, to] = [user(), user(), user()];
