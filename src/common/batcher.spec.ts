@@ -56,4 +56,16 @@ describe('Batcher', () => {
     await b.flush();
     expect((await both).map((r) => r.status)).toEqual(['rejected', 'rejected']);
   });
+
+  it('with a delay of 0, runs what was added in one event-loop turn as one call at its end', async () => {
+    jest.useRealTimers();
+    const runs: number[][] = [];
+    const b = new Batcher<number, number>(async (items) => (runs.push(items), items), 0, 100);
+    const first = Promise.all([b.add(1), b.add(2)]);
+    expect(runs).toEqual([]);
+    expect(await first).toEqual([1, 2]);
+    expect(runs).toEqual([[1, 2]]);
+    expect(await b.add(3)).toBe(3);
+    expect(runs).toEqual([[1, 2], [3]]);
+  });
 });

@@ -4,14 +4,16 @@ interface Waiter<R> {
 }
 
 /**
- * Gathers work that need not run at once (it is off every latency path) and runs it as one call: a batch
- * goes `delayMs` after its first item, or as soon as it holds `maxItems`. Each `add` gets its own item's
+ * Gathers work and runs it as one call: a batch goes `delayMs` after its first item, or as soon as it holds
+ * `maxItems`. A `delayMs` of 0 means the end of the current event-loop turn (setImmediate), which delays
+ * nothing that was not going to wait for the turn's socket writes anyway. Each `add` gets its own item's
  * result; a failed run rejects every item of that batch.
  */
 export class Batcher<T, R> {
   private items: T[] = [];
   private waiters: Array<Waiter<R>> = [];
-  private timer: NodeJS.Timeout | undefined;
+  /** Cancels the scheduled send of the batch being gathered. */
+  private cancelScheduled: (() => void) | undefined;
   private readonly running = new Set<Promise<void>>();
 
   constructor(
@@ -25,7 +27,7 @@ export class Batcher<T, R> {
       this.items.push(item);
       this.waiters.push({ resolve, reject });
       if (this.items.length >= this.maxItems) this.send();
-      else this.timer ??= setTimeout(() => this.send(), this.delayMs);
+      else this.cancelScheduled ??= this.schedule(() => this.send());
     });
   }
 
@@ -36,8 +38,8 @@ export class Batcher<T, R> {
   }
 
   private send(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
+    this.cancelScheduled?.();
+    this.cancelScheduled = undefined;
     if (this.items.length === 0) return;
     const items = this.items;
     const waiters = this.waiters;
@@ -56,5 +58,14 @@ export class Batcher<T, R> {
       .catch((err: unknown) => waiters.forEach((w) => w.reject(err)))
       .finally(() => this.running.delete(done));
     this.running.add(done);
+  }
+
+  private schedule(send: () => void): () => void {
+    if (this.delayMs === 0) {
+      const immediate = setImmediate(send);
+      return () => clearImmediate(immediate);
+    }
+    const timer = setTimeout(send, this.delayMs);
+    return () => clearTimeout(timer);
   }
 }

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type Redis from 'ioredis';
+import { Batcher } from '../common/batcher';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { LuaScript } from '../redis/lua-script';
@@ -24,51 +25,69 @@ local function timeOf(json)
   return tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
 end`;
 
+/** At most this many sends per script call, so that one call keeps Redis busy for a millisecond or so at most. */
+const ACCEPT_BATCH = 64;
+
+/** Per command of ACCEPT: how many KEYS and ARGV entries it takes. */
+const ACCEPT_KEYS = 5;
+const ACCEPT_ARGS = 4;
+
 /**
- * One round trip per send.
- * KEYS: idempotency, rate(from), seq(to), inbox(to), presence(to)
- * ARGV: hasIdem, rate/s, burst, draft, maxPerUser, offlineTtlMs, idemTtlMs, leasePrefix, id, to
+ * The sends of one event-loop turn, in order, in one round trip.
+ * ARGV: rate/s, burst, maxPerUser, offlineTtlMs, idemTtlMs, leasePrefix, then per command: hasIdem, draft, id, to.
+ * KEYS per command: idempotency, rate(from), seq(to), inbox(to), presence(to).
  * The idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished pushing.
+ * Returns one reply per command.
  */
 const ACCEPT = new LuaScript(
   'accept',
   `${LUA_NOW}
   ${LUA_LIVE_NODES}
-  if ARGV[1] == '1' then
-    local first = redis.call('GET', KEYS[1])
-    if first then
-      local id, status, seq, settled, to = string.match(first, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
-      if settled == '0' and to == ARGV[10] then
-        local still = redis.call('ZRANGEBYSCORE', KEYS[4], seq, seq)
-        if still[1] then return {'duplicate', id, status, still[1], unpack(liveNodes(KEYS[5], ARGV[8], now))} end
+  local rate, burst, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+  local offlineTtl, idemTtl, leasePrefix = ARGV[4], ARGV[5], ARGV[6]
+  local rateTtl = math.ceil(burst * 1000 / rate) + 1000
+  local leases = {}
+  local function accept(idem, rateKey, seqKey, inbox, presence, hasIdem, draft, id, to)
+    if hasIdem == '1' then
+      local first = redis.call('GET', idem)
+      if first then
+        local fid, status, seq, settled, fto = string.match(first, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+        if settled == '0' and fto == to then
+          local still = redis.call('ZRANGEBYSCORE', inbox, seq, seq)
+          if still[1] then return {'duplicate', fid, status, still[1], unpack(liveNodes(presence, leasePrefix, now, leases))} end
+        end
+        return {'duplicate', fid or first, status or 'stored'}
       end
-      return {'duplicate', id or first, status or 'stored'}
     end
+    local bucket = redis.call('HMGET', rateKey, 't', 'ts')
+    local tokens = burst
+    if bucket[1] then tokens = math.min(burst, tonumber(bucket[1]) + (now - tonumber(bucket[2])) * rate / 1000) end
+    if tokens < 1 then return {'rate_limited', tostring(math.ceil((1 - tokens) * 1000 / rate))} end
+    redis.call('HSET', rateKey, 't', tostring(tokens - 1), 'ts', tostring(now))
+    redis.call('PEXPIRE', rateKey, rateTtl)
+    local seq = redis.call('INCR', seqKey)
+    local json = draft .. ',"seq":' .. seq .. '}'
+    redis.call('ZADD', inbox, seq, json)
+    redis.call('PEXPIRE', inbox, offlineTtl)
+    local dropped, n = 0, redis.call('ZCARD', inbox)
+    if n > max then
+      dropped = n - max
+      redis.call('ZPOPMIN', inbox, dropped)
+    end
+    local nodes = liveNodes(presence, leasePrefix, now, leases)
+    if hasIdem == '1' then
+      local status = 'stored'
+      if #nodes > 0 then status = 'sent' end
+      redis.call('SET', idem, id .. '|' .. status .. '|' .. seq .. '|0|' .. to, 'PX', idemTtl)
+    end
+    return {'accepted', tostring(seq), tostring(dropped), json, unpack(nodes)}
   end
-  local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
-  local bucket = redis.call('HMGET', KEYS[2], 't', 'ts')
-  local tokens = burst
-  if bucket[1] then tokens = math.min(burst, tonumber(bucket[1]) + (now - tonumber(bucket[2])) * rate / 1000) end
-  if tokens < 1 then return {'rate_limited', tostring(math.ceil((1 - tokens) * 1000 / rate))} end
-  redis.call('HSET', KEYS[2], 't', tostring(tokens - 1), 'ts', tostring(now))
-  redis.call('PEXPIRE', KEYS[2], math.ceil(burst * 1000 / rate) + 1000)
-  local seq = redis.call('INCR', KEYS[3])
-  local json = ARGV[4] .. ',"seq":' .. seq .. '}'
-  redis.call('ZADD', KEYS[4], seq, json)
-  redis.call('PEXPIRE', KEYS[4], ARGV[6])
-  local dropped, n = 0, redis.call('ZCARD', KEYS[4])
-  local max = tonumber(ARGV[5])
-  if n > max then
-    dropped = n - max
-    redis.call('ZPOPMIN', KEYS[4], dropped)
+  local out = {}
+  for i = 0, #KEYS / ${ACCEPT_KEYS} - 1 do
+    local k, a = ${ACCEPT_KEYS} * i, 6 + ${ACCEPT_ARGS} * i
+    out[i + 1] = accept(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
   end
-  local nodes = liveNodes(KEYS[5], ARGV[8], now)
-  if ARGV[1] == '1' then
-    local status = 'stored'
-    if #nodes > 0 then status = 'sent' end
-    redis.call('SET', KEYS[1], ARGV[9] .. '|' .. status .. '|' .. seq .. '|0|' .. ARGV[10], 'PX', ARGV[7])
-  end
-  return {'accepted', tostring(seq), tostring(dropped), json, unpack(nodes)}`,
+  return out`,
 );
 
 /** KEYS: idempotency.  ARGV: id, status.  Marks the record `id|status|seq|settled|to` settled with a final status, keeping its TTL. */
@@ -109,7 +128,7 @@ const CONFIRM = new LuaScript(
   `${LUA_NOW}
   ${LUA_LIVE_NODES}
   local max, ttl, leasePrefix = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-  local out, senders = {}, {}
+  local out, senders, leases = {}, {}, {}
   for i = 1, #KEYS / 3 do
     local inbox, unread, presence = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
     local seq, id, from = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
@@ -119,7 +138,7 @@ const CONFIRM = new LuaScript(
       redis.call('ZADD', unread, 0, id .. '|' .. from)
       redis.call('ZREMRANGEBYRANK', unread, 0, -(max + 1))
       redis.call('PEXPIRE', unread, ttl)
-      senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, now)
+      senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, now, leases)
       out[i] = {1, unpack(senders[presence])}
     end
   end
@@ -142,6 +161,8 @@ const MARK_READ = new LuaScript(
 
 @Injectable()
 export class RedisMessageStore extends MessageStore {
+  private readonly accepts = new Batcher<AcceptCommand, AcceptResult>((batch) => this.acceptBatch(batch), 0, ACCEPT_BATCH);
+
   constructor(
     @InjectRedis() private readonly redis: Redis,
     private readonly keys: RedisKeys,
@@ -150,41 +171,34 @@ export class RedisMessageStore extends MessageStore {
     super();
   }
 
-  async accept(cmd: AcceptCommand): Promise<AcceptResult> {
+  /** Every send of this event-loop turn goes to Redis in one script call, in order. */
+  accept(cmd: AcceptCommand): Promise<AcceptResult> {
+    return this.accepts.add(cmd);
+  }
+
+  private async acceptBatch(batch: readonly AcceptCommand[]): Promise<AcceptResult[]> {
     const rate = this.config.sendRatePerSecond;
-    const reply = (await ACCEPT.run(
-      this.redis,
-      [
+    const keys: string[] = [];
+    const args: Array<string | number> = [
+      rate,
+      rate * 2,
+      this.config.offlineMaxPerUser,
+      this.config.offlineTtlMs,
+      IDEMPOTENCY_WINDOW_MS,
+      this.keys.leasePrefix,
+    ];
+    for (const cmd of batch) {
+      keys.push(
         this.keys.idempotency(cmd.from, cmd.clientMsgId ?? ''),
         this.keys.rate(cmd.from),
         this.keys.seq(cmd.to),
         this.keys.inbox(cmd.to),
         this.keys.presence(cmd.to),
-      ],
-      [
-        cmd.clientMsgId === undefined ? '0' : '1',
-        rate,
-        rate * 2,
-        cmd.draft,
-        this.config.offlineMaxPerUser,
-        this.config.offlineTtlMs,
-        IDEMPOTENCY_WINDOW_MS,
-        this.keys.leasePrefix,
-        cmd.id,
-        cmd.to,
-      ],
-    )) as string[];
-    switch (reply[0]) {
-      case 'duplicate': {
-        const [, id, status, json, ...nodes] = reply;
-        const first = { kind: 'duplicate', id, status: status as SendStatus } as const;
-        return json === undefined ? first : { ...first, repush: { json, nodes } };
-      }
-      case 'rate_limited':
-        return { kind: 'rate_limited', retryAfterMs: Number(reply[1]) };
-      default:
-        return { kind: 'accepted', seq: Number(reply[1]), dropped: Number(reply[2]), json: reply[3], nodes: reply.slice(4) };
+      );
+      args.push(cmd.clientMsgId === undefined ? '0' : '1', cmd.draft, cmd.id, cmd.to);
     }
+    const replies = (await ACCEPT.runNow(this.redis, keys, args)) as string[][];
+    return replies.map(acceptResult);
   }
 
   async settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
@@ -219,5 +233,19 @@ export class RedisMessageStore extends MessageStore {
       const bar = m.indexOf('|');
       return { id: m.slice(0, bar), from: m.slice(bar + 1) };
     });
+  }
+}
+
+function acceptResult(reply: string[]): AcceptResult {
+  switch (reply[0]) {
+    case 'duplicate': {
+      const [, id, status, json, ...nodes] = reply;
+      const first = { kind: 'duplicate', id, status: status as SendStatus } as const;
+      return json === undefined ? first : { ...first, repush: { json, nodes } };
+    }
+    case 'rate_limited':
+      return { kind: 'rate_limited', retryAfterMs: Number(reply[1]) };
+    default:
+      return { kind: 'accepted', seq: Number(reply[1]), dropped: Number(reply[2]), json: reply[3], nodes: reply.slice(4) };
   }
 }

@@ -17,17 +17,22 @@ export class LuaScript {
   }
 
   /**
-   * Runs the script. A failure to reach Redis becomes AppError('unavailable'), which callers pass on so that
-   * clients retry (idempotently, with the same clientMsgId); an error Redis replied with is a bug and stays.
+   * Runs the script, written with the rest of this event-loop turn's commands (writeAtEndOfTurn). A failure to
+   * reach Redis becomes AppError('unavailable'), which callers pass on so that clients retry (idempotently,
+   * with the same clientMsgId); an error Redis replied with is a bug and stays.
    */
-  async run(client: Redis, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
+  run(client: Redis, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
+    writeAtEndOfTurn(client);
+    return this.runNow(client, keys, args);
+  }
+
+  /** Runs the script with no wait for the turn's end: for a caller that gathered its turn's work itself, at its end. */
+  async runNow(client: Redis, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
     try {
       try {
-        writeAtEndOfTurn(client);
         return await client.evalsha(this.sha, keys.length, ...keys, ...args);
       } catch (err) {
         if (isReplyError(err) && err.message.startsWith('NOSCRIPT')) {
-          writeAtEndOfTurn(client);
           return await client.eval(this.source, keys.length, ...keys, ...args);
         }
         throw err;

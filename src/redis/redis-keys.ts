@@ -56,18 +56,24 @@ export class RedisKeys {
 export const LUA_NOW = `local __t = redis.call('TIME'); local now = tonumber(__t[1]) * 1000 + math.floor(tonumber(__t[2]) / 1000)`;
 
 /**
- * Lua function liveNodes(presenceKey, leasePrefix, now): the distinct nodes with an unexpired session entry
- * whose lease is alive. Shared by the presence lookup and the send script.
+ * Lua function liveNodes(presenceKey, leasePrefix, now, leases): the distinct nodes with an unexpired session
+ * entry whose lease is alive. `leases` (optional) caches each node's lease check for the rest of the script,
+ * which is one atomic step. Shared by the presence lookup and the messaging scripts.
  */
 export const LUA_LIVE_NODES = `
-local function liveNodes(key, leasePrefix, now)
+local function liveNodes(key, leasePrefix, now, leases)
+  leases = leases or {}
   local members = redis.call('ZRANGEBYSCORE', key, now, '+inf')
-  local checked, out = {}, {}
+  local seen, out = {}, {}
   for _, m in ipairs(members) do
     local node = string.match(m, '^([^|]+)|')
-    if node and checked[node] == nil then
-      local alive = redis.call('EXISTS', leasePrefix .. node) == 1
-      checked[node] = alive
+    if node and not seen[node] then
+      seen[node] = true
+      local alive = leases[node]
+      if alive == nil then
+        alive = redis.call('EXISTS', leasePrefix .. node) == 1
+        leases[node] = alive
+      end
       if alive then out[#out + 1] = node end
     end
   end
