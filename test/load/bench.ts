@@ -11,6 +11,7 @@
  *            --cross-rate=R (rate of the cross-node scenarios, 2000 by default; their keys become crossR-nN)
  *            --tick=ms (at a fixed rate, the sends due go out every this many ms; 2 by default)
  *            --idle=<connections> --out=<dir>
+ *            --trace (each run's send times and latencies, and the generator's GCs, to <out>/trace-<key>-<system>.json)
  *   scenario keys: saturation-n3 rate2000-n3 rate5000-n3 cross2000-n2 cross2000-n3 cross2000-n4 idle
  *
  * Run nothing else on the machine meanwhile: Redis and RabbitMQ CPU and Redis command counts are those of
@@ -51,6 +52,8 @@ interface Options {
   quietMs: number;
   idle: number;
   outDir: string;
+  /** Write each run's per-message timing (LoadTrace) to <outDir>/trace-<scenario>-<system>.json. */
+  trace: boolean;
 }
 
 function parseOptions(argv: string[]): Options {
@@ -60,7 +63,7 @@ function parseOptions(argv: string[]): Options {
     if (!m) throw new Error(`unknown argument ${arg}`);
     flags.set(m[1], m[2] ?? 'true');
   }
-  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'rounds', 'cross-rate', 'tick', 'idle', 'out'];
+  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'rounds', 'cross-rate', 'tick', 'idle', 'out', 'trace'];
   for (const f of flags.keys()) if (!known.includes(f)) throw new Error(`unknown option --${f} (known: ${known.join(', ')})`);
   const quick = flags.has('quick');
   const num = (name: string, full: number, short: number) => {
@@ -91,6 +94,7 @@ function parseOptions(argv: string[]): Options {
     tickMs: num('tick', 2, 2),
     idle: num('idle', 10_000, 2000),
     outDir: flags.get('out') ?? join(ROOT, 'bench-results'),
+    trace: flags.has('trace'),
   };
 }
 
@@ -223,7 +227,7 @@ async function cleanup(redis: Redis, entry: { system: System; name: string; node
 // Scenarios
 
 function scenarios(o: Options): LoadScenario[] {
-  const base = { warmupS: o.warmupS, durationS: o.durationS, bodyBytes: 256, drainMs: o.drainMs, quietMs: o.quietMs, ackTimeoutMs: 10_000, inFlight: o.inFlight, rate: 0, tickMs: o.tickMs };
+  const base = { warmupS: o.warmupS, durationS: o.durationS, bodyBytes: 256, drainMs: o.drainMs, quietMs: o.quietMs, ackTimeoutMs: 10_000, inFlight: o.inFlight, rate: 0, tickMs: o.tickMs, trace: o.trace };
   const list: LoadScenario[] = [
     {
       key: 'saturation-n3',
@@ -665,6 +669,7 @@ async function main(): Promise<void> {
       drainMs: o.drainMs,
       quietMs: o.quietMs,
       idle: o.idle,
+      trace: o.trace,
     },
     runId,
   };
@@ -677,7 +682,13 @@ async function main(): Promise<void> {
     const result: LoadScenarioResult = { ...sc, rows: [] };
     for (const system of o.systems) {
       if (interrupted) return;
-      result.rows.push(await runLoad(system, sc, shared, mint));
+      const row = await runLoad(system, sc, shared, mint);
+      if (row.load?.trace) {
+        mkdirSync(o.outDir, { recursive: true });
+        writeFileSync(join(o.outDir, `trace-${sc.key}-${system}.json`), JSON.stringify(row.load.trace));
+        delete row.load.trace;
+      }
+      result.rows.push(row);
       const entry = prefixesUsed[prefixesUsed.length - 1];
       await cleanup(redis, entry);
     }

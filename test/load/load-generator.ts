@@ -1,5 +1,5 @@
 import { createSecretKey, KeyObject } from 'node:crypto';
-import { performance } from 'node:perf_hooks';
+import { performance, type PerformanceEntry, PerformanceObserver } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import jwt from 'jsonwebtoken';
 import { io, Socket } from 'socket.io-client';
@@ -152,6 +152,20 @@ export interface LoadSpec {
   /** The drain also ends once no ack or receipt came for this long and no send is outstanding. */
   quietMs: number;
   ackTimeoutMs: number;
+  /** Record every window message's send time and latency, and the generator's own GC pauses (`LoadTrace`). */
+  trace?: boolean;
+}
+
+/**
+ * Per-message timing of one run, to see when the slow messages were sent and what else happened then. Times
+ * are ms since `t0Epoch` (the window's start, epoch ms), so other processes' epoch-stamped events line up.
+ */
+export interface LoadTrace {
+  t0Epoch: number;
+  /** Pairs: send time, end-to-end latency (first receipt), for messages sent in the window. */
+  messages: number[];
+  /** Triples: start, duration (ms), kind (PerformanceObserver's gc kind) of the generator's own GCs. */
+  generatorGc: number[];
 }
 
 /** Called at the start and the end of the measured window; what they read synchronously is at that instant. */
@@ -224,6 +238,7 @@ export interface LoadResult {
   drainedMs: number;
   /** Sends still without an answer when the drain ended. */
   unanswered: number;
+  trace?: LoadTrace;
 }
 
 export function percentiles(values: number[]): Percentiles {
@@ -257,6 +272,7 @@ export class LoadGenerator {
   private foreign = 0;
   private disconnects = 0;
   private readonly e2e: number[] = [];
+  private readonly traced?: { messages: number[]; gc: number[]; observer: PerformanceObserver };
   private readonly ackLatency: number[] = [];
   private readonly byNode: number[][];
   private readonly seqs = new Map<string, SeqTrack>();
@@ -273,6 +289,14 @@ export class LoadGenerator {
     sessions.forEach((s, i) => this.byNode[s.node].push(i));
     if (spec.crossNode && nodes < 2) throw new Error('crossNode needs at least two nodes');
     sessions.forEach((s) => s.socket.on('disconnect', () => this.disconnects++));
+    if (spec.trace) {
+      const gc: number[] = [];
+      const observer = new PerformanceObserver((list) => {
+        for (const e of list.getEntries()) gc.push(round2(e.startTime - this.t0), round2(e.duration), (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? 0);
+      });
+      observer.observe({ entryTypes: ['gc'] });
+      this.traced = { messages: [], gc, observer };
+    }
   }
 
   /**
@@ -321,7 +345,10 @@ export class LoadGenerator {
       track.max = Math.max(track.max, msg.seq);
     }
     if (now >= this.t0 && now < this.t1) this.delivered++;
-    if (msg.body.sentAtHr >= this.t0) this.e2e.push(now - msg.body.sentAtHr);
+    if (msg.body.sentAtHr >= this.t0) {
+      this.e2e.push(now - msg.body.sentAtHr);
+      this.traced?.messages.push(round2(msg.body.sentAtHr - this.t0), round2(now - msg.body.sentAtHr));
+    }
   }
 
   private recipientOf(sender: number): number {
@@ -434,6 +461,7 @@ export class LoadGenerator {
       await delay(20);
     }
     const drainedMs = performance.now() - drainStart;
+    this.traced?.observer.disconnect();
 
     let lost = 0;
     const lostSample: LostMessage[] = [];
@@ -471,7 +499,21 @@ export class LoadGenerator {
       ackMs: percentiles(this.ackLatency),
       generatorCpuS: (cpu.user + cpu.system) / 1e6,
       drainedMs,
+      trace: this.traced && {
+        t0Epoch: round2(performance.timeOrigin + this.t0),
+        messages: this.traced.messages,
+        generatorGc: fromWindowOn(this.traced.gc),
+      },
       unanswered: this.outstanding,
     };
   }
+}
+
+const round2 = (x: number): number => Math.round(x * 100) / 100;
+
+/** The GC triples from the window's start on (before it: connecting and warming up). */
+function fromWindowOn(gc: readonly number[]): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < gc.length; i += 3) if (gc[i] >= 0) out.push(gc[i], gc[i + 1], gc[i + 2]);
+  return out;
 }
