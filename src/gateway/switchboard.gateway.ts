@@ -8,7 +8,7 @@ import { AuthService } from '../auth/auth.service';
 import { bearerToken } from '../auth/guards';
 import { ReadMessagesDto, parseSendMessage } from '../messaging/dto';
 import { LocalDelivery } from '../messaging/local-delivery';
-import { MessageService } from '../messaging/message.service';
+import { DeliveredRef, MessageService } from '../messaging/message.service';
 import { ChatMessage, MessageStatusEvent } from '../messaging/message.types';
 import { Lifecycle } from '../health/lifecycle';
 import { PresenceService } from '../presence/presence.service';
@@ -156,10 +156,12 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     socket.disconnect(true);
   }
 
+  /** The ack callback keeps only what the confirmation needs, not the message: clients may take a while to ack. */
   private emitMessage(socket: SwitchboardSocket, msg: ChatMessage): void {
+    const ref: DeliveredRef = { seq: msg.seq, id: msg.id, from: msg.from };
     socket.emit('message', msg, () => {
-      this.messages.confirm(socket.data.userId, msg).catch((err: unknown) => {
-        this.logger.warn(`confirm of ${msg.id} failed; it will be delivered again: ${String(err)}`);
+      this.messages.confirm(socket.data.userId, ref).catch((err: unknown) => {
+        this.logger.warn(`confirm of ${ref.id} failed; it will be delivered again: ${String(err)}`);
       });
     });
   }

@@ -21,6 +21,9 @@ import { MessageIdGenerator } from './message-id';
 import { ConfirmCommand, ConfirmResult, MessageStore } from './message.store';
 import { ChatMessage, InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
 
+/** What confirming a delivered message needs of it. */
+export type DeliveredRef = Pick<ChatMessage, 'seq' | 'id' | 'from'>;
+
 /**
  * A payload that found no session where presence said one was (the session moved or closed), or that its
  * node did not consume in time (dead-lettered), is routed again at most this many times; then a message
@@ -136,11 +139,12 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   /** A recipient session confirmed receipt: the message leaves the inbox and its sender learns it. */
-  async confirm(userId: string, msg: ChatMessage): Promise<void> {
-    const { removed, senderNodes } = await this.confirms.add({ userId, seq: msg.seq, id: msg.id, from: msg.from });
+  async confirm(userId: string, msg: DeliveredRef): Promise<void> {
+    const { seq, id, from } = msg;
+    const { removed, senderNodes } = await this.confirms.add({ userId, seq, id, from });
     if (!removed) return;
     this.metrics.messagesConfirmed.inc();
-    await this.pushStatus(msg.from, { id: msg.id, to: userId, status: 'delivered' }, senderNodes, 0);
+    await this.pushStatus(from, { id, to: userId, status: 'delivered' }, senderNodes, 0);
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<void> {
@@ -164,17 +168,19 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     );
   }
 
-  /** Pushes to each node once; true when at least one session got it or a node's queue took it. */
-  private async push(msg: ChatMessage, json: string, nodes: readonly string[], hops: number): Promise<boolean> {
+  /**
+   * Pushes to each node once; true when at least one session got it or a node's queue took it. No closure
+   * keeps `msg` or `json` while the broker's confirm is awaited: a send waits for it, and on a busy node
+   * whatever a waiting send holds outlives a scavenge or two.
+   */
+  private push(msg: ChatMessage, json: string, nodes: readonly string[], hops: number): Promise<boolean> {
+    const outcomes: Array<Promise<boolean>> = [];
     let envelope: Buffer | undefined;
-    const outcomes = await Promise.all(
-      nodes.map(async (nodeId) => {
-        if (nodeId === this.config.nodeId) return this.deliverLocally(msg, 'local') > 0;
-        envelope ??= encodeMessageEnvelope(json, hops);
-        return this.publish(nodeId, envelope, 'message');
-      }),
-    );
-    return outcomes.includes(true);
+    for (const nodeId of nodes) {
+      if (nodeId === this.config.nodeId) outcomes.push(Promise.resolve(this.deliverLocally(msg, 'local') > 0));
+      else outcomes.push(this.publish(nodeId, (envelope ??= encodeMessageEnvelope(json, hops)), 'message'));
+    }
+    return Promise.all(outcomes).then((reached) => reached.includes(true));
   }
 
   private deliverLocally(msg: ChatMessage, source: 'local' | 'remote' | 'stored'): number {
