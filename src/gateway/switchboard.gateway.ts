@@ -187,9 +187,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     for (const [event, handler] of Object.entries<Handler>(this.handlers)) {
       socket.on(event as keyof ClientToServerEvents, (...args: unknown[]) => {
         const [payload, ack] = splitArgs(args);
-        // A handler that throws synchronously (validation) must not escape to the socket's emitter.
-        Promise.resolve()
-          .then(() => handler(socket, payload))
+        // A handler that throws synchronously (validation) must not escape to the socket's emitter. The payload
+        // travels down the chain rather than in a closure, so it is not held until the answer.
+        Promise.resolve(payload)
+          .then((p) => handler(socket, p))
           .then(
             (result) => ack?.({ ok: true, ...result }),
             (err: unknown) => {

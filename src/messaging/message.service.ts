@@ -144,7 +144,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     const { removed, senderNodes } = await this.confirms.add({ userId, seq, id, from });
     if (!removed) return;
     this.metrics.messagesConfirmed.inc();
-    await this.pushStatus(from, { id, to: userId, status: 'delivered' }, senderNodes, 0);
+    this.pushStatus(from, { id, to: userId, status: 'delivered' }, senderNodes, 0);
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<void> {
@@ -153,7 +153,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     await Promise.all(
       [...bySender].map(async ([from, readIds]) => {
         const nodes = await this.presence.nodesOf(from);
-        await Promise.all(readIds.map((id) => this.pushStatus(from, { id, to: userId, status: 'read' }, nodes, 0)));
+        for (const id of readIds) this.pushStatus(from, { id, to: userId, status: 'read' }, nodes, 0);
       }),
     );
   }
@@ -189,9 +189,9 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     return reached;
   }
 
-  private publish(nodeId: string, payload: Buffer, kind: 'message' | 'status' | 'end', maxDelayMs?: number): Promise<boolean> {
+  private publish(nodeId: string, payload: Buffer, kind: 'message' | 'end'): Promise<boolean> {
     this.metrics.nodePushes.inc({ kind });
-    const routed = this.bus.publishToNode(nodeId, payload, { maxDelayMs }).then(
+    const routed = this.bus.publishToNode(nodeId, payload).then(
       (outcome) => outcome === 'routed',
       (err: unknown) => {
         this.logger.warn(`push to ${nodeId} failed, the message stays in the inbox: ${String(err)}`);
@@ -202,17 +202,27 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   private async sendStatus(userId: string, status: MessageStatusEvent, hops: number): Promise<void> {
-    await this.pushStatus(userId, status, await this.presence.nodesOf(userId), hops);
+    this.pushStatus(userId, status, await this.presence.nodesOf(userId), hops);
   }
 
-  private async pushStatus(userId: string, status: MessageStatusEvent, nodes: readonly string[], hops: number): Promise<void> {
+  /**
+   * Receipts go out without waiting for the broker's word: nothing depends on it (a receipt has no
+   * durability promise), and on a busy node a wait per receipt holds its objects across scavenges. A receipt
+   * the bus cannot take is logged.
+   */
+  private pushStatus(userId: string, status: MessageStatusEvent, nodes: readonly string[], hops: number): void {
     let envelope: Buffer | undefined;
-    await Promise.all(
-      nodes.map(async (nodeId) => {
-        if (nodeId === this.config.nodeId) this.local.deliverStatus(userId, status);
-        else await this.publish(nodeId, (envelope ??= encodeStatusEnvelope(userId, status, hops)), 'status', RECEIPT_DELAY_MS);
-      }),
-    );
+    for (const nodeId of nodes) {
+      if (nodeId === this.config.nodeId) {
+        this.local.deliverStatus(userId, status);
+        continue;
+      }
+      this.metrics.nodePushes.inc({ kind: 'status' });
+      envelope ??= encodeStatusEnvelope(userId, status, hops);
+      this.bus.publishToNode(nodeId, envelope, { maxDelayMs: RECEIPT_DELAY_MS }).catch((err: unknown) => {
+        this.logger.warn(`'${status.status}' receipt of ${status.id} to ${nodeId} failed: ${String(err)}`);
+      });
+    }
   }
 
   private async onBusPayload(payload: Buffer, delivery: Delivery): Promise<void> {
