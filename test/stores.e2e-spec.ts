@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import Redis from 'ioredis';
 import { AppConfig, loadConfig } from '../src/config/config';
 import { MemoryMessageStore } from '../src/messaging/memory-message.store';
+import { MessageIdGenerator } from '../src/messaging/message-id';
 import { RedisMessageStore } from '../src/messaging/redis-message.store';
 import { MemoryPresenceStore } from '../src/presence/memory-presence.store';
 import { RedisPresenceStore } from '../src/presence/redis-presence.store';
@@ -102,3 +103,25 @@ messageStoreContract('MemoryMessageStore', (): MessageStoreFactory => ({
   },
   close: async () => undefined,
 }));
+
+describe('RedisMessageStore: the sends of one turn share a script call', () => {
+  const backends = new RedisBackends('b');
+  afterAll(() => backends.close());
+
+  it("one send's failing command fails that send only", async () => {
+    const { redis, keys, config } = backends.open({});
+    const store = new RedisMessageStore(redis, keys, config);
+    const ids = new MessageIdGenerator();
+    const [id1, id2] = [ids.next(), ids.next()];
+    const draft = (to: string, id: string) => `{"id":"${id}","from":"alice","to":"${to}","body":"hi","sentAt":1`;
+    await redis.set(keys.inbox('broken'), 'not a sorted set');
+    const [broken, healthy] = await Promise.allSettled([
+      store.accept({ from: 'alice', to: 'broken', id: id1, draft: draft('broken', id1) }),
+      store.accept({ from: 'alice', to: 'bob', id: id2, draft: draft('bob', id2) }),
+    ]);
+    expect(broken.status).toBe('rejected');
+    expect(String((broken as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
+    expect(healthy).toMatchObject({ status: 'fulfilled', value: { kind: 'accepted', seq: 1 } });
+    expect((await store.pending('bob')).messages).toEqual([`${draft('bob', id2)},"seq":1}`]);
+  });
+});

@@ -37,7 +37,7 @@ const ACCEPT_ARGS = 4;
  * ARGV: rate/s, burst, maxPerUser, offlineTtlMs, idemTtlMs, leasePrefix, then per command: hasIdem, draft, id, to.
  * KEYS per command: idempotency, rate(from), seq(to), inbox(to), presence(to).
  * The idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished pushing.
- * Returns one reply per command.
+ * Returns one reply per command; a command that failed answers {'failed', error} and the others go on.
  */
 const ACCEPT = new LuaScript(
   'accept',
@@ -85,7 +85,10 @@ const ACCEPT = new LuaScript(
   local out = {}
   for i = 0, #KEYS / ${ACCEPT_KEYS} - 1 do
     local k, a = ${ACCEPT_KEYS} * i, 6 + ${ACCEPT_ARGS} * i
-    out[i + 1] = accept(KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+    -- One send's failure (a key of the wrong type, say) is that send's answer, not the whole batch's.
+    local ok, reply = pcall(accept, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+    if ok then out[i + 1] = reply
+    else out[i + 1] = {'failed', type(reply) == 'table' and reply.err or tostring(reply)} end
   end
   return out`,
 );
@@ -161,7 +164,7 @@ const MARK_READ = new LuaScript(
 
 @Injectable()
 export class RedisMessageStore extends MessageStore {
-  private readonly accepts = new Batcher<AcceptCommand, AcceptResult>((batch) => this.acceptBatch(batch), 0, ACCEPT_BATCH);
+  private readonly accepts = new Batcher<AcceptCommand, AcceptResult | Error>((batch) => this.acceptBatch(batch), 0, ACCEPT_BATCH);
 
   constructor(
     @InjectRedis() private readonly redis: Redis,
@@ -172,11 +175,13 @@ export class RedisMessageStore extends MessageStore {
   }
 
   /** Every send of this event-loop turn goes to Redis in one script call, in order. */
-  accept(cmd: AcceptCommand): Promise<AcceptResult> {
-    return this.accepts.add(cmd);
+  async accept(cmd: AcceptCommand): Promise<AcceptResult> {
+    const result = await this.accepts.add(cmd);
+    if (result instanceof Error) throw result;
+    return result;
   }
 
-  private async acceptBatch(batch: readonly AcceptCommand[]): Promise<AcceptResult[]> {
+  private async acceptBatch(batch: readonly AcceptCommand[]): Promise<Array<AcceptResult | Error>> {
     const rate = this.config.sendRatePerSecond;
     const keys: string[] = [];
     const args: Array<string | number> = [
@@ -236,8 +241,10 @@ export class RedisMessageStore extends MessageStore {
   }
 }
 
-function acceptResult(reply: string[]): AcceptResult {
+function acceptResult(reply: string[]): AcceptResult | Error {
   switch (reply[0]) {
+    case 'failed':
+      return new Error(`Redis refused the accept script's commands: ${reply[1]}`);
     case 'duplicate': {
       const [, id, status, json, ...nodes] = reply;
       const first = { kind: 'duplicate', id, status: status as SendStatus } as const;
