@@ -125,3 +125,25 @@ describe('RedisMessageStore: the sends of one turn share a script call', () => {
     expect((await store.pending('bob')).messages).toEqual([`${draft('bob', id2)},"seq":1}`]);
   });
 });
+
+describe('RedisMessageStore: a batch of confirmations', () => {
+  const backends = new RedisBackends('c');
+  afterAll(() => backends.close());
+
+  it("one confirmation's failing command fails that confirmation only", async () => {
+    const { redis, keys, config } = backends.open({});
+    const store = new RedisMessageStore(redis, keys, config);
+    const ids = new MessageIdGenerator();
+    const id = ids.next();
+    const accepted = await store.accept({ from: 'alice', to: 'bob', id, draft: `{"id":"${id}","from":"alice","to":"bob","body":"hi","sentAt":1` });
+    if (accepted.kind !== 'accepted') throw new Error(`not accepted: ${accepted.kind}`);
+    await redis.set(keys.inbox('broken'), 'not a sorted set');
+    const [broken, healthy] = await store.confirm([
+      { userId: 'broken', seq: 1, id: ids.next(), from: 'alice' },
+      { userId: 'bob', seq: accepted.seq, id, from: 'alice' },
+    ]);
+    expect(broken).toMatchObject({ removed: false, failed: expect.stringMatching(/WRONGTYPE/) as unknown });
+    expect(healthy).toEqual({ removed: true, senderNodes: [] });
+    expect((await store.pending('bob')).messages).toEqual([]);
+  });
+});

@@ -141,7 +141,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   /** A recipient session confirmed receipt: the message leaves the inbox and its sender learns it. */
   async confirm(userId: string, msg: DeliveredRef): Promise<void> {
     const { seq, id, from } = msg;
-    const { removed, senderNodes } = await this.confirms.add({ userId, seq, id, from });
+    const { removed, senderNodes, failed } = await this.confirms.add({ userId, seq, id, from });
+    if (failed !== undefined) throw new Error(`the store refused it: ${failed}`);
     if (!removed) return;
     this.metrics.messagesConfirmed.inc();
     this.pushStatus(from, { id, to: userId, status: 'delivered' }, senderNodes, 0);

@@ -45,6 +45,8 @@ export interface ConfirmResult {
   readonly removed: boolean;
   /** When removed: the live nodes holding a session of the sender, to tell it 'delivered'. */
   readonly senderNodes: string[];
+  /** This confirmation alone failed (the store refused it); the message stays and is delivered again. */
+  readonly failed?: string;
 }
 
 export interface ReadReceipt {

@@ -124,7 +124,7 @@ const PENDING = new LuaScript(
  * KEYS: per command: inbox, unread, presence(from).  ARGV: maxPerUser, offlineTtlMs, leasePrefix, then per
  * command: seq, id, from.
  * Returns one reply per command: {} when already confirmed, else {1, sender's live node, ...}, so the receipt
- * needs no second round trip.
+ * needs no second round trip; {0, error} when Redis refused the command's commands.
  */
 const CONFIRM = new LuaScript(
   'confirm',
@@ -132,18 +132,19 @@ const CONFIRM = new LuaScript(
   ${LUA_LIVE_NODES}
   local max, ttl, leasePrefix = tonumber(ARGV[1]), ARGV[2], ARGV[3]
   local out, senders, leases = {}, {}, {}
+  local function confirm(inbox, unread, presence, seq, id, from)
+    if redis.call('ZREMRANGEBYSCORE', inbox, seq, seq) == 0 then return {} end
+    redis.call('ZADD', unread, 0, id .. '|' .. from)
+    redis.call('ZREMRANGEBYRANK', unread, 0, -(max + 1))
+    redis.call('PEXPIRE', unread, ttl)
+    senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, now, leases)
+    return {1, unpack(senders[presence])}
+  end
   for i = 1, #KEYS / 3 do
-    local inbox, unread, presence = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-    local seq, id, from = ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3]
-    if redis.call('ZREMRANGEBYSCORE', inbox, seq, seq) == 0 then
-      out[i] = {}
-    else
-      redis.call('ZADD', unread, 0, id .. '|' .. from)
-      redis.call('ZREMRANGEBYRANK', unread, 0, -(max + 1))
-      redis.call('PEXPIRE', unread, ttl)
-      senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, now, leases)
-      out[i] = {1, unpack(senders[presence])}
-    end
+    -- As in accept: one command's failure is its own answer.
+    local ok, reply = pcall(confirm, KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3])
+    if ok then out[i] = reply
+    else out[i] = {0, type(reply) == 'table' and reply.err or tostring(reply)} end
   end
   return out`,
 );
@@ -228,7 +229,9 @@ export class RedisMessageStore extends MessageStore {
       args.push(c.seq, c.id, c.from);
     }
     const replies = (await CONFIRM.run(this.redis, keys, args)) as Array<[number?, ...string[]]>;
-    return replies.map(([removed, ...senderNodes]) => ({ removed: removed === 1, senderNodes }));
+    return replies.map(([removed, ...rest]) =>
+      removed === 0 ? { removed: false, senderNodes: [], failed: rest[0] } : { removed: removed === 1, senderNodes: rest },
+    );
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
