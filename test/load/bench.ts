@@ -7,11 +7,11 @@
  *   npm run bench                  full run, sized for a 2-core machine (several minutes)
  *   npm run bench -- --quick       under a minute, for development
  *   options: --only=<key,...> --systems=switchboard,baseline --users=N --in-flight=W --duration=S --warmup=S
- *            --rounds=R (rounds of the cross-node scenarios, for the growth with N)
+ *            --rounds=R (rounds of the saturation and cross-node scenarios; even rounds run the baseline first)
  *            --cross-rate=R (rate of the cross-node scenarios, 2000 by default; their keys become crossR-nN)
  *            --tick=ms (at a fixed rate, the sends due go out every this many ms; 2 by default)
  *            --idle=<connections> --out=<dir>
- *            --trace (each run's send times and latencies, and the generator's GCs, to <out>/trace-<key>-<system>.json)
+ *            --trace (each run's send times and latencies, and the generator's GCs, to <out>/trace-<key>-r<round>-<system>.json)
  *   scenario keys: saturation-n3 rate2000-n3 rate5000-n3 cross2000-n2 cross2000-n3 cross2000-n4 idle
  *
  * Run nothing else on the machine meanwhile: Redis and RabbitMQ CPU and Redis command counts are those of
@@ -42,7 +42,7 @@ interface Options {
   inFlight: number;
   warmupS: number;
   durationS: number;
-  /** Rounds of the cross-node scenarios (N = 2, 3, 4, then 4, 3, 2, ...). */
+  /** Rounds of the saturation and the cross-node scenarios (N = 2, 3, 4, then 4, 3, 2, ...). */
   rounds: number;
   /** Messages per second of the cross-node scenarios (issue 4: 2000; lower to see the growth without contention). */
   crossRate: number;
@@ -87,8 +87,9 @@ function parseOptions(argv: string[]): Options {
     durationS: num('duration', 10, 1),
     drainMs: quick ? 2000 : 10_000,
     quietMs: quick ? 500 : 3000,
-    // The growth with N is a ratio of runs minutes apart on a shared machine: measured in rounds (N up, then N
-    // down) and averaged, so that a drift of the machine does not read as growth.
+    // The growth with N, and saturation against the baseline, are ratios of runs minutes apart on a shared
+    // machine: measured in rounds (N up, then N down; the systems in turn) and averaged, so that a drift of the
+    // machine does not read as growth or as a difference.
     rounds: Math.round(num('rounds', 2, 1)),
     crossRate: num('cross-rate', 2000, 2000),
     tickMs: num('tick', 2, 2),
@@ -155,7 +156,7 @@ interface LostLookup extends LostMessage {
 interface LoadScenario {
   key: string;
   title: string;
-  /** 1, or the round of a cross-node scenario. */
+  /** 1, or the round of a scenario measured in rounds (saturation, cross-node); even rounds run the systems in reverse order. */
   round: number;
   nodes: number;
   users: number;
@@ -229,14 +230,14 @@ async function cleanup(redis: Redis, entry: { system: System; name: string; node
 function scenarios(o: Options): LoadScenario[] {
   const base = { warmupS: o.warmupS, durationS: o.durationS, bodyBytes: 256, drainMs: o.drainMs, quietMs: o.quietMs, ackTimeoutMs: 10_000, inFlight: o.inFlight, rate: 0, tickMs: o.tickMs, trace: o.trace };
   const list: LoadScenario[] = [
-    {
+    ...Array.from({ length: o.rounds }, (_, r) => ({
       key: 'saturation-n3',
-      title: `saturation, N=3, ${o.inFlight} in flight per user`,
-      round: 1,
+      title: `saturation, N=3, ${o.inFlight} in flight per user` + (o.rounds > 1 ? `, round ${r + 1}` : ''),
+      round: r + 1,
       nodes: 3,
       users: o.users,
-      spec: { ...base, mode: 'saturation', crossNode: false },
-    },
+      spec: { ...base, mode: 'saturation' as const, crossNode: false },
+    })),
     ...[2000, 5000].map((rate) => ({
       key: `rate${rate}-n3`,
       title: `${rate} msg/s, N=3`,
@@ -434,6 +435,18 @@ function ratio(a: number | undefined, b: number | undefined): string {
 const oneLine = (text: string | undefined): string => (text ?? '?').replace(/\s+/g, ' ').replace(/\|/g, '/').slice(0, 300);
 const label = (s: System) => (s === 'switchboard' ? 'Switchboard' : 'baseline');
 
+/** A figure of one system over the rounds of a scenario: the mean, and a cell "mean (round 1 / round 2 ...)". */
+function overRounds(
+  rounds: readonly LoadScenarioResult[],
+  system: System,
+  pick: (row: LoadRow) => number | undefined,
+  format: (x: number) => string,
+): { mean: number; cell: string } {
+  const values = [...rounds].sort((a, b) => a.round - b.round).map((s) => pick(s.rows.find((r) => r.system === system) ?? { system, cluster: '' }) ?? NaN);
+  const mean = values.reduce((a, b) => a + b, 0) / values.length;
+  return { mean, cell: format(mean) + (values.length > 1 ? ` (${values.map(format).join(' / ')})` : '') };
+}
+
 interface Meta {
   date: string;
   mode: 'quick' | 'full';
@@ -518,16 +531,24 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
     lines.push('| system | ' + ns.map((n) => `node CPU µs/msg, N=${n}`).join(' | ') + ` | N=${ns[ns.length - 1]} ÷ N=${ns[0]} |`);
     lines.push('| --- | ' + ns.map(() => '--:').join(' | ') + ' | --: |');
     for (const system of o.systems) {
-      const perN = ns.map((n) =>
-        cross
-          .filter((s) => s.nodes === n)
-          .sort((a, b) => a.round - b.round)
-          .map((s) => s.rows.find((r) => r.system === system)?.nodeCpuUsPerMsg ?? NaN),
-      );
-      const means = perN.map((v) => v.reduce((a, b) => a + b, 0) / v.length);
-      const cells = perN.map((v, i) => fmt(means[i], 0) + (v.length > 1 ? ` (${v.map((x) => fmt(x, 0)).join(' / ')})` : ''));
-      lines.push(`| ${label(system)} | ${cells.join(' | ')} | ${ratio(means[means.length - 1], means[0])} |`);
+      const perN = ns.map((n) => overRounds(cross.filter((s) => s.nodes === n), system, (r) => r.nodeCpuUsPerMsg, (x) => fmt(x, 0)));
+      lines.push(`| ${label(system)} | ${perN.map((m) => m.cell).join(' | ')} | ${ratio(perN[perN.length - 1].mean, perN[0].mean)} |`);
     }
+  }
+  const saturation = loads.filter((s) => s.key === 'saturation-n3');
+  if (saturation.length > 1) {
+    lines.push('');
+    lines.push(`### Saturation, N=3 (mean of ${saturation.length} rounds, each round in brackets; even rounds ran the baseline first)`, '');
+    lines.push('| system | delivered/s | node CPU µs/msg |');
+    lines.push('| --- | --: | --: |');
+    const per = o.systems.map((system) => ({
+      system,
+      delivered: overRounds(saturation, system, (r) => r.load?.deliveredPerS, int),
+      cpu: overRounds(saturation, system, (r) => r.nodeCpuUsPerMsg, (x) => fmt(x, 0)),
+    }));
+    for (const p of per) lines.push(`| ${label(p.system)} | ${p.delivered.cell} | ${p.cpu.cell} |`);
+    const [sb, bl] = ['switchboard', 'baseline'].map((system) => per.find((p) => p.system === system));
+    if (sb && bl) lines.push(`| *Switchboard ÷ baseline* | ${ratio(sb.delivered.mean, bl.delivered.mean)} | ${ratio(sb.cpu.mean, bl.cpu.mean)} |`);
   }
   if (idle.length > 0) {
     lines.push('');
@@ -680,12 +701,13 @@ async function main(): Promise<void> {
     if (interrupted) return;
     log(`▶ ${sc.key}: ${sc.title}, ${sc.users} users, ${sc.spec.warmupS} s + ${sc.spec.durationS} s`);
     const result: LoadScenarioResult = { ...sc, rows: [] };
-    for (const system of o.systems) {
+    // Alternating the order (A B, then B A) keeps a drift of the machine from reading as a difference.
+    for (const system of sc.round % 2 === 0 ? [...o.systems].reverse() : o.systems) {
       if (interrupted) return;
       const row = await runLoad(system, sc, shared, mint);
       if (row.load?.trace) {
         mkdirSync(o.outDir, { recursive: true });
-        writeFileSync(join(o.outDir, `trace-${sc.key}-${system}.json`), JSON.stringify(row.load.trace));
+        writeFileSync(join(o.outDir, `trace-${sc.key}-r${sc.round}-${system}.json`), JSON.stringify(row.load.trace));
         delete row.load.trace;
       }
       result.rows.push(row);
