@@ -104,17 +104,23 @@ messageStoreContract('MemoryMessageStore', (): MessageStoreFactory => ({
   close: async () => undefined,
 }));
 
-describe('RedisMessageStore: the sends of one turn share a script call', () => {
+/** The batched scripts answer each command on its own: a command Redis refuses fails alone. */
+describe('RedisMessageStore: one refused command in a batch', () => {
   const backends = new RedisBackends('b');
   afterAll(() => backends.close());
 
-  it("one send's failing command fails that send only", async () => {
+  const draft = (to: string, id: string): string => `{"id":"${id}","from":"alice","to":"${to}","body":"hi","sentAt":1`;
+  /** A store whose user `broken` has an inbox key of the wrong type. */
+  const openBroken = async (): Promise<RedisMessageStore> => {
     const { redis, keys, config } = backends.open({});
-    const store = new RedisMessageStore(redis, keys, config);
-    const ids = new MessageIdGenerator();
-    const [id1, id2] = [ids.next(), ids.next()];
-    const draft = (to: string, id: string) => `{"id":"${id}","from":"alice","to":"${to}","body":"hi","sentAt":1`;
     await redis.set(keys.inbox('broken'), 'not a sorted set');
+    return new RedisMessageStore(redis, keys, config);
+  };
+  const ids = new MessageIdGenerator();
+
+  it('fails that send only, among the sends of one turn', async () => {
+    const store = await openBroken();
+    const [id1, id2] = [ids.next(), ids.next()];
     const [broken, healthy] = await Promise.allSettled([
       store.accept({ from: 'alice', to: 'broken', id: id1, draft: draft('broken', id1) }),
       store.accept({ from: 'alice', to: 'bob', id: id2, draft: draft('bob', id2) }),
@@ -124,20 +130,12 @@ describe('RedisMessageStore: the sends of one turn share a script call', () => {
     expect(healthy).toMatchObject({ status: 'fulfilled', value: { kind: 'accepted', seq: 1 } });
     expect((await store.pending('bob')).messages).toEqual([`${draft('bob', id2)},"seq":1}`]);
   });
-});
 
-describe('RedisMessageStore: a batch of confirmations', () => {
-  const backends = new RedisBackends('c');
-  afterAll(() => backends.close());
-
-  it("one confirmation's failing command fails that confirmation only", async () => {
-    const { redis, keys, config } = backends.open({});
-    const store = new RedisMessageStore(redis, keys, config);
-    const ids = new MessageIdGenerator();
+  it('fails that confirmation only, in a batch of confirmations', async () => {
+    const store = await openBroken();
     const id = ids.next();
-    const accepted = await store.accept({ from: 'alice', to: 'bob', id, draft: `{"id":"${id}","from":"alice","to":"bob","body":"hi","sentAt":1` });
+    const accepted = await store.accept({ from: 'alice', to: 'bob', id, draft: draft('bob', id) });
     if (accepted.kind !== 'accepted') throw new Error(`not accepted: ${accepted.kind}`);
-    await redis.set(keys.inbox('broken'), 'not a sorted set');
     const [broken, healthy] = await store.confirm([
       { userId: 'broken', seq: 1, id: ids.next(), from: 'alice' },
       { userId: 'bob', seq: accepted.seq, id, from: 'alice' },
