@@ -28,7 +28,8 @@ end`;
 /** At most this many sends per script call, so that one call keeps Redis busy for a millisecond or so at most. */
 const ACCEPT_BATCH = 64;
 
-/** Per command of ACCEPT: how many KEYS and ARGV entries it takes. */
+/** ACCEPT's ARGV entries shared by every command, then how many KEYS and ARGV entries each command takes. */
+const ACCEPT_SHARED_ARGS = 6;
 const ACCEPT_KEYS = 5;
 const ACCEPT_ARGS = 4;
 
@@ -84,7 +85,7 @@ const ACCEPT = new LuaScript(
   end
   local out = {}
   for i = 0, #KEYS / ${ACCEPT_KEYS} - 1 do
-    local k, a = ${ACCEPT_KEYS} * i, 6 + ${ACCEPT_ARGS} * i
+    local k, a = ${ACCEPT_KEYS} * i, ${ACCEPT_SHARED_ARGS} + ${ACCEPT_ARGS} * i
     -- One send's failure (a key of the wrong type, say) is that send's answer, not the whole batch's.
     local ok, reply = pcall(accept, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
     if ok then out[i + 1] = reply
