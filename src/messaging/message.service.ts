@@ -195,7 +195,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     const routed = this.bus.publishToNode(nodeId, payload).then(
       (outcome) => outcome === 'routed',
       (err: unknown) => {
-        this.logger.warn(`push to ${nodeId} failed, the message stays in the inbox: ${String(err)}`);
+        const left = kind === 'message' ? 'the message stays in the inbox' : 'that session was not ended';
+        this.logger.warn(`${kind} push to ${nodeId} failed, ${left}: ${String(err)}`);
         return false;
       },
     );
