@@ -119,6 +119,8 @@ interface LoadRow {
   nodeCpuS?: number;
   nodeCpuPct?: number;
   nodeCpuUsPerMsg?: number;
+  /** CPU of every process on the machine that a message needs (nodes, Redis, RabbitMQ, the generator) per delivered message. */
+  allCpuUsPerMsg?: number;
   /** Read and write system calls of all nodes per delivered message. */
   nodeSyscallsPerMsg?: number;
   /** Event-loop wakeups of all nodes per delivered message. */
@@ -329,6 +331,7 @@ async function runLoad(system: System, sc: LoadScenario, shared: SharedServices,
     row.nodeWakeupsPerMsg = per(r.nodeWakeups.reduce((a, b) => a + b, 0));
     row.redisCpuS = r.redisCpuS;
     row.rabbitCpuS = r.rabbitCpuS;
+    row.allCpuUsPerMsg = per((nodeCpuS + (r.redisCpuS ?? NaN) + (r.rabbitCpuS ?? NaN) + load.generatorCpuS) * 1e6);
     row.redisCalls = span.redisCalls;
     row.counters = counters;
     // Traffic is counted over the whole run, from the first send to the end of the drain, per message the
@@ -501,8 +504,8 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
   }
   lines.push('');
   lines.push('### Cost', '');
-  lines.push('| scenario | system | node CPU s, each | nodes CPU % | node CPU µs/msg | node syscalls/msg | node wakeups/msg | Redis CPU s | RabbitMQ CPU s | generator CPU s | peak RSS MB, max node | GCs per 1000 msgs | GC pause µs/msg | inter-node msgs/msg | Redis calls/msg (EVALSHA) |');
-  lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
+  lines.push('| scenario | system | node CPU s, each | nodes CPU % | node CPU µs/msg | node syscalls/msg | node wakeups/msg | Redis CPU s | RabbitMQ CPU s | generator CPU s | all processes CPU µs/msg | peak RSS MB, max node | GCs per 1000 msgs | GC pause µs/msg | inter-node msgs/msg | Redis calls/msg (EVALSHA) |');
+  lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
   for (const sc of loads) {
     for (const r of sc.rows) {
       if (r.error || !r.load || !r.nodes) continue;
@@ -510,14 +513,14 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
       const evalsha = r.system === 'switchboard' ? ` (${fmt(r.evalshaPerMsg, 2)})` : ` (PUBLISH ${fmt(r.redisPublishPerMsg, 2)})`;
       lines.push(
         `| ${sc.title} | ${label(r.system)} | ${r.nodes.map((n) => fmt(n.cpuS, 2)).join(' / ')} | ${fmt(r.nodeCpuPct, 0)} | ${fmt(r.nodeCpuUsPerMsg, 0)} | ${fmt(r.nodeSyscallsPerMsg, 1)} | ${fmt(r.nodeWakeupsPerMsg, 1)} | ` +
-          `${fmt(r.redisCpuS, 2)} | ${fmt(r.rabbitCpuS, 2)} | ${fmt(r.load.generatorCpuS, 2)} | ${fmt(peak, 0)} | ${fmt(r.gcPer1000Msgs, 1)} | ${fmt(r.gcPauseUsPerMsg, 0)} | ${fmt(r.interNodePerMsg, 2)} | ${fmt(r.redisCallsPerMsg, 2)}${evalsha} |`,
+          `${fmt(r.redisCpuS, 2)} | ${fmt(r.rabbitCpuS, 2)} | ${fmt(r.load.generatorCpuS, 2)} | ${fmt(r.allCpuUsPerMsg, 0)} | ${fmt(peak, 0)} | ${fmt(r.gcPer1000Msgs, 1)} | ${fmt(r.gcPauseUsPerMsg, 0)} | ${fmt(r.interNodePerMsg, 2)} | ${fmt(r.redisCallsPerMsg, 2)}${evalsha} |`,
       );
     }
     const { sb, bl } = rowsOf(sc);
     if (sb?.load && bl?.load && sb.nodes && bl.nodes) {
       lines.push(
         `| | *Switchboard ÷ baseline* | | ${ratio(sb.nodeCpuPct, bl.nodeCpuPct)} | ${ratio(sb.nodeCpuUsPerMsg, bl.nodeCpuUsPerMsg)} | ${ratio(sb.nodeSyscallsPerMsg, bl.nodeSyscallsPerMsg)} | ${ratio(sb.nodeWakeupsPerMsg, bl.nodeWakeupsPerMsg)} | ${ratio(sb.redisCpuS, bl.redisCpuS)} | | ` +
-          `${ratio(sb.load.generatorCpuS, bl.load.generatorCpuS)} | ${ratio(Math.max(...sb.nodes.map((n) => n.peakRssMb)), Math.max(...bl.nodes.map((n) => n.peakRssMb)))} | ` +
+          `${ratio(sb.load.generatorCpuS, bl.load.generatorCpuS)} | ${ratio(sb.allCpuUsPerMsg, bl.allCpuUsPerMsg)} | ${ratio(Math.max(...sb.nodes.map((n) => n.peakRssMb)), Math.max(...bl.nodes.map((n) => n.peakRssMb)))} | ` +
           `${ratio(sb.gcPer1000Msgs, bl.gcPer1000Msgs)} | ${ratio(sb.gcPauseUsPerMsg, bl.gcPauseUsPerMsg)} | ${ratio(sb.interNodePerMsg, bl.interNodePerMsg)} | ${ratio(sb.redisCallsPerMsg, bl.redisCallsPerMsg)} |`,
       );
     }
@@ -539,16 +542,19 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
   if (saturation.length > 1) {
     lines.push('');
     lines.push(`### Saturation, N=3 (mean of ${saturation.length} rounds, each round in brackets; even rounds ran the baseline first)`, '');
-    lines.push('| system | delivered/s | node CPU µs/msg |');
-    lines.push('| --- | --: | --: |');
+    lines.push('| system | delivered/s | node CPU µs/msg | all processes CPU µs/msg |');
+    lines.push('| --- | --: | --: | --: |');
     const per = o.systems.map((system) => ({
       system,
       delivered: overRounds(saturation, system, (r) => r.load?.deliveredPerS, int),
       cpu: overRounds(saturation, system, (r) => r.nodeCpuUsPerMsg, (x) => fmt(x, 0)),
+      allCpu: overRounds(saturation, system, (r) => r.allCpuUsPerMsg, (x) => fmt(x, 0)),
     }));
-    for (const p of per) lines.push(`| ${label(p.system)} | ${p.delivered.cell} | ${p.cpu.cell} |`);
+    for (const p of per) lines.push(`| ${label(p.system)} | ${p.delivered.cell} | ${p.cpu.cell} | ${p.allCpu.cell} |`);
     const [sb, bl] = ['switchboard', 'baseline'].map((system) => per.find((p) => p.system === system));
-    if (sb && bl) lines.push(`| *Switchboard ÷ baseline* | ${ratio(sb.delivered.mean, bl.delivered.mean)} | ${ratio(sb.cpu.mean, bl.cpu.mean)} |`);
+    if (sb && bl) {
+      lines.push(`| *Switchboard ÷ baseline* | ${ratio(sb.delivered.mean, bl.delivered.mean)} | ${ratio(sb.cpu.mean, bl.cpu.mean)} | ${ratio(sb.allCpu.mean, bl.allCpu.mean)} |`);
+    }
   }
   if (idle.length > 0) {
     lines.push('');
@@ -574,7 +580,7 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
   lines.push('How the figures are made:', '');
   lines.push('- *delivered/s*: distinct messages first received during the window ÷ window. *e2e*: send to first receipt, one clock (the generator); *ack*: send to the sender\'s ok; both over messages sent in the window.');
   lines.push(`- *lost*: acked ok, never received after the run (the drain waits up to ${o.drainMs / 1000} s, and stops once nothing arrived for ${o.quietMs / 1000} s); *dup*: receipts of an id already received; *errors*: error acks, and sends never answered; *skipped*: at a fixed rate, sends not made because too many were outstanding (the system did not keep up).`);
-  lines.push('- CPU: utime+stime from /proc over the window; *node CPU µs/msg* = all nodes\' CPU ÷ delivered messages; Redis and RabbitMQ are the shared servers (whole-process figures).');
+  lines.push('- CPU: utime+stime from /proc over the window; *node CPU µs/msg* = all nodes\' CPU ÷ delivered messages; Redis and RabbitMQ are the shared servers (whole-process figures); *all processes CPU µs/msg* = nodes + Redis + RabbitMQ + generator ÷ delivered messages (what the 2 cores spend per message).');
   lines.push('- *peak RSS*: VmHWM of the node process at the end of the run.');
   lines.push('- *GCs* and *GC pause*: garbage collections of all nodes (nearly all scavenges of the young generation) and the sum of their pauses, over the whole run, per message the servers took; from `nodejs_gc_duration_seconds` (Switchboard\'s default metrics, the baseline\'s /stats).');
   lines.push('- *inter-node msgs/msg* and *Redis calls/msg* are counted over the whole run (first send to end of drain, so every push of those messages is in) per message the servers took (Switchboard: `switchboard_messages_accepted_total`; baseline: its count of sends).');
