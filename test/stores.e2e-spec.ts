@@ -145,3 +145,39 @@ describe('RedisMessageStore: one refused command in a batch', () => {
     expect((await store.pending('bob')).messages).toEqual([]);
   });
 });
+
+/** RedisMessageStore gathers the sends and confirmations of one event-loop turn into one script call. */
+describe('RedisMessageStore: the writes of one turn', () => {
+  const backends = new RedisBackends('w');
+  afterAll(() => backends.close());
+  const ids = new MessageIdGenerator();
+  const draft = (to: string, id: string): string => `{"id":"${id}","from":"alice","to":"${to}","body":"hi","sentAt":1`;
+
+  it('go in one script call, each command answered in order', async () => {
+    const { redis, keys, config } = backends.open({});
+    const store = new RedisMessageStore(redis, keys, config);
+    const [id1, id2, id3] = [ids.next(), ids.next(), ids.next()];
+    const first = await store.accept({ from: 'alice', to: 'bob', id: id1, draft: draft('bob', id1) });
+    if (first.kind !== 'accepted') throw new Error(`not accepted: ${first.kind}`);
+    const calls = jest.spyOn(redis, 'evalsha');
+
+    const [second, confirmed, third] = await Promise.all([
+      store.accept({ from: 'alice', to: 'bob', id: id2, draft: draft('bob', id2) }),
+      store.confirm([
+        { userId: 'bob', seq: first.seq, id: id1, from: 'alice' },
+        { userId: 'bob', seq: first.seq, id: id1, from: 'alice' },
+      ]),
+      store.accept({ from: 'alice', to: 'carol', id: id3, draft: draft('carol', id3) }),
+    ]);
+
+    expect(calls).toHaveBeenCalledTimes(1);
+    calls.mockRestore();
+    expect(second).toMatchObject({ kind: 'accepted', seq: 2 });
+    expect(third).toMatchObject({ kind: 'accepted', seq: 1 });
+    expect(confirmed).toEqual([
+      { removed: true, senderNodes: [] },
+      { removed: false, senderNodes: [] },
+    ]);
+    expect((await store.pending('bob')).messages).toEqual([`${draft('bob', id2)},"seq":2}`]);
+  });
+});

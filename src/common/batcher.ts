@@ -37,7 +37,8 @@ export class Batcher<T, R> {
     await Promise.allSettled([...this.running]);
   }
 
-  private send(): void {
+  /** Sends what is gathered now, if anything, without waiting for the delay: to share a round trip with other work. */
+  send(): void {
     this.cancelScheduled?.();
     this.cancelScheduled = undefined;
     if (this.items.length === 0) return;

@@ -42,8 +42,10 @@ const RECEIPT_DELAY_MS = 20;
 
 /**
  * Confirmations from this node's sessions are gathered this long (or up to CONFIRM_BATCH of them) and
- * confirmed in one script call. Nothing waits on them but the sender's receipt; a confirmation lost in a
- * crash within the window only means the message is delivered again, which clients already handle.
+ * confirmed together, or earlier with the first send of an event-loop turn, whose store call they then share
+ * (the Redis store answers a turn's sends and confirmations in one script call). Nothing waits on them but
+ * the sender's receipt; a confirmation lost in a crash within the window only means the message is delivered
+ * again, which clients already handle.
  */
 const CONFIRM_DELAY_MS = 5;
 const CONFIRM_BATCH = 200;
@@ -60,6 +62,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly pushWait = new CoarseTimeouts();
   private readonly confirms = new Batcher<ConfirmCommand, ConfirmResult>((batch) => this.store.confirm(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
   private local: LocalDelivery = NO_LOCAL_SESSIONS;
+  /** Set in an event-loop turn whose gathered confirmations went to the store with a send. */
+  private confirmsRode = false;
 
   constructor(
     @InjectConfig() private readonly config: AppConfig,
@@ -101,7 +105,9 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
       `{"id":"${id}","from":${JSON.stringify(from)},"to":${JSON.stringify(to)},"body":${bodyJson},"sentAt":${sentAt}` +
       (clientMsgId === undefined ? '' : `,"clientMsgId":${JSON.stringify(clientMsgId)}`);
 
-    const result = await this.store.accept({ from, to, id, clientMsgId, draft });
+    const accepted = this.store.accept({ from, to, id, clientMsgId, draft });
+    this.confirmsRideAlong();
+    const result = await accepted;
     if (result.kind === 'duplicate') {
       this.metrics.messagesDuplicate.inc();
       if (result.repush && result.repush.nodes.length > 0 && clientMsgId !== undefined) {
@@ -124,6 +130,17 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     const status = pushed ? 'sent' : 'stored';
     if (clientMsgId !== undefined) this.settle(from, clientMsgId, id, status);
     return { id, status };
+  }
+
+  /**
+   * Hands the confirmations gathered so far to the store with this turn's first send. Once a turn: with
+   * every send, confirmations arriving between the sends would be split into many small batches.
+   */
+  private confirmsRideAlong(): void {
+    if (this.confirmsRode) return;
+    this.confirmsRode = true;
+    setImmediate(() => (this.confirmsRode = false));
+    this.confirms.send();
   }
 
   /** Not awaited: it needs no answer, and it reaches Redis before any repeat of this send can. */

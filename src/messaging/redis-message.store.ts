@@ -25,29 +25,37 @@ local function timeOf(json)
   return tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
 end`;
 
-/** At most this many sends per script call, so that one call keeps Redis busy for a millisecond or so at most. */
-const ACCEPT_BATCH = 64;
+/** One of the store's writes, gathered for the turn's script call. */
+type Write = { readonly kind: 'accept'; readonly cmd: AcceptCommand } | { readonly kind: 'confirm'; readonly cmd: ConfirmCommand };
 
-/** ACCEPT's ARGV entries shared by every command, then how many KEYS and ARGV entries each command takes. */
-const ACCEPT_SHARED_ARGS = 6;
+/** At most this many commands per script call, so that one call keeps Redis busy for a millisecond or so at most. */
+const WRITES_BATCH = 64;
+
+/** WRITES' ARGV entries shared by every command, then how many KEYS and ARGV entries each kind of command takes. */
+const WRITES_SHARED_ARGS = 7;
 const ACCEPT_KEYS = 5;
 const ACCEPT_ARGS = 4;
+const CONFIRM_KEYS = 3;
+const CONFIRM_ARGS = 3;
 
 /**
- * The sends of one event-loop turn, in order, in one round trip.
- * ARGV: rate/s, burst, maxPerUser, offlineTtlMs, idemTtlMs, leasePrefix, then per command: hasIdem, draft, id, to.
- * KEYS per command: idempotency, rate(from), seq(to), inbox(to), presence(to).
- * The idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished pushing.
- * Returns one reply per command; a command that failed answers {'failed', error} and the others go on.
+ * The store's writes of one event-loop turn, in call order, in one round trip: sends (a) and confirmations (c).
+ * ARGV: rate/s, burst, maxPerUser, offlineTtlMs, idemTtlMs, leasePrefix, kinds (one letter per command, `a` or
+ * `c`), then each command's ARGV.
+ * - a: KEYS idempotency, rate(from), seq(to), inbox(to), presence(to); ARGV hasIdem, draft, id, to. The
+ *   idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished pushing.
+ * - c: KEYS inbox, unread, presence(from); ARGV seq, id, from. Answers {} when already confirmed, else
+ *   {1, sender's live node, ...}, so the receipt needs no second round trip.
+ * Returns one reply per command; a command whose commands Redis refused answers {'failed', error} and the others go on.
  */
-const ACCEPT = new LuaScript(
-  'accept',
+const WRITES = new LuaScript(
+  'writes',
   `${LUA_NOW}
   ${LUA_LIVE_NODES}
   local rate, burst, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
   local offlineTtl, idemTtl, leasePrefix = ARGV[4], ARGV[5], ARGV[6]
   local rateTtl = math.ceil(burst * 1000 / rate) + 1000
-  local leases = {}
+  local leases, senders = {}, {}
   local function accept(idem, rateKey, seqKey, inbox, presence, hasIdem, draft, id, to)
     if hasIdem == '1' then
       local first = redis.call('GET', idem)
@@ -83,13 +91,27 @@ const ACCEPT = new LuaScript(
     end
     return {'accepted', tostring(seq), tostring(dropped), json, unpack(nodes)}
   end
-  local out = {}
-  for i = 0, #KEYS / ${ACCEPT_KEYS} - 1 do
-    local k, a = ${ACCEPT_KEYS} * i, ${ACCEPT_SHARED_ARGS} + ${ACCEPT_ARGS} * i
-    -- One send's failure (a key of the wrong type, say) is that send's answer, not the whole batch's.
-    local ok, reply = pcall(accept, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
-    if ok then out[i + 1] = reply
-    else out[i + 1] = {'failed', type(reply) == 'table' and reply.err or tostring(reply)} end
+  local function confirm(inbox, unread, presence, seq, id, from)
+    if redis.call('ZREMRANGEBYSCORE', inbox, seq, seq) == 0 then return {} end
+    redis.call('ZADD', unread, 0, id .. '|' .. from)
+    redis.call('ZREMRANGEBYRANK', unread, 0, -(max + 1))
+    redis.call('PEXPIRE', unread, offlineTtl)
+    senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, now, leases)
+    return {1, unpack(senders[presence])}
+  end
+  local kinds, out, k, a = ARGV[${WRITES_SHARED_ARGS}], {}, 0, ${WRITES_SHARED_ARGS}
+  for i = 1, #kinds do
+    local ok, reply
+    if string.sub(kinds, i, i) == 'a' then
+      ok, reply = pcall(accept, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+      k, a = k + ${ACCEPT_KEYS}, a + ${ACCEPT_ARGS}
+    else
+      ok, reply = pcall(confirm, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+      k, a = k + ${CONFIRM_KEYS}, a + ${CONFIRM_ARGS}
+    end
+    -- One command's failure (a key of the wrong type, say) is its own answer, not the whole batch's.
+    if ok then out[i] = reply
+    else out[i] = {'failed', type(reply) == 'table' and reply.err or tostring(reply)} end
   end
   return out`,
 );
@@ -120,36 +142,6 @@ const PENDING = new LuaScript(
   return out`,
 );
 
-/**
- * A batch of confirmations, in order.
- * KEYS: per command: inbox, unread, presence(from).  ARGV: maxPerUser, offlineTtlMs, leasePrefix, then per
- * command: seq, id, from.
- * Returns one reply per command: {} when already confirmed, else {1, sender's live node, ...}, so the receipt
- * needs no second round trip; {0, error} when Redis refused the command's commands.
- */
-const CONFIRM = new LuaScript(
-  'confirm',
-  `${LUA_NOW}
-  ${LUA_LIVE_NODES}
-  local max, ttl, leasePrefix = tonumber(ARGV[1]), ARGV[2], ARGV[3]
-  local out, senders, leases = {}, {}, {}
-  local function confirm(inbox, unread, presence, seq, id, from)
-    if redis.call('ZREMRANGEBYSCORE', inbox, seq, seq) == 0 then return {} end
-    redis.call('ZADD', unread, 0, id .. '|' .. from)
-    redis.call('ZREMRANGEBYRANK', unread, 0, -(max + 1))
-    redis.call('PEXPIRE', unread, ttl)
-    senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, now, leases)
-    return {1, unpack(senders[presence])}
-  end
-  for i = 1, #KEYS / 3 do
-    -- As in accept: one command's failure is its own answer.
-    local ok, reply = pcall(confirm, KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], ARGV[3 * i + 1], ARGV[3 * i + 2], ARGV[3 * i + 3])
-    if ok then out[i] = reply
-    else out[i] = {0, type(reply) == 'table' and reply.err or tostring(reply)} end
-  end
-  return out`,
-);
-
 /** KEYS: unread.  ARGV: ids.  Returns the `id|from` members found, and removes them. */
 const MARK_READ = new LuaScript(
   'markRead',
@@ -166,7 +158,7 @@ const MARK_READ = new LuaScript(
 
 @Injectable()
 export class RedisMessageStore extends MessageStore {
-  private readonly accepts = new Batcher<AcceptCommand, AcceptResult | Error>((batch) => this.acceptBatch(batch), 0, ACCEPT_BATCH);
+  private readonly writes = new Batcher<Write, AcceptResult | ConfirmResult | Error>((batch) => this.writeBatch(batch), 0, WRITES_BATCH);
 
   constructor(
     @InjectRedis() private readonly redis: Redis,
@@ -176,36 +168,46 @@ export class RedisMessageStore extends MessageStore {
     super();
   }
 
-  /** Every send of this event-loop turn goes to Redis in one script call, in order. */
+  /** Every send of this event-loop turn goes to Redis in one script call, in order (with the turn's confirmations). */
   async accept(cmd: AcceptCommand): Promise<AcceptResult> {
-    const result = await this.accepts.add(cmd);
+    const result = await this.writes.add({ kind: 'accept', cmd });
     if (result instanceof Error) throw result;
-    return result;
+    // writeBatch answers each command with a result of its own kind.
+    return result as AcceptResult;
   }
 
-  private async acceptBatch(batch: readonly AcceptCommand[]): Promise<Array<AcceptResult | Error>> {
+  /** The confirmations join this event-loop turn's script call, with its sends if it has any. */
+  async confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]> {
+    return Promise.all(batch.map((cmd) => this.writes.add({ kind: 'confirm', cmd }) as Promise<ConfirmResult>));
+  }
+
+  private async writeBatch(batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
     const rate = this.config.sendRatePerSecond;
+    let kinds = '';
     const keys: string[] = [];
-    const args: Array<string | number> = [
-      rate,
-      rate * 2,
-      this.config.offlineMaxPerUser,
-      this.config.offlineTtlMs,
-      IDEMPOTENCY_WINDOW_MS,
-      this.keys.leasePrefix,
-    ];
-    for (const cmd of batch) {
-      keys.push(
-        this.keys.idempotency(cmd.from, cmd.clientMsgId ?? ''),
-        this.keys.rate(cmd.from),
-        this.keys.seq(cmd.to),
-        this.keys.inbox(cmd.to),
-        this.keys.presence(cmd.to),
-      );
-      args.push(cmd.clientMsgId === undefined ? '0' : '1', cmd.draft, cmd.id, cmd.to);
+    const args: Array<string | number> = [];
+    for (const write of batch) {
+      if (write.kind === 'accept') {
+        const { from, to, clientMsgId, draft, id } = write.cmd;
+        kinds += 'a';
+        keys.push(
+          this.keys.idempotency(from, clientMsgId ?? ''),
+          this.keys.rate(from),
+          this.keys.seq(to),
+          this.keys.inbox(to),
+          this.keys.presence(to),
+        );
+        args.push(clientMsgId === undefined ? '0' : '1', draft, id, to);
+      } else {
+        const { userId, seq, id, from } = write.cmd;
+        kinds += 'c';
+        keys.push(this.keys.inbox(userId), this.keys.unread(userId), this.keys.presence(from));
+        args.push(seq, id, from);
+      }
     }
-    const replies = (await ACCEPT.runNow(this.redis, keys, args)) as string[][];
-    return replies.map(acceptResult);
+    const shared = [rate, rate * 2, this.config.offlineMaxPerUser, this.config.offlineTtlMs, IDEMPOTENCY_WINDOW_MS, this.keys.leasePrefix, kinds];
+    const replies = (await WRITES.runNow(this.redis, keys, [...shared, ...args])) as Array<Array<string | number>>;
+    return replies.map((reply, i) => (batch[i].kind === 'accept' ? acceptResult(reply.map(String)) : confirmResult(reply)));
   }
 
   async settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
@@ -221,20 +223,6 @@ export class RedisMessageStore extends MessageStore {
     return { expired: Number(expired), lastSeq: Number(lastSeq), messages };
   }
 
-  async confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]> {
-    if (batch.length === 0) return [];
-    const keys: string[] = [];
-    const args: Array<string | number> = [this.config.offlineMaxPerUser, this.config.offlineTtlMs, this.keys.leasePrefix];
-    for (const c of batch) {
-      keys.push(this.keys.inbox(c.userId), this.keys.unread(c.userId), this.keys.presence(c.from));
-      args.push(c.seq, c.id, c.from);
-    }
-    const replies = (await CONFIRM.run(this.redis, keys, args)) as Array<[number?, ...string[]]>;
-    return replies.map(([removed, ...rest]) =>
-      removed === 0 ? { removed: false, senderNodes: [], failed: rest[0] } : { removed: removed === 1, senderNodes: rest },
-    );
-  }
-
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
     if (ids.length === 0) return [];
     const found = (await MARK_READ.run(this.redis, [this.keys.unread(userId)], ids)) as string[];
@@ -245,10 +233,15 @@ export class RedisMessageStore extends MessageStore {
   }
 }
 
+function confirmResult(reply: ReadonlyArray<string | number>): ConfirmResult {
+  if (reply[0] === 'failed') return { removed: false, senderNodes: [], failed: String(reply[1]) };
+  return { removed: reply[0] === 1, senderNodes: reply.slice(1).map(String) };
+}
+
 function acceptResult(reply: string[]): AcceptResult | Error {
   switch (reply[0]) {
     case 'failed':
-      return new Error(`Redis refused the accept script's commands: ${reply[1]}`);
+      return new Error(`Redis refused the commands of this send: ${reply[1]}`);
     case 'duplicate': {
       const [, id, status, json, ...nodes] = reply;
       const first = { kind: 'duplicate', id, status: status as SendStatus } as const;
