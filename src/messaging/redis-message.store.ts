@@ -185,7 +185,16 @@ export class RedisMessageStore extends MessageStore {
     const rate = this.config.sendRatePerSecond;
     let kinds = '';
     const keys: string[] = [];
-    const args: Array<string | number> = [];
+    // The shared entries, the kinds (filled in below), then each command's.
+    const args: Array<string | number> = [
+      rate,
+      rate * 2,
+      this.config.offlineMaxPerUser,
+      this.config.offlineTtlMs,
+      IDEMPOTENCY_WINDOW_MS,
+      this.keys.leasePrefix,
+      '',
+    ];
     for (const write of batch) {
       if (write.kind === 'accept') {
         const { from, to, clientMsgId, draft, id } = write.cmd;
@@ -205,9 +214,10 @@ export class RedisMessageStore extends MessageStore {
         args.push(seq, id, from);
       }
     }
-    const shared = [rate, rate * 2, this.config.offlineMaxPerUser, this.config.offlineTtlMs, IDEMPOTENCY_WINDOW_MS, this.keys.leasePrefix, kinds];
-    const replies = (await WRITES.runNow(this.redis, keys, [...shared, ...args])) as Array<Array<string | number>>;
-    return replies.map((reply, i) => (batch[i].kind === 'accept' ? acceptResult(reply.map(String)) : confirmResult(reply)));
+    args[WRITES_SHARED_ARGS - 1] = kinds;
+    const replies = (await WRITES.runNow(this.redis, keys, args)) as Array<Array<string | number>>;
+    // An accept's reply holds strings only; a confirmation's starts with the number 1 when it removed the message.
+    return replies.map((reply, i) => (batch[i].kind === 'accept' ? acceptResult(reply as string[]) : confirmResult(reply)));
   }
 
   async settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
