@@ -55,6 +55,9 @@ const WRITES = new LuaScript(
   local rate, burst, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
   local offlineTtl, idemTtl, leasePrefix = ARGV[4], ARGV[5], ARGV[6]
   local rateTtl = math.ceil(burst * 1000 / rate) + 1000
+  -- Redis formats every number handed to redis.call with snprintf, a good part of its time here: the numbers
+  -- that every command passes are made strings once.
+  local nowArg, rateTtlArg, unreadKeep = tostring(now), tostring(rateTtl), tostring(-(max + 1))
   local leases, senders = {}, {}
   local function accept(idem, rateKey, seqKey, inbox, presence, hasIdem, draft, id, to)
     if hasIdem == '1' then
@@ -63,7 +66,7 @@ const WRITES = new LuaScript(
         local fid, status, seq, settled, fto = string.match(first, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
         if settled == '0' and fto == to then
           local still = redis.call('ZRANGEBYSCORE', inbox, seq, seq)
-          if still[1] then return {'duplicate', fid, status, still[1], unpack(liveNodes(presence, leasePrefix, now, leases))} end
+          if still[1] then return {'duplicate', fid, status, still[1], unpack(liveNodes(presence, leasePrefix, nowArg, leases))} end
         end
         return {'duplicate', fid or first, status or 'stored'}
       end
@@ -72,9 +75,9 @@ const WRITES = new LuaScript(
     local tokens = burst
     if bucket[1] then tokens = math.min(burst, tonumber(bucket[1]) + (now - tonumber(bucket[2])) * rate / 1000) end
     if tokens < 1 then return {'rate_limited', tostring(math.ceil((1 - tokens) * 1000 / rate))} end
-    redis.call('HSET', rateKey, 't', tostring(tokens - 1), 'ts', tostring(now))
-    redis.call('PEXPIRE', rateKey, rateTtl)
-    local seq = redis.call('INCR', seqKey)
+    redis.call('HSET', rateKey, 't', tostring(tokens - 1), 'ts', nowArg)
+    redis.call('PEXPIRE', rateKey, rateTtlArg)
+    local seq = tostring(redis.call('INCR', seqKey))
     local json = draft .. ',"seq":' .. seq .. '}'
     redis.call('ZADD', inbox, seq, json)
     redis.call('PEXPIRE', inbox, offlineTtl)
@@ -83,20 +86,20 @@ const WRITES = new LuaScript(
       dropped = n - max
       redis.call('ZPOPMIN', inbox, dropped)
     end
-    local nodes = liveNodes(presence, leasePrefix, now, leases)
+    local nodes = liveNodes(presence, leasePrefix, nowArg, leases)
     if hasIdem == '1' then
       local status = 'stored'
       if #nodes > 0 then status = 'sent' end
       redis.call('SET', idem, id .. '|' .. status .. '|' .. seq .. '|0|' .. to, 'PX', idemTtl)
     end
-    return {'accepted', tostring(seq), tostring(dropped), json, unpack(nodes)}
+    return {'accepted', seq, dropped == 0 and '0' or tostring(dropped), json, unpack(nodes)}
   end
   local function confirm(inbox, unread, presence, seq, id, from)
     if redis.call('ZREMRANGEBYSCORE', inbox, seq, seq) == 0 then return {} end
-    redis.call('ZADD', unread, 0, id .. '|' .. from)
-    redis.call('ZREMRANGEBYRANK', unread, 0, -(max + 1))
+    redis.call('ZADD', unread, '0', id .. '|' .. from)
+    redis.call('ZREMRANGEBYRANK', unread, '0', unreadKeep)
     redis.call('PEXPIRE', unread, offlineTtl)
-    senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, now, leases)
+    senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, nowArg, leases)
     return {1, unpack(senders[presence])}
   end
   local kinds, out, k, a = ARGV[${WRITES_SHARED_ARGS}], {}, 0, ${WRITES_SHARED_ARGS}
