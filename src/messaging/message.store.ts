@@ -73,7 +73,7 @@ export interface PendingMessages {
  *   message with the recipient's next seq (1, 2, 3, ...; never reused), drops the oldest past the bound,
  *   and reports the recipient's live nodes.
  * - A message stays until `confirm` removes it, or the offline TTL passes, or the bound pushes it out.
- * - `confirm` takes a batch (one round trip) and answers each command in order: `removed` only for the first
+ * - `confirm` takes a batch (in the Redis store, it joins the turn's other writes) and answers each command in order: `removed` only for the first
  *   confirmation of a message (a repeat later in the same batch included), with the sender's live nodes (for
  *   the receipt); that message becomes readable by `markRead`.
  */
