@@ -73,9 +73,9 @@ export interface PendingMessages {
  *   message with the recipient's next seq (1, 2, 3, ...; never reused), drops the oldest past the bound,
  *   and reports the recipient's live nodes.
  * - A message stays until `confirm` removes it, or the offline TTL passes, or the bound pushes it out.
- * - `confirm` takes a batch (in the Redis store, it joins the turn's other writes) and answers each command in order: `removed` only for the first
- *   confirmation of a message (a repeat later in the same batch included), with the sender's live nodes (for
- *   the receipt); that message becomes readable by `markRead`.
+ * - `confirm` takes a batch (in the Redis store, it joins the turn's other writes) and answers each command
+ *   in order: `removed` only for the first confirmation of a message (a repeat later in the same batch
+ *   included), with the sender's live nodes (for the receipt); that message becomes readable by `markRead`.
  */
 export abstract class MessageStore {
   abstract accept(cmd: AcceptCommand): Promise<AcceptResult>;
