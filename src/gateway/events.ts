@@ -2,6 +2,7 @@ import type { Server, Socket } from 'socket.io';
 import { ErrorBody } from '../common/app-error';
 import { ChatMessage, MessageStatusEvent, SendResult } from '../messaging/message.types';
 import type { SessionEndReason } from '../messaging/envelope';
+import type { PreEncoded } from './pre-encoded';
 import type { SessionStream } from './session-stream';
 
 export type { SessionEndReason };
@@ -19,12 +20,18 @@ export interface ClientToServerEvents {
 }
 
 
+/** Server to client, as the client receives them. */
 export interface ServerToClientEvents {
   session: (session: { userId: string; nodeId: string; sessionId: string }) => void;
   message: (msg: ChatMessage, confirm: () => void) => void;
   'message:status': (status: MessageStatusEvent) => void;
   'session:ended': (ended: { reason: SessionEndReason }) => void;
 }
+
+/** What the server emits: the same, except that a message goes out as the JSON it is stored as. */
+export type ServerEmitEvents = Omit<ServerToClientEvents, 'message'> & {
+  message: (msg: PreEncoded<ChatMessage>, confirm: () => void) => void;
+};
 
 export type InterServerEvents = Record<string, never>;
 
@@ -37,5 +44,5 @@ export interface SocketData {
   stream?: SessionStream;
 }
 
-export type SwitchboardServer = Server<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
-export type SwitchboardSocket = Socket<ClientToServerEvents, ServerToClientEvents, InterServerEvents, SocketData>;
+export type SwitchboardServer = Server<ClientToServerEvents, ServerEmitEvents, InterServerEvents, SocketData>;
+export type SwitchboardSocket = Socket<ClientToServerEvents, ServerEmitEvents, InterServerEvents, SocketData>;

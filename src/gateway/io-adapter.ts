@@ -3,10 +3,12 @@ import { INestApplicationContext } from '@nestjs/common';
 import { IoAdapter } from '@nestjs/platform-socket.io';
 import type { Server, ServerOptions } from 'socket.io';
 import { AppConfig } from '../config/config';
+import { switchboardParser } from './pre-encoded';
 
 /**
  * Socket.IO server options from the node's config: both transports, and the Origin check of CORS_ORIGINS
- * (unset: same-origin only). Clients that send no Origin (servers, tests) are let in.
+ * (unset: same-origin only). Clients that send no Origin (servers, tests) are let in. The parser writes
+ * stored messages into their packets as they are (pre-encoded.ts); on the wire it is Socket.IO's own.
  */
 export class SwitchboardIoAdapter extends IoAdapter {
   constructor(
@@ -20,6 +22,7 @@ export class SwitchboardIoAdapter extends IoAdapter {
     const allowed = new Set(this.config.corsOrigins);
     return super.createIOServer(port, {
       ...options,
+      parser: switchboardParser,
       transports: ['polling', 'websocket'],
       cors: allowed.size > 0 ? { origin: [...allowed], credentials: true } : undefined,
       allowRequest: (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void) =>

@@ -1,7 +1,8 @@
-import { ChatMessage, InboxSnapshot } from '../messaging/message.types';
+import { InboxSnapshot } from '../messaging/message.types';
+import { StoredMessage } from '../messaging/stored-message';
 import { GAP_WAIT_MS, SessionStream } from './session-stream';
 
-const msg = (seq: number, from = 'alice'): ChatMessage => ({ id: `id-${seq}`, from, to: 'bob', body: seq, sentAt: 0, seq });
+const msg = (seq: number, from = 'alice'): StoredMessage => ({ id: `id-${seq}`, from, to: 'bob', seq, json: `{"seq":${seq}}` });
 
 /** A stream whose inbox reads are answered by the test, one deferred promise at a time. */
 function harness() {
@@ -13,7 +14,7 @@ function harness() {
     () => new Promise<InboxSnapshot>((resolve, reject) => reads.push({ resolve, reject })),
     (err) => errors.push(err),
   );
-  const answer = async (messages: ChatMessage[], lastSeq: number) => {
+  const answer = async (messages: StoredMessage[], lastSeq: number) => {
     const read = reads.shift();
     if (!read) throw new Error('no inbox read is pending');
     read.resolve({ messages, lastSeq });

@@ -1,4 +1,5 @@
-import { ChatMessage, InboxSnapshot } from '../messaging/message.types';
+import { InboxSnapshot } from '../messaging/message.types';
+import { StoredMessage } from '../messaging/stored-message';
 
 export const GAP_WAIT_MS = 250;
 const RETRY_MS = 1000;
@@ -18,19 +19,19 @@ export class SessionStream {
   private next = 0;
   /** Until the first catch-up (which runs once the session is registered), live messages only wait. */
   private opened = false;
-  private readonly held = new Map<number, ChatMessage>();
+  private readonly held = new Map<number, StoredMessage>();
   private catchingUp: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(
-    private readonly emit: (msg: ChatMessage) => void,
+    private readonly emit: (msg: StoredMessage) => void,
     private readonly readInbox: () => Promise<InboxSnapshot>,
     private readonly onError: (err: unknown) => void,
   ) {}
 
   /** A message pushed live. */
-  push(msg: ChatMessage): void {
+  push(msg: StoredMessage): void {
     if (this.closed || msg.seq < this.next) return;
     if (this.catchingUp || !this.opened || msg.seq > this.next) {
       this.held.set(msg.seq, msg);
@@ -84,7 +85,7 @@ export class SessionStream {
   }
 
   private drainContiguous(): void {
-    let msg: ChatMessage | undefined;
+    let msg: StoredMessage | undefined;
     while ((msg = this.held.get(this.next)) !== undefined) {
       this.held.delete(this.next);
       this.emit(msg);

@@ -10,9 +10,11 @@ import { ReadMessagesDto, parseSendMessage } from '../messaging/dto';
 import { LocalDelivery } from '../messaging/local-delivery';
 import { DeliveredRef, MessageService } from '../messaging/message.service';
 import { ChatMessage, MessageStatusEvent } from '../messaging/message.types';
+import { StoredMessage } from '../messaging/stored-message';
 import { Lifecycle } from '../health/lifecycle';
 import { PresenceService } from '../presence/presence.service';
 import { ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
+import { PreEncoded } from './pre-encoded';
 import { SessionStream } from './session-stream';
 
 type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
@@ -114,7 +116,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     });
   }
 
-  deliverMessage(msg: ChatMessage): number {
+  deliverMessage(msg: StoredMessage): number {
     const sockets = this.byUser.get(msg.to);
     if (!sockets) return 0;
     for (const socket of sockets) socket.data.stream?.push(msg);
@@ -156,10 +158,13 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     socket.disconnect(true);
   }
 
-  /** The ack callback keeps only what the confirmation needs, not the message: clients may take a while to ack. */
-  private emitMessage(socket: SwitchboardSocket, msg: ChatMessage): void {
+  /**
+   * The stored JSON goes out as it is (PreEncoded). The ack callback keeps only what the confirmation needs, not
+   * the message: clients may take a while to ack.
+   */
+  private emitMessage(socket: SwitchboardSocket, msg: StoredMessage): void {
     const ref: DeliveredRef = { seq: msg.seq, id: msg.id, from: msg.from };
-    socket.emit('message', msg, () => {
+    socket.emit('message', new PreEncoded<ChatMessage>(msg.json), () => {
       this.messages.confirm(socket.data.userId, ref).catch((err: unknown) => {
         this.logger.warn(`confirm of ${ref.id} failed; it will be delivered again: ${String(err)}`);
       });

@@ -15,10 +15,26 @@ const status: MessageStatusEvent = { id: message.id, to: 'bob:42', status: 'read
 
 const buf = (value: unknown): Buffer => Buffer.from(JSON.stringify(value));
 
+/** The stored form of a message: its routing fields, and its JSON byte for byte. */
+const stored = (m: ChatMessage, json = JSON.stringify(m)) => ({ id: m.id, from: m.from, to: m.to, seq: m.seq, json });
+
 describe('encodeMessageEnvelope / decodeEnvelope', () => {
+  afterEach(() => jest.restoreAllMocks());
+
   it('round-trips a message with its hop count', () => {
-    expect(decodeEnvelope(encodeMessageEnvelope(JSON.stringify(message), 0))).toEqual({ t: 'm', h: 0, m: message });
-    expect(decodeEnvelope(encodeMessageEnvelope(JSON.stringify(message), 3))).toEqual({ t: 'm', h: 3, m: message });
+    expect(decodeEnvelope(encodeMessageEnvelope(JSON.stringify(message), 0))).toEqual({ t: 'm', h: 0, m: stored(message) });
+    expect(decodeEnvelope(encodeMessageEnvelope(JSON.stringify(message), 3))).toEqual({ t: 'm', h: 3, m: stored(message) });
+  });
+
+  it('reads a message as send writes it without parsing it, and keeps its JSON as it is', () => {
+    const json = `{"id":"${message.id}","from":"alice@example.com","to":"bob:42","body":{"text":"a \\"quoted\\" ,\\"seq\\":9}"},"sentAt":1,"clientMsgId":"c-1","seq":12}`;
+    const parse = jest.spyOn(JSON, 'parse');
+    expect(decodeEnvelope(encodeMessageEnvelope(json, 1))).toEqual({
+      t: 'm',
+      h: 1,
+      m: { id: message.id, from: 'alice@example.com', to: 'bob:42', seq: 12, json },
+    });
+    expect(parse).not.toHaveBeenCalled();
   });
 
   it('embeds the stored message JSON byte for byte', () => {
@@ -31,7 +47,7 @@ describe('encodeMessageEnvelope / decodeEnvelope', () => {
     for (const body of [null, false, 0, '', 'text', []]) {
       const m: ChatMessage = { ...message, body };
       delete m.clientMsgId;
-      expect(decodeEnvelope(encodeMessageEnvelope(JSON.stringify(m), 1))).toEqual({ t: 'm', h: 1, m });
+      expect(decodeEnvelope(encodeMessageEnvelope(JSON.stringify(m), 1))).toEqual({ t: 'm', h: 1, m: stored(m) });
     }
   });
 });
@@ -75,6 +91,11 @@ describe('decodeEnvelope rejects', () => {
 
   it('a missing message', () => {
     rejects(buf({ t: 'm', h: 0 }));
+  });
+
+  it('a message envelope whose message is not JSON', () => {
+    rejects(Buffer.from('{"t":"m","h":0,"m":{"id":"x"}'));
+    rejects(Buffer.from('{"t":"m","h":0,"m":{"id":"x",}}'));
   });
 
   it.each([

@@ -1,5 +1,6 @@
 import { isUserId } from '../common/patterns';
-import { ChatMessage, MessageStatusEvent } from './message.types';
+import { MessageStatusEvent } from './message.types';
+import { InvalidStoredMessageError, StoredMessage, isChatMessage, readStoredMessage, storedMessageOf } from './stored-message';
 
 /**
  * What one node sends another over the NodeBus.
@@ -9,7 +10,7 @@ import { ChatMessage, MessageStatusEvent } from './message.types';
  * `h` counts how often the payload was routed again after it found no session (hop limit).
  */
 export type Envelope =
-  | { readonly t: 'm'; readonly h: number; readonly m: ChatMessage }
+  | { readonly t: 'm'; readonly h: number; readonly m: StoredMessage }
   | { readonly t: 's'; readonly h: number; readonly u: string; readonly s: MessageStatusEvent }
   | { readonly t: 'k'; readonly h: number; readonly u: string; readonly sid: string; readonly r: SessionEndReason };
 
@@ -22,8 +23,11 @@ export class InvalidEnvelopeError extends Error {
 
 /** The stored JSON is embedded as it is: no decode and re-encode on the hot path. */
 export function encodeMessageEnvelope(messageJson: string, hops: number): Buffer {
-  return Buffer.from(`{"t":"m","h":${hops},"m":${messageJson}}`);
+  return Buffer.from(`${MESSAGE_HEAD}${hops},"m":${messageJson}}`);
 }
+
+const MESSAGE_HEAD = '{"t":"m","h":';
+const MESSAGE_ENVELOPE = /^\{"t":"m","h":(\d{1,3}),"m":([^]*)\}$/;
 
 export function encodeStatusEnvelope(userId: string, status: MessageStatusEvent, hops: number): Buffer {
   return Buffer.from(JSON.stringify({ t: 's', h: hops, u: userId, s: status }));
@@ -35,31 +39,32 @@ export function encodeEndSessionEnvelope(userId: string, sessionId: string, reas
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-function isChatMessage(m: unknown): m is ChatMessage {
-  return (
-    isObject(m) &&
-    typeof m.id === 'string' &&
-    isUserId(m.from) &&
-    isUserId(m.to) &&
-    'body' in m &&
-    typeof m.sentAt === 'number' &&
-    Number.isInteger(m.seq) &&
-    (m.clientMsgId === undefined || typeof m.clientMsgId === 'string')
-  );
-}
-
 function isStatus(s: unknown): s is MessageStatusEvent {
   return isObject(s) && typeof s.id === 'string' && isUserId(s.to) && (s.status === 'delivered' || s.status === 'read');
 }
 
+/**
+ * A message envelope as encodeMessageEnvelope lays it out is read without parsing the message (its JSON goes to
+ * the recipient as it is); any other payload is parsed in full and checked.
+ */
 export function decodeEnvelope(payload: Buffer): Envelope {
+  const text = payload.toString('utf8');
+  const message = text.startsWith(MESSAGE_HEAD) ? MESSAGE_ENVELOPE.exec(text) : null;
+  if (message) {
+    try {
+      return { t: 'm', h: Number(message[1]), m: readStoredMessage(message[2]) };
+    } catch (err) {
+      if (!(err instanceof InvalidStoredMessageError)) throw err;
+      // Not a message after all: the full parse below says what it is.
+    }
+  }
   let e: unknown;
   try {
-    e = JSON.parse(payload.toString('utf8'));
+    e = JSON.parse(text);
   } catch {
     throw new InvalidEnvelopeError('envelope is not JSON');
   }
-  if (isObject(e) && e.t === 'm' && Number.isInteger(e.h) && isChatMessage(e.m)) return e as Envelope;
+  if (isObject(e) && e.t === 'm' && Number.isInteger(e.h) && isChatMessage(e.m)) return { t: 'm', h: e.h as number, m: storedMessageOf(e.m) };
   if (isObject(e) && e.t === 's' && Number.isInteger(e.h) && isUserId(e.u) && isStatus(e.s)) return e as Envelope;
   if (isObject(e) && e.t === 'k' && Number.isInteger(e.h) && isUserId(e.u) && typeof e.sid === 'string' && END_REASONS.includes(e.r)) {
     return e as Envelope;

@@ -1,10 +1,11 @@
 import type { SessionEndReason } from './envelope';
-import { ChatMessage, MessageStatusEvent } from './message.types';
+import { MessageStatusEvent } from './message.types';
+import type { StoredMessage } from './stored-message';
 
 /** The sessions on this node, as messaging sees them. The gateway implements it. */
 export interface LocalDelivery {
   /** Emits the message to every local session of `msg.to`; returns how many sessions it reached. */
-  deliverMessage(msg: ChatMessage): number;
+  deliverMessage(msg: StoredMessage): number;
   /** Emits a status to every local session of `userId`; returns how many sessions it reached. */
   deliverStatus(userId: string, status: MessageStatusEvent): number;
   /** Every local session reads its inbox for what it may have missed (after a loss of connection). */

@@ -19,10 +19,11 @@ import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { CoarseTimeouts } from './coarse-timeouts';
 import { MessageIdGenerator } from './message-id';
 import { ConfirmCommand, ConfirmResult, MessageStore } from './message.store';
-import { ChatMessage, InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
+import { InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
+import { StoredMessage, readStoredMessage } from './stored-message';
 
 /** What confirming a delivered message needs of it. */
-export type DeliveredRef = Pick<ChatMessage, 'seq' | 'id' | 'from'>;
+export type DeliveredRef = Pick<StoredMessage, 'seq' | 'id' | 'from'>;
 
 /**
  * A payload that found no session where presence said one was (the session moved or closed), or that its
@@ -111,8 +112,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     if (result.kind === 'duplicate') {
       this.metrics.messagesDuplicate.inc();
       if (result.repush && result.repush.nodes.length > 0 && clientMsgId !== undefined) {
-        const first = JSON.parse(result.repush.json) as ChatMessage;
-        await this.push(first, result.repush.json, result.repush.nodes, 0);
+        await this.push(readStoredMessage(result.repush.json), result.repush.nodes, 0);
         this.settle(from, clientMsgId, result.id, result.status);
       }
       return { id: result.id, status: result.status, duplicate: true };
@@ -124,9 +124,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     this.metrics.messagesAccepted.inc({ via });
     if (result.dropped > 0) this.metrics.inboxDropped.inc({ reason: 'overflow' }, result.dropped);
 
-    const msg: ChatMessage = { id, from, to, body: input.body, sentAt, seq: result.seq };
-    if (clientMsgId !== undefined) msg.clientMsgId = clientMsgId;
-    const pushed = result.nodes.length > 0 && (await this.push(msg, result.json, result.nodes, 0));
+    const msg: StoredMessage = { id, from, to, seq: result.seq, json: result.json };
+    const pushed = result.nodes.length > 0 && (await this.push(msg, result.nodes, 0));
     const status = pushed ? 'sent' : 'stored';
     if (clientMsgId !== undefined) this.settle(from, clientMsgId, id, status);
     return { id, status };
@@ -152,7 +151,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   async inboxOf(userId: string): Promise<InboxSnapshot> {
     const { messages, expired, lastSeq } = await this.store.pending(userId);
     if (expired > 0) this.metrics.inboxDropped.inc({ reason: 'expired' }, expired);
-    return { lastSeq, messages: messages.map((json) => JSON.parse(json) as ChatMessage) };
+    return { lastSeq, messages: messages.map(readStoredMessage) };
   }
 
   /** A recipient session confirmed receipt: the message leaves the inbox and its sender learns it. */
@@ -188,20 +187,20 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
 
   /**
    * Pushes to each node once; true when at least one session got it or a node's queue took it. No closure
-   * keeps `msg` or `json` while the broker's confirm is awaited: a send waits for it, and on a busy node
-   * whatever a waiting send holds outlives a scavenge or two.
+   * keeps `msg` while the broker's confirm is awaited: a send waits for it, and on a busy node whatever a
+   * waiting send holds outlives a scavenge or two.
    */
-  private push(msg: ChatMessage, json: string, nodes: readonly string[], hops: number): Promise<boolean> {
+  private push(msg: StoredMessage, nodes: readonly string[], hops: number): Promise<boolean> {
     const outcomes: Array<Promise<boolean>> = [];
     let envelope: Buffer | undefined;
     for (const nodeId of nodes) {
       if (nodeId === this.config.nodeId) outcomes.push(Promise.resolve(this.deliverLocally(msg, 'local') > 0));
-      else outcomes.push(this.publish(nodeId, (envelope ??= encodeMessageEnvelope(json, hops)), 'message'));
+      else outcomes.push(this.publish(nodeId, (envelope ??= encodeMessageEnvelope(msg.json, hops)), 'message'));
     }
     return Promise.all(outcomes).then((reached) => reached.includes(true));
   }
 
-  private deliverLocally(msg: ChatMessage, source: 'local' | 'remote' | 'stored'): number {
+  private deliverLocally(msg: StoredMessage, source: 'local' | 'remote' | 'stored'): number {
     const reached = this.local.deliverMessage(msg);
     if (reached > 0) this.metrics.messagesPushed.inc({ source }, reached);
     return reached;
@@ -274,6 +273,6 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     }
     const msg = envelope.m;
     const nodes = await this.presence.nodesOf(msg.to);
-    if (nodes.length > 0) await this.push(msg, JSON.stringify(msg), nodes, envelope.h + 1);
+    if (nodes.length > 0) await this.push(msg, nodes, envelope.h + 1);
   }
 }

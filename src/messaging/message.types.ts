@@ -1,3 +1,5 @@
+import type { StoredMessage } from './stored-message';
+
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 
 export type SendStatus = 'sent' | 'stored';
@@ -27,6 +29,6 @@ export interface SendResult {
 
 /** A user's stored messages, oldest first, and the last seq ever assigned to the user. */
 export interface InboxSnapshot {
-  readonly messages: readonly ChatMessage[];
+  readonly messages: readonly StoredMessage[];
   readonly lastSeq: number;
 }

@@ -1,0 +1,65 @@
+import { isUserId } from '../common/patterns';
+import { ChatMessage } from './message.types';
+
+/**
+ * A message as the inbox stores it and as it travels between nodes: what routing, ordering and confirming need
+ * of it, and its JSON, which is exactly what the recipient receives (the `message` event). The JSON is kept as
+ * it is, from the store's script to the recipient's socket: the hot path neither decodes nor re-encodes it.
+ */
+export interface StoredMessage {
+  readonly id: string;
+  readonly from: string;
+  readonly to: string;
+  readonly seq: number;
+  /** The ChatMessage as JSON. */
+  readonly json: string;
+}
+
+export class InvalidStoredMessageError extends Error {
+  override readonly name = 'InvalidStoredMessageError';
+}
+
+/**
+ * The JSON that MessageService.send drafts and the store's script completes:
+ * `{"id":…,"from":…,"to":…,"body":…,"sentAt":…[,"clientMsgId":…],"seq":N}`. The user ids match USER_ID_PATTERN,
+ * so they need no escapes. Only the head and the tail are read; the rest is the body, made by JSON.stringify.
+ */
+const WRITTEN_BY_SEND = /^\{"id":"([0-9a-f-]{36})","from":"([A-Za-z0-9._:@-]{1,128})","to":"([A-Za-z0-9._:@-]{1,128})","body":[^]*,"seq":(\d{1,15})\}$/;
+
+/**
+ * Reads a stored message's JSON. The shape `send` writes is read from its head and tail alone; anything else
+ * (say, a message a later version laid out differently) is parsed in full and checked. Throws
+ * InvalidStoredMessageError when it is no message.
+ */
+export function readStoredMessage(json: string): StoredMessage {
+  const m = WRITTEN_BY_SEND.exec(json);
+  if (m) return { id: m[1], from: m[2], to: m[3], seq: Number(m[4]), json };
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(json);
+  } catch {
+    throw new InvalidStoredMessageError('stored message is not JSON');
+  }
+  if (!isChatMessage(parsed)) throw new InvalidStoredMessageError('stored message has an unknown shape');
+  return { id: parsed.id, from: parsed.from, to: parsed.to, seq: parsed.seq, json };
+}
+
+/** A decoded ChatMessage (from an envelope that was parsed in full) as a StoredMessage. */
+export function storedMessageOf(msg: ChatMessage): StoredMessage {
+  return { id: msg.id, from: msg.from, to: msg.to, seq: msg.seq, json: JSON.stringify(msg) };
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+export function isChatMessage(m: unknown): m is ChatMessage {
+  return (
+    isObject(m) &&
+    typeof m.id === 'string' &&
+    isUserId(m.from) &&
+    isUserId(m.to) &&
+    'body' in m &&
+    typeof m.sentAt === 'number' &&
+    Number.isInteger(m.seq) &&
+    (m.clientMsgId === undefined || typeof m.clientMsgId === 'string')
+  );
+}
