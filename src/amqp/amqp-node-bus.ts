@@ -23,12 +23,20 @@ const MAX_BATCH_BYTES = 256 * 1024;
 
 interface Batch {
   readonly payloads: Buffer[];
-  readonly waiters: Array<{ resolve: (o: PublishOutcome) => void; reject: (e: unknown) => void }>;
+  /** What every publishToNode of this batch answers: one promise per AMQP message, not one per payload. */
+  readonly outcome: Promise<PublishOutcome>;
+  readonly settle: { resolve: (o: PublishOutcome) => void; reject: (e: unknown) => void };
   bytes: number;
   /** Holds a payload that must leave at the end of this turn. */
   urgent: boolean;
   /** For a batch of patient payloads only: the timer that sends it when the first one's delay is up. */
   timer?: NodeJS.Timeout;
+}
+
+function newBatch(): Batch {
+  let settle!: Batch['settle'];
+  const outcome = new Promise<PublishOutcome>((resolve, reject) => (settle = { resolve, reject }));
+  return { payloads: [], outcome, settle, bytes: 0, urgent: false };
 }
 
 /**
@@ -155,26 +163,25 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     this.inFlight.add(work);
   }
 
+  /** The payloads of one batch share its outcome: callers get the same promise (fewer objects held per payload until the confirm). */
   publishToNode(nodeId: string, payload: Buffer, options: PublishOptions = {}): Promise<PublishOutcome> {
     if (!this.publisher) return Promise.reject(new NodeUnreachableError(nodeId, 'bus not connected'));
-    return new Promise<PublishOutcome>((resolve, reject) => {
-      let batch = this.outbox.get(nodeId);
-      if (!batch) this.outbox.set(nodeId, (batch = { payloads: [], waiters: [], bytes: 0, urgent: false }));
-      batch.payloads.push(payload);
-      batch.waiters.push({ resolve, reject });
-      batch.bytes += payload.length + 4;
-      if (batch.bytes >= MAX_BATCH_BYTES) {
-        this.sendBatch(nodeId);
-      } else if (options.maxDelayMs === undefined) {
-        batch.urgent = true;
-        if (!this.flushScheduled) {
-          this.flushScheduled = true;
-          setImmediate(() => this.flushUrgent());
-        }
-      } else if (!batch.urgent && !batch.timer) {
-        batch.timer = setTimeout(() => this.sendBatch(nodeId), options.maxDelayMs);
+    let batch = this.outbox.get(nodeId);
+    if (!batch) this.outbox.set(nodeId, (batch = newBatch()));
+    batch.payloads.push(payload);
+    batch.bytes += payload.length + 4;
+    if (batch.bytes >= MAX_BATCH_BYTES) {
+      this.sendBatch(nodeId);
+    } else if (options.maxDelayMs === undefined) {
+      batch.urgent = true;
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flushUrgent());
       }
-    });
+    } else if (!batch.urgent && !batch.timer) {
+      batch.timer = setTimeout(() => this.sendBatch(nodeId), options.maxDelayMs);
+    }
+    return batch.outcome;
   }
 
   private flushUrgent(): void {
@@ -187,10 +194,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     if (!batch) return;
     this.outbox.delete(nodeId);
     clearTimeout(batch.timer);
-    this.publishPacked(nodeId, packFrames(batch.payloads)).then(
-      (outcome) => batch.waiters.forEach((w) => w.resolve(outcome)),
-      (err: unknown) => batch.waiters.forEach((w) => w.reject(err)),
-    );
+    this.publishPacked(nodeId, packFrames(batch.payloads)).then(batch.settle.resolve, batch.settle.reject);
   }
 
   private async publishPacked(nodeId: string, body: Buffer): Promise<PublishOutcome> {

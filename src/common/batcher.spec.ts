@@ -14,6 +14,25 @@ describe('Batcher', () => {
     expect(runs).toEqual([[1, 2, 3]]);
   });
 
+  it('runs enqueued items with the added ones, and a failed run rejects nothing unawaited', async () => {
+    const runs: number[][] = [];
+    let fail = false;
+    const b = new Batcher<number, number>(async (items) => {
+      runs.push(items);
+      if (fail) throw new Error('down');
+      return items;
+    }, 5, 100);
+    b.enqueue(1);
+    const two = b.add(2);
+    await jest.advanceTimersByTimeAsync(5);
+    expect(await two).toBe(2);
+    expect(runs).toEqual([[1, 2]]);
+    fail = true;
+    b.enqueue(3);
+    await b.flush(); // an unhandled rejection would fail the test run
+    expect(runs).toEqual([[1, 2], [3]]);
+  });
+
   it('sends a batch as soon as it is full, without waiting for the delay', async () => {
     const runs: number[][] = [];
     const b = new Batcher<number, number>(async (items) => (runs.push(items), items), 1000, 2);

@@ -3,6 +3,8 @@ interface Waiter<R> {
   reject: (err: unknown) => void;
 }
 
+const UNAWAITED: Waiter<unknown> = { resolve: () => undefined, reject: () => undefined };
+
 /**
  * Gathers work and runs it as one call: a batch goes `delayMs` after its first item, or as soon as it holds
  * `maxItems`. A `delayMs` of 0 means the end of the current event-loop turn (setImmediate), which delays
@@ -23,12 +25,15 @@ export class Batcher<T, R> {
   ) {}
 
   add(item: T): Promise<R> {
-    return new Promise<R>((resolve, reject) => {
-      this.items.push(item);
-      this.waiters.push({ resolve, reject });
-      if (this.items.length >= this.maxItems) this.send();
-      else this.cancelScheduled ??= this.schedule(() => this.send());
-    });
+    return new Promise<R>((resolve, reject) => this.gather(item, { resolve, reject }));
+  }
+
+  /**
+   * Adds an item whose result nobody awaits: the run itself acts on the outcome of each item (and reports a
+   * failure). No promise is made per item, so a busy caller holds less while the batch is under way.
+   */
+  enqueue(item: T): void {
+    this.gather(item, UNAWAITED);
   }
 
   /** Sends what is gathered now and waits for every batch under way (for shutdown). */
@@ -59,6 +64,13 @@ export class Batcher<T, R> {
       .catch((err: unknown) => waiters.forEach((w) => w.reject(err)))
       .finally(() => this.running.delete(done));
     this.running.add(done);
+  }
+
+  private gather(item: T, waiter: Waiter<R>): void {
+    this.items.push(item);
+    this.waiters.push(waiter);
+    if (this.items.length >= this.maxItems) this.send();
+    else this.cancelScheduled ??= this.schedule(() => this.send());
   }
 
   private schedule(send: () => void): () => void {

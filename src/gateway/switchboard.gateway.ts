@@ -164,11 +164,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
    */
   private emitMessage(socket: SwitchboardSocket, msg: StoredMessage): void {
     const ref: DeliveredRef = { seq: msg.seq, id: msg.id, from: msg.from };
-    socket.emit('message', new PreEncoded<ChatMessage>(msg.json), () => {
-      this.messages.confirm(socket.data.userId, ref).catch((err: unknown) => {
-        this.logger.warn(`confirm of ${ref.id} failed; it will be delivered again: ${String(err)}`);
-      });
-    });
+    socket.emit('message', new PreEncoded<ChatMessage>(msg.json), () => this.messages.confirm(socket.data.userId, ref));
   }
 
   private track(socket: SwitchboardSocket): void {

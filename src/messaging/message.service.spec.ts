@@ -26,13 +26,15 @@ describe('MessageService: confirmations', () => {
     });
     const sent = await service.send('alice', { to: 'bob', body: 'one' }, 'rest');
     const [stored] = (await store.pending('bob')).messages.map((json) => JSON.parse(json) as { seq: number });
-    const confirmation = service.confirm('bob', { seq: stored.seq, id: sent.id, from: 'alice' });
+    service.confirm('bob', { seq: stored.seq, id: sent.id, from: 'alice' });
     await nextTurn();
-    return { service, store, handed, id: sent.id, confirmation };
+    /** Waits for the confirmations under way, as a shutdown does. */
+    const confirmed = () => service.beforeApplicationShutdown();
+    return { service, store, handed, id: sent.id, confirmed };
   }
 
   it('go to the store with the first send of an event-loop turn, before their delay is up', async () => {
-    const { service, store, handed, id, confirmation } = await withGatheredConfirmation();
+    const { service, store, handed, id, confirmed } = await withGatheredConfirmation();
     expect(handed).toEqual([]);
 
     await Promise.all([
@@ -41,18 +43,40 @@ describe('MessageService: confirmations', () => {
     ]);
 
     expect(handed).toEqual([[id]]); // once for the turn, not once per send
-    await confirmation;
+    await confirmed();
     expect((await store.pending('bob')).messages).toEqual([]);
   });
 
   it('go when their delay is up if no send comes', async () => {
-    const { handed, id, confirmation } = await withGatheredConfirmation();
+    const { store, handed, id, confirmed } = await withGatheredConfirmation();
     await nextTurn();
     expect(handed).toEqual([]);
 
     await jest.advanceTimersByTimeAsync(5);
 
     expect(handed).toEqual([[id]]);
-    await confirmation;
+    await confirmed();
+    expect((await store.pending('bob')).messages).toEqual([]);
+  });
+
+  it('are logged when the store refuses one or fails the batch, and the next batch goes on', async () => {
+    const { service, store, id, confirmed } = await withGatheredConfirmation();
+    const warn = jest.spyOn(service['logger'], 'warn').mockImplementation(() => undefined);
+    jest.spyOn(store, 'confirm').mockResolvedValueOnce([{ removed: false, senderNodes: [], failed: 'WRONGTYPE' }]);
+    await jest.advanceTimersByTimeAsync(5);
+    await confirmed();
+    expect(warn).toHaveBeenCalledWith(`confirm of ${id} failed; it will be delivered again: the store refused it: WRONGTYPE`);
+
+    jest.spyOn(store, 'confirm').mockRejectedValueOnce(new Error('redis is down'));
+    service.confirm('bob', { seq: 1, id, from: 'alice' });
+    await jest.advanceTimersByTimeAsync(5);
+    await confirmed();
+    expect(warn).toHaveBeenLastCalledWith('confirm of 1 message(s) failed; they will be delivered again: Error: redis is down');
+
+    // The message stayed in the inbox; the next confirmation removes it.
+    service.confirm('bob', { seq: 1, id, from: 'alice' });
+    await jest.advanceTimersByTimeAsync(5);
+    await confirmed();
+    expect((await store.pending('bob')).messages).toEqual([]);
   });
 });

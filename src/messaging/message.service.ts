@@ -1,5 +1,5 @@
 import { BeforeApplicationShutdown, Injectable, Logger, OnModuleInit } from '@nestjs/common';
-import { Delivery, NodeBus } from '../amqp/node-bus';
+import { Delivery, NodeBus, PublishOutcome } from '../amqp/node-bus';
 import { AppError } from '../common/app-error';
 import { Batcher } from '../common/batcher';
 import { AppConfig } from '../config/config';
@@ -61,7 +61,9 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly logger = new Logger('MessageService');
   private readonly ids = new MessageIdGenerator();
   private readonly pushWait = new CoarseTimeouts();
-  private readonly confirms = new Batcher<ConfirmCommand, ConfirmResult>((batch) => this.store.confirm(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
+  /** The wait of each bus publish under way (keyed by the bus' promise, so it goes with it). */
+  private readonly pushWaits = new WeakMap<Promise<PublishOutcome>, Promise<boolean>>();
+  private readonly confirms = new Batcher<ConfirmCommand, ConfirmResult>((batch) => this.confirmBatch(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
   private local: LocalDelivery = NO_LOCAL_SESSIONS;
   /** Set in an event-loop turn whose gathered confirmations went to the store with a send. */
   private confirmsRode = false;
@@ -154,14 +156,38 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     return { lastSeq, messages: messages.map(readStoredMessage) };
   }
 
-  /** A recipient session confirmed receipt: the message leaves the inbox and its sender learns it. */
-  async confirm(userId: string, msg: DeliveredRef): Promise<void> {
-    const { seq, id, from } = msg;
-    const { removed, senderNodes, failed } = await this.confirms.add({ userId, seq, id, from });
-    if (failed !== undefined) throw new Error(`the store refused it: ${failed}`);
-    if (!removed) return;
-    this.metrics.messagesConfirmed.inc();
-    this.pushStatus(from, { id, to: userId, status: 'delivered' }, senderNodes, 0);
+  /**
+   * A recipient session confirmed receipt: the message leaves the inbox and its sender learns it, with the
+   * batch (confirmBatch). Nothing is awaited per confirmation.
+   */
+  confirm(userId: string, msg: DeliveredRef): void {
+    this.confirms.enqueue({ userId, seq: msg.seq, id: msg.id, from: msg.from });
+  }
+
+  /**
+   * One batch of confirmations: the store removes the messages and names each sender's nodes, and each sender
+   * gets its `delivered` receipt. A confirmation that fails is logged: its message stays in the inbox and is
+   * delivered again, which clients already handle.
+   */
+  private async confirmBatch(batch: ConfirmCommand[]): Promise<ConfirmResult[]> {
+    let results: ConfirmResult[];
+    try {
+      results = await this.store.confirm(batch);
+      if (results.length !== batch.length) throw new Error(`${batch.length} confirmations got ${results.length} results`);
+    } catch (err) {
+      this.logger.warn(`confirm of ${batch.length} message(s) failed; they will be delivered again: ${String(err)}`);
+      throw err;
+    }
+    batch.forEach(({ userId, id, from }, i) => {
+      const { removed, senderNodes, failed } = results[i];
+      if (failed !== undefined) {
+        this.logger.warn(`confirm of ${id} failed; it will be delivered again: the store refused it: ${failed}`);
+      } else if (removed) {
+        this.metrics.messagesConfirmed.inc();
+        this.pushStatus(from, { id, to: userId, status: 'delivered' }, senderNodes, 0);
+      }
+    });
+    return results;
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<void> {
@@ -197,7 +223,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
       if (nodeId === this.config.nodeId) outcomes.push(Promise.resolve(this.deliverLocally(msg, 'local') > 0));
       else outcomes.push(this.publish(nodeId, (envelope ??= encodeMessageEnvelope(msg.json, hops)), 'message'));
     }
-    return Promise.all(outcomes).then((reached) => reached.includes(true));
+    // Most users are on one node.
+    return outcomes.length === 1 ? outcomes[0] : Promise.all(outcomes).then((reached) => reached.includes(true));
   }
 
   private deliverLocally(msg: StoredMessage, source: 'local' | 'remote' | 'stored'): number {
@@ -206,17 +233,28 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     return reached;
   }
 
+  /**
+   * True when the node's queue took the payload; false when the broker returned it, failed, or took longer than
+   * PUSH_WAIT_MS. The message pushes that share an AMQP message (the bus answers them with one promise) share one
+   * wait, and its log line.
+   */
   private publish(nodeId: string, payload: Buffer, kind: 'message' | 'end'): Promise<boolean> {
     this.metrics.nodePushes.inc({ kind });
-    const routed = this.bus.publishToNode(nodeId, payload).then(
-      (outcome) => outcome === 'routed',
-      (err: unknown) => {
-        const left = kind === 'message' ? 'the message stays in the inbox' : 'that session was not ended';
-        this.logger.warn(`${kind} push to ${nodeId} failed, ${left}: ${String(err)}`);
-        return false;
-      },
-    );
-    return this.pushWait.within(routed, PUSH_WAIT_MS);
+    const published = this.bus.publishToNode(nodeId, payload);
+    let routed = kind === 'message' ? this.pushWaits.get(published) : undefined;
+    if (!routed) {
+      const confirmed = published.then(
+        (outcome) => outcome === 'routed',
+        (err: unknown) => {
+          const left = kind === 'message' ? 'the message stays in the inbox' : 'that session was not ended';
+          this.logger.warn(`${kind} push to ${nodeId} failed, ${left}: ${String(err)}`);
+          return false;
+        },
+      );
+      routed = this.pushWait.within(confirmed, PUSH_WAIT_MS);
+      if (kind === 'message') this.pushWaits.set(published, routed);
+    }
+    return routed;
   }
 
   private async sendStatus(userId: string, status: MessageStatusEvent, hops: number): Promise<void> {
