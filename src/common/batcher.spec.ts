@@ -33,6 +33,13 @@ describe('Batcher', () => {
     expect(runs).toEqual([[1, 2], [3]]);
   });
 
+  it('rejects an item alone when its result is an Error', async () => {
+    const b = new Batcher<number, number>(async (items) => items.map((x) => (x === 2 ? new Error('refused') : x)), 5, 100);
+    const results = [b.add(1), b.add(2), b.add(3)].map((p) => p.catch((e: Error) => e.message));
+    await jest.advanceTimersByTimeAsync(5);
+    expect(await Promise.all(results)).toEqual([1, 'refused', 3]);
+  });
+
   it('sends a batch as soon as it is full, without waiting for the delay', async () => {
     const runs: number[][] = [];
     const b = new Batcher<number, number>(async (items) => (runs.push(items), items), 1000, 2);

@@ -9,7 +9,7 @@ const UNAWAITED: Waiter<unknown> = { resolve: () => undefined, reject: () => und
  * Gathers work and runs it as one call: a batch goes `delayMs` after its first item, or as soon as it holds
  * `maxItems`. A `delayMs` of 0 means the end of the current event-loop turn (setImmediate), which delays
  * nothing that was not going to wait for the turn's socket writes anyway. Each `add` gets its own item's
- * result; a failed run rejects every item of that batch.
+ * result; a result that is an Error rejects its item alone, and a failed run rejects every item of the batch.
  */
 export class Batcher<T, R> {
   private items: T[] = [];
@@ -19,7 +19,7 @@ export class Batcher<T, R> {
   private readonly running = new Set<Promise<void>>();
 
   constructor(
-    private readonly run: (items: T[]) => Promise<readonly R[]>,
+    private readonly run: (items: T[]) => Promise<ReadonlyArray<R | Error>>,
     private readonly delayMs: number,
     private readonly maxItems: number,
   ) {}
@@ -57,7 +57,11 @@ export class Batcher<T, R> {
       .then(
         (results) => {
           if (results.length !== waiters.length) throw new Error(`a batch of ${waiters.length} got ${results.length} results`);
-          waiters.forEach((w, i) => w.resolve(results[i]));
+          waiters.forEach((w, i) => {
+            const result = results[i];
+            if (result instanceof Error) w.reject(result);
+            else w.resolve(result);
+          });
         },
         (err: unknown) => waiters.forEach((w) => w.reject(err)),
       )

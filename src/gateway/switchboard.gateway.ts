@@ -188,17 +188,20 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     for (const [event, handler] of Object.entries<Handler>(this.handlers)) {
       socket.on(event as keyof ClientToServerEvents, (...args: unknown[]) => {
         const [payload, ack] = splitArgs(args);
-        // A handler that throws synchronously (validation) must not escape to the socket's emitter. The payload
-        // travels down the chain rather than in a closure, so it is not held until the answer.
-        Promise.resolve(payload)
-          .then((p) => handler(socket, p))
-          .then(
-            (result) => ack?.({ ok: true, ...result }),
-            (err: unknown) => {
-              if (!(err instanceof AppError)) this.logger.error(`${event} failed: ${String(err)}`);
-              ack?.({ ok: false, error: toErrorBody(err) });
-            },
-          );
+        const answer = (err: unknown) => {
+          if (!(err instanceof AppError)) this.logger.error(`${event} failed: ${String(err)}`);
+          ack?.({ ok: false, error: toErrorBody(err) });
+        };
+        // A handler that throws synchronously (validation) must not escape to the socket's emitter. No closure
+        // holds the payload until the answer.
+        let result: Promise<object>;
+        try {
+          result = handler(socket, payload);
+        } catch (err) {
+          answer(err);
+          return;
+        }
+        result.then((reply) => ack?.({ ok: true, ...reply }), answer);
       });
     }
     socket.onAny((event: string, ...args: unknown[]) => {

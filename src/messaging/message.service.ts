@@ -18,7 +18,7 @@ import {
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { CoarseTimeouts } from './coarse-timeouts';
 import { MessageIdGenerator } from './message-id';
-import { ConfirmCommand, ConfirmResult, MessageStore } from './message.store';
+import { AcceptCommand, ConfirmCommand, ConfirmResult, MessageStore } from './message.store';
 import { InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
 import { StoredMessage, readStoredMessage } from './stored-message';
 
@@ -93,22 +93,34 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   async send(from: string, input: SendMessageDto, via: 'socket' | 'rest'): Promise<SendResult> {
+    return this.sendDraft(this.draft(from, input), via);
+  }
+
+  /** The checks of a send, and its message JSON up to the seq, which the store adds. */
+  private draft(from: string, input: SendMessageDto): AcceptCommand {
     const bodyJson = JSON.stringify(input.body);
     if (bodyJson === undefined) throw new AppError('invalid_payload', 'body must be a JSON value');
     if (Buffer.byteLength(bodyJson) > this.config.maxMessageBytes) {
       throw new AppError('payload_too_large', `body is larger than ${this.config.maxMessageBytes} bytes`);
     }
     const id = this.ids.next();
-    const sentAt = Date.now();
     const to = input.to;
     // A null clientMsgId (the DTO's @IsOptional lets it through over REST) is no clientMsgId: taken as one, every
     // such send would share the idempotency record of the key "" and answer as a duplicate of the first.
     const clientMsgId = input.clientMsgId ?? undefined;
     const draft =
-      `{"id":"${id}","from":${JSON.stringify(from)},"to":${JSON.stringify(to)},"body":${bodyJson},"sentAt":${sentAt}` +
+      `{"id":"${id}","from":${JSON.stringify(from)},"to":${JSON.stringify(to)},"body":${bodyJson},"sentAt":${Date.now()}` +
       (clientMsgId === undefined ? '' : `,"clientMsgId":${JSON.stringify(clientMsgId)}`);
+    return { from, to, id, clientMsgId, draft };
+  }
 
-    const accepted = this.store.accept({ from, to, id, clientMsgId, draft });
+  /**
+   * The rest of a send, from the store on. It holds the command only, not the client's input: at saturation a
+   * send waits long enough for what it holds to be copied by a scavenge or two.
+   */
+  private async sendDraft(cmd: AcceptCommand, via: 'socket' | 'rest'): Promise<SendResult> {
+    const { from, to, id, clientMsgId } = cmd;
+    const accepted = this.store.accept(cmd);
     this.confirmsRideAlong();
     const result = await accepted;
     if (result.kind === 'duplicate') {

@@ -161,7 +161,7 @@ const MARK_READ = new LuaScript(
 
 @Injectable()
 export class RedisMessageStore extends MessageStore {
-  private readonly writes = new Batcher<Write, AcceptResult | ConfirmResult | Error>((batch) => this.writeBatch(batch), 0, WRITES_BATCH);
+  private readonly writes = new Batcher<Write, AcceptResult | ConfirmResult>((batch) => this.writeBatch(batch), 0, WRITES_BATCH);
 
   constructor(
     @InjectRedis() private readonly redis: Redis,
@@ -171,12 +171,13 @@ export class RedisMessageStore extends MessageStore {
     super();
   }
 
-  /** Every send of this event-loop turn goes to Redis in one script call, in order (with the turn's confirmations). */
-  async accept(cmd: AcceptCommand): Promise<AcceptResult> {
-    const result = await this.writes.add({ kind: 'accept', cmd });
-    if (result instanceof Error) throw result;
+  /**
+   * Every send of this event-loop turn goes to Redis in one script call, in order (with the turn's
+   * confirmations). A send whose commands Redis refused is rejected alone.
+   */
+  accept(cmd: AcceptCommand): Promise<AcceptResult> {
     // writeBatch answers each command with a result of its own kind.
-    return result as AcceptResult;
+    return this.writes.add({ kind: 'accept', cmd }) as Promise<AcceptResult>;
   }
 
   /** The confirmations join this event-loop turn's script call, with its sends if it has any. */
