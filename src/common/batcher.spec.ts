@@ -40,6 +40,25 @@ describe('Batcher', () => {
     expect(await Promise.all(results)).toEqual([1, 'refused', 3]);
   });
 
+  it('answers items added together with one promise, across batches when they fill up', async () => {
+    const runs: number[][] = [];
+    const b = new Batcher<number, number>(async (items) => (runs.push(items), items.map((x) => x * 10)), 5, 3);
+    const first = b.add(1);
+    const all = b.addAll([2, 3, 4, 5]);
+    await jest.advanceTimersByTimeAsync(5);
+    expect(await first).toBe(10);
+    expect(await all).toEqual([20, 30, 40, 50]);
+    expect(runs).toEqual([[1, 2, 3], [4, 5]]);
+    expect(await b.addAll([])).toEqual([]);
+  });
+
+  it('rejects items added together when one of them fails', async () => {
+    const b = new Batcher<number, number>(async (items) => items.map((x) => (x === 2 ? new Error('refused') : x)), 5, 100);
+    const all = b.addAll([1, 2, 3]).catch((e: Error) => e.message);
+    await jest.advanceTimersByTimeAsync(5);
+    expect(await all).toBe('refused');
+  });
+
   it('sends a batch as soon as it is full, without waiting for the delay', async () => {
     const runs: number[][] = [];
     const b = new Batcher<number, number>(async (items) => (runs.push(items), items), 1000, 2);

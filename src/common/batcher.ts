@@ -29,6 +29,25 @@ export class Batcher<T, R> {
   }
 
   /**
+   * Adds several items, answered together: one promise for all of them, rejected when one of them fails. Cheaper
+   * than an `add` per item when the caller wants the results of a batch of its own.
+   */
+  addAll(items: readonly T[]): Promise<R[]> {
+    if (items.length === 0) return Promise.resolve([]);
+    return new Promise<R[]>((resolve, reject) => {
+      const results = new Array<R>(items.length);
+      let left = items.length;
+      items.forEach((item, i) => {
+        const fill = (result: R) => {
+          results[i] = result;
+          if (--left === 0) resolve(results);
+        };
+        this.gather(item, { resolve: fill, reject });
+      });
+    });
+  }
+
+  /**
    * Adds an item whose result nobody awaits: the run itself acts on the outcome of each item (and reports a
    * failure). No promise is made per item, so a busy caller holds less while the batch is under way.
    */

@@ -181,8 +181,9 @@ export class RedisMessageStore extends MessageStore {
   }
 
   /** The confirmations join this event-loop turn's script call, with its sends if it has any. */
-  async confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]> {
-    return Promise.all(batch.map((cmd) => this.writes.add({ kind: 'confirm', cmd }) as Promise<ConfirmResult>));
+  confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]> {
+    // writeBatch answers each command with a result of its own kind.
+    return this.writes.addAll(batch.map((cmd): Write => ({ kind: 'confirm', cmd }))) as Promise<ConfirmResult[]>;
   }
 
   private async writeBatch(batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
