@@ -38,6 +38,8 @@ const MAX_REROUTES = 2;
  */
 const PUSH_WAIT_MS = 2_000;
 
+const NOT_PUSHED = Promise.resolve(false);
+
 /** Receipts may wait this long for a message going to the same node, and travel with it. */
 const RECEIPT_DELAY_MS = 20;
 
@@ -119,10 +121,10 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
    * send waits long enough for what it holds to be copied by a scavenge or two.
    */
   private async sendDraft(cmd: AcceptCommand, via: 'socket' | 'rest'): Promise<SendResult> {
-    const { from, to, id, clientMsgId } = cmd;
     const accepted = this.store.accept(cmd);
     this.confirmsRideAlong();
     const result = await accepted;
+    const { from, to, id, clientMsgId } = cmd;
     if (result.kind === 'duplicate') {
       this.metrics.messagesDuplicate.inc();
       if (result.repush && result.repush.nodes.length > 0 && clientMsgId !== undefined) {
@@ -138,9 +140,14 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     this.metrics.messagesAccepted.inc({ via });
     if (result.dropped > 0) this.metrics.inboxDropped.inc({ reason: 'overflow' }, result.dropped);
 
-    const msg: StoredMessage = { id, from, to, seq: result.seq, json: result.json };
-    const pushed = result.nodes.length > 0 && (await this.push(msg, result.nodes, 0));
-    const status = pushed ? 'sent' : 'stored';
+    // Not awaited here: what waits for the broker holds neither the command nor the stored JSON.
+    const pushed = result.nodes.length > 0 ? this.push({ id, from, to, seq: result.seq, json: result.json }, result.nodes, 0) : NOT_PUSHED;
+    return this.answerWhenPushed(from, id, clientMsgId, pushed);
+  }
+
+  /** A send's answer once its push is confirmed or given up ('sent' or 'stored'), with its idempotency record settled. */
+  private async answerWhenPushed(from: string, id: string, clientMsgId: string | undefined, pushed: Promise<boolean>): Promise<SendResult> {
+    const status = (await pushed) ? 'sent' : 'stored';
     if (clientMsgId !== undefined) this.settle(from, clientMsgId, id, status);
     return { id, status };
   }

@@ -1,5 +1,5 @@
 import { ChatMessage } from './message.types';
-import { InvalidStoredMessageError, readStoredMessage } from './stored-message';
+import { InvalidStoredMessageError, detached, readStoredMessage } from './stored-message';
 
 const id = '019aee3c-1234-7abc-8def-0123456789ab';
 
@@ -32,5 +32,14 @@ describe('readStoredMessage', () => {
     ['a seq that is no integer', `{"id":"${id}","from":"a","to":"b","body":1,"sentAt":1,"seq":1.5}`, 'stored message has an unknown shape'],
   ])('rejects %s', (_what, json, message) => {
     expect(() => readStoredMessage(json)).toThrow(new InvalidStoredMessageError(message));
+  });
+});
+
+describe('detached', () => {
+  it('is the same text', () => {
+    const parent = `${'x'.repeat(500)}019aee3c-1234-7abc-8def-0123456789ab`;
+    const sub = parent.slice(500);
+    expect(detached(sub)).toBe(sub);
+    expect(detached('')).toBe('');
   });
 });

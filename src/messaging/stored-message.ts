@@ -33,7 +33,7 @@ const WRITTEN_BY_SEND = /^\{"id":"([0-9a-f-]{36})","from":"([A-Za-z0-9._:@-]{1,1
  */
 export function readStoredMessage(json: string): StoredMessage {
   const m = WRITTEN_BY_SEND.exec(json);
-  if (m) return { id: m[1], from: m[2], to: m[3], seq: Number(m[4]), json };
+  if (m) return { id: detached(m[1]), from: detached(m[2]), to: detached(m[3]), seq: Number(m[4]), json };
   let parsed: unknown;
   try {
     parsed = JSON.parse(json);
@@ -42,6 +42,15 @@ export function readStoredMessage(json: string): StoredMessage {
   }
   if (!isChatMessage(parsed)) throw new InvalidStoredMessageError('stored message has an unknown shape');
   return { id: parsed.id, from: parsed.from, to: parsed.to, seq: parsed.seq, json };
+}
+
+/**
+ * A copy of a substring that does not keep the string it was cut from alive. V8 makes a substring of 13
+ * characters or more a view into its parent: the id that a delivered message's ack callback keeps until the
+ * client acks would otherwise keep the whole envelope it was read from. Slicing a fresh concatenation copies.
+ */
+export function detached(sub: string): string {
+  return (' ' + sub).slice(1);
 }
 
 /** A decoded ChatMessage (from an envelope that was parsed in full) as a StoredMessage. */
