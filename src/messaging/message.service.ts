@@ -38,6 +38,7 @@ const MAX_REROUTES = 2;
  */
 const PUSH_WAIT_MS = 2_000;
 
+/** The push outcome of a message for a user with no live session: nothing to wait for. */
 const NOT_PUSHED = Promise.resolve(false);
 
 /** Receipts may wait this long for a message going to the same node, and travel with it. */
