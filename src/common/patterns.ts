@@ -5,3 +5,8 @@ export const CLIENT_MSG_ID_MAX = 128;
 export function isUserId(value: unknown): value is string {
   return typeof value === 'string' && USER_ID_PATTERN.test(value);
 }
+
+/** A plain JSON object (not null, not an array), as JSON.parse gives it. */
+export function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

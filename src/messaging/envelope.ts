@@ -1,4 +1,4 @@
-import { isUserId } from '../common/patterns';
+import { isObject, isUserId } from '../common/patterns';
 import { MessageStatusEvent } from './message.types';
 import { InvalidStoredMessageError, StoredMessage, isChatMessage, readStoredMessage, storedMessageOf } from './stored-message';
 
@@ -21,13 +21,14 @@ export class InvalidEnvelopeError extends Error {
   override readonly name = 'InvalidEnvelopeError';
 }
 
+/** How a message envelope starts, and its whole layout: the stored message JSON is the `m` at the end. */
+const MESSAGE_HEAD = '{"t":"m","h":';
+const MESSAGE_ENVELOPE = /^\{"t":"m","h":(\d{1,3}),"m":([^]*)\}$/;
+
 /** The stored JSON is embedded as it is: no decode and re-encode on the hot path. */
 export function encodeMessageEnvelope(messageJson: string, hops: number): Buffer {
   return Buffer.from(`${MESSAGE_HEAD}${hops},"m":${messageJson}}`);
 }
-
-const MESSAGE_HEAD = '{"t":"m","h":';
-const MESSAGE_ENVELOPE = /^\{"t":"m","h":(\d{1,3}),"m":([^]*)\}$/;
 
 export function encodeStatusEnvelope(userId: string, status: MessageStatusEvent, hops: number): Buffer {
   return Buffer.from(JSON.stringify({ t: 's', h: hops, u: userId, s: status }));
@@ -36,8 +37,6 @@ export function encodeStatusEnvelope(userId: string, status: MessageStatusEvent,
 export function encodeEndSessionEnvelope(userId: string, sessionId: string, reason: SessionEndReason): Buffer {
   return Buffer.from(JSON.stringify({ t: 'k', h: 0, u: userId, sid: sessionId, r: reason }));
 }
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function isStatus(s: unknown): s is MessageStatusEvent {
   return isObject(s) && typeof s.id === 'string' && isUserId(s.to) && (s.status === 'delivered' || s.status === 'read');

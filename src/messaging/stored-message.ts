@@ -1,4 +1,4 @@
-import { isUserId } from '../common/patterns';
+import { USER_ID_PATTERN, isObject, isUserId } from '../common/patterns';
 import { ChatMessage } from './message.types';
 
 /**
@@ -22,9 +22,10 @@ export class InvalidStoredMessageError extends Error {
 /**
  * The JSON that MessageService.send drafts and the store's script completes:
  * `{"id":…,"from":…,"to":…,"body":…,"sentAt":…[,"clientMsgId":…],"seq":N}`. The user ids match USER_ID_PATTERN,
- * so they need no escapes. Only the head and the tail are read; the rest is the body, made by JSON.stringify.
+ * whose characters JSON does not escape. Only the head and the tail are read; the rest is the body, made by JSON.stringify.
  */
-const WRITTEN_BY_SEND = /^\{"id":"([0-9a-f-]{36})","from":"([A-Za-z0-9._:@-]{1,128})","to":"([A-Za-z0-9._:@-]{1,128})","body":[^]*,"seq":(\d{1,15})\}$/;
+const USER_ID = USER_ID_PATTERN.source.replace(/^\^|\$$/g, '');
+const WRITTEN_BY_SEND = new RegExp(`^\\{"id":"([0-9a-f-]{36})","from":"(${USER_ID})","to":"(${USER_ID})","body":[^]*,"seq":(\\d{1,15})\\}$`);
 
 /**
  * Reads a stored message's JSON. The shape `send` writes is read from its head and tail alone; anything else
@@ -57,8 +58,6 @@ export function detached(sub: string): string {
 export function storedMessageOf(msg: ChatMessage): StoredMessage {
   return { id: msg.id, from: msg.from, to: msg.to, seq: msg.seq, json: JSON.stringify(msg) };
 }
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 export function isChatMessage(m: unknown): m is ChatMessage {
   return (
