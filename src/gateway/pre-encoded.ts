@@ -27,7 +27,7 @@ export class PreEncoded<T> {
 export class SwitchboardEncoder extends Encoder {
   override encode(packet: Packet): Array<string | Buffer> {
     const data: unknown = packet.data;
-    if (packet.type !== PacketType.EVENT || !Array.isArray(data) || !data.some((a) => a instanceof PreEncoded) || !data.every(splicable)) {
+    if (packet.type !== PacketType.EVENT || !Array.isArray(data) || !splices(data)) {
       return super.encode(packet) as Array<string | Buffer>;
     }
     let str = String(packet.type);
@@ -37,8 +37,14 @@ export class SwitchboardEncoder extends Encoder {
   }
 }
 
-function splicable(arg: unknown): boolean {
-  return arg instanceof PreEncoded || arg === null || ['string', 'number', 'boolean'].includes(typeof arg);
+/** True when the arguments hold a PreEncoded value and nothing but primitives besides. */
+function splices(args: readonly unknown[]): boolean {
+  let preEncoded = false;
+  for (const arg of args) {
+    if (arg instanceof PreEncoded) preEncoded = true;
+    else if (arg !== null && typeof arg !== 'string' && typeof arg !== 'number' && typeof arg !== 'boolean') return false;
+  }
+  return preEncoded;
 }
 
 /** The `parser` option of the Socket.IO server: the default protocol and decoder, and SwitchboardEncoder. */

@@ -57,8 +57,9 @@ export const LUA_NOW = `local __t = redis.call('TIME'); local now = tonumber(__t
 
 /**
  * Lua function liveNodes(presenceKey, leasePrefix, now, leases): the distinct nodes with an unexpired session
- * entry whose lease is alive (`now`: epoch ms, a number or, cheaper for Redis to take, that number as a string). `leases` (optional) caches each node's lease check for the rest of the script,
- * which is one atomic step. Shared by the presence lookup and the messaging scripts.
+ * entry whose lease is alive (`now`: epoch ms, a number or, cheaper for Redis to take, that number as a
+ * string). `leases` (optional) caches each node's lease check for the rest of the script, which is one atomic
+ * step. Shared by the presence lookup and the messaging scripts.
  */
 export const LUA_LIVE_NODES = `
 local function liveNodes(key, leasePrefix, now, leases)
