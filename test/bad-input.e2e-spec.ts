@@ -1,6 +1,7 @@
+import Redis from 'ioredis';
 import request from 'supertest';
 import { ClientPool, TestClient, refusal, tokenFor } from './helpers/client';
-import { API_KEY, clusterEnv } from './helpers/env';
+import { API_KEY, REDIS_URL, clusterEnv } from './helpers/env';
 import { forgetCluster } from './helpers/cleanup';
 import { TestNode, startNode } from './helpers/nodes';
 import { uniqueName } from './helpers/wait';
@@ -124,6 +125,34 @@ describe('bad input', () => {
       const second = await a.emit('message:send', { to: bob, body: 2, clientMsgId: null });
       expect([first.ok, second.ok, first.duplicate, second.duplicate]).toEqual([true, true, undefined, undefined]);
       expect(second.id).not.toBe(first.id);
+    });
+
+    it('skips a stored message it cannot read, delivers the others and leaves that one in the inbox', async () => {
+      const unreadable = async () => {
+        const text = (await request(node.url).get('/metrics').expect(200)).text;
+        return Number(/^switchboard_inbox_unreadable_total(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? 0);
+      };
+      const sent = [await a.send(bob, 'one'), await a.send(bob, 'two')];
+      const inbox = `${cluster}:inbox:${bob}`;
+      const redis = new Redis(REDIS_URL);
+      try {
+        // One at the head, where the read looks for expired messages, and one between the two messages.
+        await redis.zadd(inbox, 0, 'not a message', 1.5, '{"id":"x"}');
+        const before = await unreadable();
+        const b = await clients.connect(node.url, bob);
+        const got = await b.waitForMessages(2);
+        expect(got.map((m) => [m.id, m.seq])).toEqual([
+          [sent[0].id, 1],
+          [sent[1].id, 2],
+        ]);
+        expect(await unreadable()).toBeGreaterThanOrEqual(before + 2);
+        expect(await redis.zrangebyscore(inbox, 0, 1.5)).toEqual(['not a message', '{"id":"x"}']);
+        // The session goes on as usual.
+        const third = await a.send(bob, 'three');
+        expect((await b.waitForMessage((m) => m.id === third.id, 'the live message')).seq).toBe(3);
+      } finally {
+        redis.disconnect();
+      }
     });
 
     it('keeps stored messages intact through all of it', async () => {

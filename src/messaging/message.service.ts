@@ -169,11 +169,24 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     this.store.settle(from, clientMsgId, id, status).catch((err: unknown) => this.logger.warn(`settle of ${id} failed: ${String(err)}`));
   }
 
-  /** The user's stored messages, oldest first, and the last seq assigned to the user. */
+  /**
+   * The user's stored messages, oldest first, and the last seq assigned to the user. One this version cannot
+   * read (written by hand, say, or laid out by a later version) is skipped, logged and counted, and left in the
+   * inbox as it is: the user gets every other message, where failing the whole read would stall their sessions.
+   */
   async inboxOf(userId: string): Promise<InboxSnapshot> {
     const { messages, expired, lastSeq } = await this.store.pending(userId);
     if (expired > 0) this.metrics.inboxDropped.inc({ reason: 'expired' }, expired);
-    return { lastSeq, messages: messages.map(readStoredMessage) };
+    const readable: StoredMessage[] = [];
+    for (const json of messages) {
+      try {
+        readable.push(readStoredMessage(json));
+      } catch (err) {
+        this.metrics.inboxUnreadable.inc();
+        this.logger.error(`stored message for ${userId} skipped, ${String(err)}: ${JSON.stringify(json.slice(0, 120))}`);
+      }
+    }
+    return { lastSeq, messages: readable };
   }
 
   /**

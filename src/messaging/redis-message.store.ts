@@ -138,7 +138,12 @@ const PENDING = new LuaScript(
   local all = redis.call('ZRANGE', KEYS[1], 0, -1)
   local cutoff = now - tonumber(ARGV[1])
   local expired = 0
-  while expired < #all and timeOf(all[expired + 1]) < cutoff do expired = expired + 1 end
+  -- A member with no readable time (not a message of ours) ends the expired run: it is not removed here.
+  while expired < #all do
+    local t = timeOf(all[expired + 1])
+    if t == nil or t >= cutoff then break end
+    expired = expired + 1
+  end
   if expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, expired - 1) end
   local out = {tostring(expired), redis.call('GET', KEYS[2]) or '0'}
   for i = expired + 1, #all do out[#out + 1] = all[i] end

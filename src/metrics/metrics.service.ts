@@ -14,6 +14,7 @@ export class MetricsService {
   readonly messagesConfirmed = this.counter('switchboard_messages_confirmed_total', 'Messages removed from an inbox after a session confirmed them');
   readonly messagesRerouted = this.counter('switchboard_messages_rerouted_total', 'Messages that found no local session and were routed once more');
   readonly inboxDropped = this.counter('switchboard_inbox_dropped_total', 'Stored messages dropped unread', ['reason']);
+  readonly inboxUnreadable = this.counter('switchboard_inbox_unreadable_total', 'Stored messages a read of the inbox could not parse and skipped, each time it met them');
   readonly rateLimited = this.counter('switchboard_rate_limited_total', 'Sends refused over the per-user rate');
   readonly amqpPublished = this.counter('switchboard_amqp_published_total', 'Payloads published to another node');
   readonly nodePushes = this.counter('switchboard_node_pushes_total', 'Payloads sent to another node, by kind (message, status, end)', ['kind']);
