@@ -13,6 +13,12 @@ describe('bad input', () => {
   let node: TestNode;
   let n = 0;
   const user = (name: string) => `${name}-${++n}`;
+  /** A counter's value on the node's /metrics, in the series whose labels include `label` (0 before its first increment). */
+  const counter = async (name: string, label = ''): Promise<number> => {
+    const text = (await request(node.url).get('/metrics').expect(200)).text;
+    const series = text.split('\n').find((line) => line.startsWith(`${name}{`) && line.includes(label));
+    return Number(series?.slice(series.lastIndexOf(' ') + 1) ?? 0);
+  };
 
   beforeAll(async () => {
     node = await startNode(clusterEnv(cluster, `${cluster}-n1`, { MAX_MESSAGE_BYTES: '1024', SEND_RATE_PER_SECOND: '5', OFFLINE_MAX_PER_USER: '3' }));
@@ -106,10 +112,7 @@ describe('bad input', () => {
     });
 
     it('keeps at most OFFLINE_MAX_PER_USER stored messages, drops the oldest and counts them in a metric', async () => {
-      const metric = async () => {
-        const text = (await request(node.url).get('/metrics').expect(200)).text;
-        return Number(/^switchboard_inbox_dropped_total\{[^}]*reason="overflow"[^}]*\} (\d+)/m.exec(text)?.[1] ?? 0);
-      };
+      const metric = () => counter('switchboard_inbox_dropped_total', 'reason="overflow"');
       const before = await metric();
       const acks = [];
       for (let i = 0; i < 5; i++) acks.push(await a.send(bob, i));
@@ -128,10 +131,7 @@ describe('bad input', () => {
     });
 
     it('skips a stored message it cannot read, delivers the others and leaves that one in the inbox', async () => {
-      const unreadable = async () => {
-        const text = (await request(node.url).get('/metrics').expect(200)).text;
-        return Number(/^switchboard_inbox_unreadable_total(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1] ?? 0);
-      };
+      const unreadable = () => counter('switchboard_inbox_unreadable_total');
       const sent = [await a.send(bob, 'one'), await a.send(bob, 'two')];
       const inbox = `${cluster}:inbox:${bob}`;
       const redis = new Redis(REDIS_URL);
