@@ -4,7 +4,16 @@ import { ClientPool, TestClient, refusal, tokenFor } from './helpers/client';
 import { API_KEY, REDIS_URL, clusterEnv } from './helpers/env';
 import { forgetCluster } from './helpers/cleanup';
 import { TestNode, startNode } from './helpers/nodes';
-import { uniqueName } from './helpers/wait';
+import { uniqueName, within } from './helpers/wait';
+
+/** The JSON of `depth` arrays, one inside the other, around a 1. */
+function nestedJson(depth: number): string {
+  return '['.repeat(depth) + '1' + ']'.repeat(depth);
+}
+
+function nested(depth: number): unknown {
+  return JSON.parse(nestedJson(depth));
+}
 
 /** Bad input gets a clear error; the socket, the node and the stored messages survive it. */
 describe('bad input', () => {
@@ -71,12 +80,39 @@ describe('bad input', () => {
       ['an empty clientMsgId', { to: 'bob', body: 1, clientMsgId: '' }, 'invalid_payload', 'clientMsgId'],
       ['a clientMsgId of 129 characters', { to: 'bob', body: 1, clientMsgId: 'c'.repeat(129) }, 'invalid_payload', 'clientMsgId'],
       ['a body over MAX_MESSAGE_BYTES', { to: 'bob', body: 'x'.repeat(1100) }, 'payload_too_large', '1024'],
+      ['a body nested 129 levels', { to: 'bob', body: nested(129) }, 'invalid_payload', 'body nests deeper than 128 levels'],
+      ['a binary body', { to: 'bob', body: Buffer.from('hi') }, 'invalid_payload', 'body holds binary data'],
     ])('answers message:send with %s by an error ack, and the socket stays', async (_, payload, code, mentions) => {
       const ack = await a.emit('message:send', payload);
       expect(ack.ok).toBe(false);
       expect(ack.error?.code).toBe(code);
       expect(ack.error?.message).toContain(mentions);
       expect(a.socket.connected).toBe(true);
+      expect((await a.send(bob, 'still here')).ok).toBe(true);
+    });
+
+    it('delivers a body nested 128 levels as it was sent', async () => {
+      const b = await clients.connect(node.url, bob);
+      expect((await a.send(bob, nested(128))).ok).toBe(true);
+      const [msg] = await b.waitForMessages(1);
+      expect(msg.body).toEqual(nested(128));
+    });
+
+    it('answers a body nested far deeper than a stack goes with the same clear error', async () => {
+      // socket.io-client's own encoder would overflow on this payload, so the packet is written as text.
+      const engine = a.socket.io.engine;
+      const answer = new Promise<string>((resolve) => {
+        const onMessage = (data: unknown) => {
+          if (typeof data !== 'string' || !data.startsWith('3901[')) return;
+          engine.off('message', onMessage);
+          resolve(data.slice('3901'.length));
+        };
+        engine.on('message', onMessage);
+      });
+      engine.write(`2901["message:send",{"to":"${bob}","body":${nestedJson(20_000)}}]`);
+      expect(JSON.parse(await within(answer, 'the ack of the deep send'))).toEqual([
+        { ok: false, error: { code: 'invalid_payload', message: 'body nests deeper than 128 levels' } },
+      ]);
       expect((await a.send(bob, 'still here')).ok).toBe(true);
     });
 
@@ -171,6 +207,16 @@ describe('bad input', () => {
     it('answers malformed JSON with 400 invalid_payload', async () => {
       const res = await request(node.url).post('/messages').set(auth()).set('Content-Type', 'application/json').send('{"to": "bob",').expect(400);
       expect(res.body.error.code).toBe('invalid_payload');
+    });
+
+    it('answers JSON nested deeper than a message body may with 400, however deep', async () => {
+      await request(node.url).post('/messages').set(auth()).send({ to: 'bob', body: nested(128) }).expect(202);
+      // 8000 levels fit the request limit of this node and overflowed the stack of the ValidationPipe before.
+      for (const depth of [129, 8_000]) {
+        const json = `{"to":"bob","body":${nestedJson(depth)}}`;
+        const res = await request(node.url).post('/messages').set(auth()).set('Content-Type', 'application/json').send(json).expect(400);
+        expect(res.body.error).toEqual({ code: 'invalid_payload', message: 'request body nests deeper than 129 levels: a message body may nest 128' });
+      }
     });
 
     it('answers bad fields with 400 naming the field', async () => {

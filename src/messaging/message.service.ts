@@ -2,6 +2,7 @@ import { BeforeApplicationShutdown, Injectable, Logger, OnModuleInit } from '@ne
 import { Delivery, NodeBus, PublishOutcome } from '../amqp/node-bus';
 import { AppError } from '../common/app-error';
 import { Batcher } from '../common/batcher';
+import { jsonShapeProblem } from '../common/json-shape';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
@@ -101,6 +102,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
 
   /** The checks of a send, and its message JSON up to the seq, which the store adds. */
   private draft(from: string, input: SendMessageDto): AcceptCommand {
+    const shapeProblem = jsonShapeProblem(input.body);
+    if (shapeProblem !== undefined) throw new AppError('invalid_payload', `body ${shapeProblem}`);
     const bodyJson = JSON.stringify(input.body);
     if (bodyJson === undefined) throw new AppError('invalid_payload', 'body must be a JSON value');
     if (Buffer.byteLength(bodyJson) > this.config.maxMessageBytes) {
