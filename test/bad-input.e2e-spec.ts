@@ -159,6 +159,18 @@ describe('bad input', () => {
       expect(got.map((m) => m.seq)).toEqual([3, 4, 5]);
     });
 
+    it('stops pushing to a session with OFFLINE_MAX_PER_USER unconfirmed messages, and resumes from the inbox as it confirms', async () => {
+      const b = await clients.connect(node.url, bob, { autoConfirm: false });
+      for (let i = 1; i <= 5; i++) expect((await a.send(bob, i)).status).toBe('sent');
+      // Had 4 and 5 been pushed, they would be on the socket before this answer.
+      expect(await b.emit('message:read', { ids: [] })).toEqual({ ok: true });
+      expect(b.messages.map((m) => m.seq)).toEqual([1, 2, 3]);
+      for (const m of b.messages.slice(0, 2)) b.unconfirmed.get(m.id)?.();
+      const got = await b.waitForMessages(5);
+      expect(got.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+      expect(got.map((m) => m.body)).toEqual([1, 2, 3, 4, 5]);
+    });
+
     it('takes a null clientMsgId as none: two such sends are two messages', async () => {
       const first = await a.emit('message:send', { to: bob, body: 1, clientMsgId: null });
       const second = await a.emit('message:send', { to: bob, body: 2, clientMsgId: null });

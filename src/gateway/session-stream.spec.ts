@@ -5,7 +5,7 @@ import { GAP_WAIT_MS, SessionStream } from './session-stream';
 const msg = (seq: number, from = 'alice'): StoredMessage => ({ id: `id-${seq}`, from, to: 'bob', seq, json: `{"seq":${seq}}` });
 
 /** A stream whose inbox reads are answered by the test, one deferred promise at a time. */
-function harness() {
+function harness(window = 1000) {
   const emitted: number[] = [];
   const reads: Array<{ resolve: (s: InboxSnapshot) => void; reject: (e: Error) => void }> = [];
   const errors: unknown[] = [];
@@ -13,6 +13,7 @@ function harness() {
     (m) => emitted.push(m.seq),
     () => new Promise<InboxSnapshot>((resolve, reject) => reads.push({ resolve, reject })),
     (err) => errors.push(err),
+    window,
   );
   const answer = async (messages: StoredMessage[], lastSeq: number) => {
     const read = reads.shift();
@@ -132,6 +133,44 @@ describe('SessionStream', () => {
     await h.answer([msg(2)], 2);
     expect(h.emitted).toEqual([1, 2]);
     h.stream.push(msg(3));
+    expect(h.emitted).toEqual([1, 2, 3, 4]);
+  });
+
+  it('leaves live messages in the inbox once a window of them is unconfirmed, and catches up when half is confirmed', async () => {
+    const h = harness(4);
+    void h.stream.catchUp();
+    await h.answer([msg(1), msg(2)], 2);
+    h.stream.push(msg(3));
+    h.stream.push(msg(4));
+    h.stream.push(msg(5));
+    h.stream.push(msg(6));
+    expect(h.emitted).toEqual([1, 2, 3, 4]);
+    h.stream.confirmed();
+    h.stream.push(msg(7));
+    expect(h.emitted).toEqual([1, 2, 3, 4]);
+    expect(h.reads).toHaveLength(0);
+    h.stream.confirmed();
+    // 5 was confirmed by another session meanwhile; 6 and 7 wait in the inbox.
+    await h.answer([msg(3), msg(4), msg(6), msg(7)], 7);
+    expect(h.emitted).toEqual([1, 2, 3, 4, 6, 7]);
+    h.stream.push(msg(8));
+    expect(h.emitted).toEqual([1, 2, 3, 4, 6, 7]);
+    jest.advanceTimersByTime(GAP_WAIT_MS * 10);
+    expect(h.reads).toHaveLength(0);
+  });
+
+  it('emits what a catch-up owes past the window, but nothing more until confirmations come', async () => {
+    const h = harness(2);
+    void h.stream.catchUp();
+    await h.answer([msg(1), msg(2), msg(3)], 3);
+    expect(h.emitted).toEqual([1, 2, 3]);
+    h.stream.push(msg(4));
+    h.stream.confirmed();
+    expect(h.reads).toHaveLength(0);
+    // One of the three left unconfirmed: half the window.
+    h.stream.confirmed();
+    expect(h.emitted).toEqual([1, 2, 3]);
+    await h.answer([msg(4)], 4);
     expect(h.emitted).toEqual([1, 2, 3, 4]);
   });
 

@@ -14,6 +14,12 @@ const MAX_HELD = 10_000;
  * gap fills from the live stream or, after GAP_WAIT_MS, a catch-up reads the inbox: what the inbox has from
  * `next` on is emitted with the held messages, in seq order. A catch-up also runs when the session opens (its
  * stored messages go out before any newer live one) and after the node lost its broker connection.
+ *
+ * Flow control, like a consumer's prefetch: once `window` emitted messages wait for this session's
+ * confirmation, live messages are left in the inbox instead of emitted. When half the window is confirmed,
+ * a catch-up sends what the inbox has. A session that never confirms (a client that forgets the ack
+ * callback, or cannot keep up) thus costs the node at most `window` plus one inbox of pending
+ * acknowledgements, instead of one per message for as long as it stays connected.
  */
 export class SessionStream {
   private next = 0;
@@ -23,25 +29,38 @@ export class SessionStream {
   private catchingUp: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Emitted messages this session has not confirmed yet. */
+  private unconfirmed = 0;
+  /** Set when `unconfirmed` reached the window: live messages stay in the inbox until half of it is confirmed. */
+  private paused = false;
 
   constructor(
     private readonly emit: (msg: StoredMessage) => void,
     private readonly readInbox: () => Promise<InboxSnapshot>,
     private readonly onError: (err: unknown) => void,
+    private readonly window: number,
   ) {}
 
   /** A message pushed live. */
   push(msg: StoredMessage): void {
-    if (this.closed || msg.seq < this.next) return;
+    if (this.closed || msg.seq < this.next || this.paused) return;
     if (this.catchingUp || !this.opened || msg.seq > this.next) {
       this.held.set(msg.seq, msg);
       if (this.held.size > MAX_HELD) this.flushHeld();
       else if (!this.catchingUp && this.opened) this.armTimer(GAP_WAIT_MS);
       return;
     }
-    this.emit(msg);
+    this.deliver(msg);
     this.next = msg.seq + 1;
     this.drainContiguous();
+  }
+
+  /** The session confirmed one of the messages emitted to it. */
+  confirmed(): void {
+    this.unconfirmed = Math.max(0, this.unconfirmed - 1);
+    if (!this.paused || this.unconfirmed > this.window / 2) return;
+    this.paused = false;
+    void this.catchUp();
   }
 
   /** Reads the inbox and emits what this session has not had yet, in order. Concurrent calls share one run. */
@@ -78,7 +97,7 @@ export class SessionStream {
     const settled = [...this.held.values()].filter((m) => m.seq <= snapshot.lastSeq).sort((a, b) => a.seq - b.seq);
     for (const msg of settled) {
       this.held.delete(msg.seq);
-      if (msg.seq >= this.next) this.emit(msg);
+      if (msg.seq >= this.next) this.deliver(msg);
     }
     this.next = Math.max(this.next, snapshot.lastSeq + 1);
     this.drainContiguous();
@@ -88,7 +107,7 @@ export class SessionStream {
     let msg: StoredMessage | undefined;
     while ((msg = this.held.get(this.next)) !== undefined) {
       this.held.delete(this.next);
-      this.emit(msg);
+      this.deliver(msg);
       this.next++;
     }
     if (this.held.size === 0) {
@@ -100,8 +119,14 @@ export class SessionStream {
   private flushHeld(): void {
     const ordered = [...this.held.values()].sort((a, b) => a.seq - b.seq);
     this.held.clear();
-    for (const msg of ordered) this.emit(msg);
+    for (const msg of ordered) this.deliver(msg);
     this.next = ordered[ordered.length - 1].seq + 1;
+  }
+
+  /** Emits, counting toward the window. What a catch-up or the held messages owe still goes out past it: at most an inbox more. */
+  private deliver(msg: StoredMessage): void {
+    this.emit(msg);
+    if (++this.unconfirmed >= this.window) this.paused = true;
   }
 
   private armTimer(ms: number): void {

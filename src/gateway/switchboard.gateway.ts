@@ -82,6 +82,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       (msg) => this.emitMessage(socket, msg),
       () => this.messages.inboxOf(userId),
       (err) => this.logger.warn(`could not read the inbox of ${userId}: ${String(err)}`),
+      this.config.offlineMaxPerUser,
     );
     socket.data.stream = stream;
     this.listen(socket);
@@ -164,7 +165,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
    */
   private emitMessage(socket: SwitchboardSocket, msg: StoredMessage): void {
     const ref: DeliveredRef = { seq: msg.seq, id: msg.id, from: msg.from };
-    socket.emit('message', new PreEncoded<ChatMessage>(msg.json), () => this.messages.confirm(socket.data.userId, ref));
+    socket.emit('message', new PreEncoded<ChatMessage>(msg.json), () => {
+      socket.data.stream?.confirmed();
+      this.messages.confirm(socket.data.userId, ref);
+    });
   }
 
   private track(socket: SwitchboardSocket): void {
