@@ -7,7 +7,7 @@ import { AppError } from './common/app-error';
 import { VALIDATOR_OPTIONS, describeValidationErrors } from './common/validate';
 import { AppConfig } from './config/config';
 import { SwitchboardIoAdapter } from './gateway/io-adapter';
-import { refuseDeepJson } from './http/deep-json.middleware';
+import { checkJsonBody } from './http/json-body.middleware';
 import { HttpExceptionFilter } from './http/http-exception.filter';
 import { PinoLoggerService } from './logging/pino-logger.service';
 
@@ -26,7 +26,7 @@ export async function createSwitchboard(config: AppConfig): Promise<NestExpressA
   });
   app.useLogger(new PinoLoggerService(config.logLevel, config.nodeId));
   app.useBodyParser('json', { limit: config.maxMessageBytes + REQUEST_OVERHEAD_BYTES });
-  app.use(refuseDeepJson);
+  app.use(checkJsonBody);
   app.useWebSocketAdapter(new SwitchboardIoAdapter(app, config));
   app.useGlobalFilters(new HttpExceptionFilter());
   app.useGlobalPipes(

@@ -1,4 +1,5 @@
 import Redis from 'ioredis';
+import { gzipSync } from 'node:zlib';
 import request from 'supertest';
 import { ClientPool, TestClient, refusal, tokenFor } from './helpers/client';
 import { API_KEY, REDIS_URL, clusterEnv } from './helpers/env';
@@ -229,6 +230,26 @@ describe('bad input', () => {
         const res = await request(node.url).post('/messages').set(auth()).set('Content-Type', 'application/json').send(json).expect(400);
         expect(res.body.error).toEqual({ code: 'invalid_payload', message: 'request body nests deeper than 129 levels: a message body may nest 128' });
       }
+    });
+
+    it('answers a body that is not JSON with 400 saying so, not with the fields it lacks', async () => {
+      const notJson = { code: 'invalid_payload', message: 'request body must be JSON, sent with Content-Type: application/json' };
+      const text = await request(node.url).post('/messages').set(auth()).set('Content-Type', 'text/plain').send('hello').expect(400);
+      expect(text.body.error).toEqual(notJson);
+      const form = await request(node.url).post('/messages').set(auth()).type('form').send({ to: 'bob', body: '1' }).expect(400);
+      expect(form.body.error).toEqual(notJson);
+    });
+
+    it('answers a body that does not inflate as its Content-Encoding says with 400, and takes one that does', async () => {
+      const post = () => request(node.url).post('/messages').set(auth()).set('Content-Type', 'application/json').set('Content-Encoding', 'gzip');
+      const res = await post().send('{"to":"bob","body":1}').expect(400);
+      expect(res.body.error).toEqual({ code: 'invalid_payload', message: 'request body does not decompress as its Content-Encoding says' });
+      // superagent would send a Buffer under a JSON type as the JSON of the Buffer object: sent as it is here.
+      const zipped = gzipSync('{"to":"bob","body":"zipped"}');
+      await post()
+        .serialize(() => zipped as unknown as string)
+        .send({})
+        .expect(202);
     });
 
     it('answers bad fields with 400 naming the field', async () => {

@@ -32,11 +32,15 @@ export class HttpExceptionFilter implements ExceptionFilter {
       const status = exception.getStatus();
       return [status, { code: CODE_OF_STATUS[status] ?? (status >= 500 ? 'internal' : 'invalid_payload'), message: exception.message }];
     }
-    // body-parser's errors carry a status and a type (entity.too.large, entity.parse.failed, ...)
-    const e = exception as { status?: unknown; type?: unknown } | null;
-    if (e && typeof e.status === 'number' && typeof e.type === 'string') {
+    // body-parser's errors (http-errors) carry a 4xx status, and `expose` when their message is fit for the
+    // client: a body too large, an unknown charset, a body that does not inflate as its Content-Encoding says.
+    // (Nest turns its JSON syntax errors into a BadRequestException with the parser's message, above.)
+    // zlib's message for the same bad data varies with how it arrived ("incorrect header check", "Bad Request").
+    const e = exception as { status?: unknown; expose?: unknown; message?: unknown; code?: unknown } | null;
+    if (e && typeof e.status === 'number' && e.status >= 400 && e.status < 500 && e.expose === true) {
       const code: ErrorCode = e.status === 413 ? 'payload_too_large' : 'invalid_payload';
-      return [e.status, { code, message: e.type === 'entity.parse.failed' ? 'request body is not valid JSON' : e.type }];
+      const zlib = typeof e.code === 'string' && e.code.startsWith('Z_');
+      return [e.status, { code, message: zlib ? 'request body does not decompress as its Content-Encoding says' : `request body: ${String(e.message)}` }];
     }
     this.logger.error(`unhandled: ${exception instanceof Error ? (exception.stack ?? exception.message) : String(exception)}`);
     return [500, { code: 'internal', message: 'internal error' }];
