@@ -5,14 +5,11 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { AppModule } from './app.module';
 import { AppError } from './common/app-error';
 import { VALIDATOR_OPTIONS, describeValidationErrors } from './common/validate';
-import { AppConfig } from './config/config';
+import { AppConfig, maxRequestBytes } from './config/config';
 import { SwitchboardIoAdapter } from './gateway/io-adapter';
 import { checkJsonBody } from './http/json-body.middleware';
 import { HttpExceptionFilter } from './http/http-exception.filter';
 import { PinoLoggerService } from './logging/pino-logger.service';
-
-/** Room for the envelope around a body of MAX_MESSAGE_BYTES, so the body's own limit gives the clear error. */
-const REQUEST_OVERHEAD_BYTES = 16 * 1024;
 
 /**
  * Builds one node from a validated config, not yet listening. main.ts and the tests both start nodes this
@@ -25,7 +22,7 @@ export async function createSwitchboard(config: AppConfig): Promise<NestExpressA
     abortOnError: false,
   });
   app.useLogger(new PinoLoggerService(config.logLevel, config.nodeId));
-  app.useBodyParser('json', { limit: config.maxMessageBytes + REQUEST_OVERHEAD_BYTES });
+  app.useBodyParser('json', { limit: maxRequestBytes(config) });
   app.use(checkJsonBody);
   app.useWebSocketAdapter(new SwitchboardIoAdapter(app, config));
   app.useGlobalFilters(new HttpExceptionFilter());

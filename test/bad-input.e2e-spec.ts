@@ -302,4 +302,29 @@ describe('bad input', () => {
       await request(node.url).post('/dev/token').send({ userId: 'alice' }).expect(404);
     });
   });
+
+  describe('with MAX_MESSAGE_BYTES above Socket.IO\'s default packet size of 1 MB', () => {
+    const bigCluster = uniqueName('t-bad-big');
+    let big: TestNode;
+    beforeAll(async () => {
+      big = await startNode(clusterEnv(bigCluster, `${bigCluster}-n1`, { MAX_MESSAGE_BYTES: '1500000' }));
+    });
+    afterAll(async () => {
+      await big.close();
+      await forgetCluster(bigCluster, [big.nodeId]);
+    });
+
+    it('delivers a body between the two over Socket.IO, and answers one past MAX_MESSAGE_BYTES with an error ack', async () => {
+      const [alice, bob] = [user('alice'), user('bob')];
+      const a = await clients.connect(big.url, alice);
+      const b = await clients.connect(big.url, bob);
+      const body = 'x'.repeat(1_200_000);
+      expect((await a.send(bob, body)).ok).toBe(true);
+      const [msg] = await b.waitForMessages(1);
+      expect(msg.body).toBe(body);
+      const tooLarge = await a.send(bob, 'x'.repeat(1_510_000));
+      expect(tooLarge.error?.code).toBe('payload_too_large');
+      expect(a.socket.connected).toBe(true);
+    });
+  });
 });

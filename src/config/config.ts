@@ -157,6 +157,23 @@ export interface AppConfig {
   readonly logLevel: LogLevel;
 }
 
+/** Room for what surrounds a body in a request or a Socket.IO packet, so that a body a little over MAX_MESSAGE_BYTES still gets its own clear error. */
+const ENVELOPE_ROOM_BYTES = 16 * 1024;
+
+/** The largest REST request body a node reads (past it, body-parser answers 413 without reading it all). */
+export function maxRequestBytes(config: Pick<AppConfig, 'maxMessageBytes'>): number {
+  return config.maxMessageBytes + ENVELOPE_ROOM_BYTES;
+}
+
+/**
+ * The largest Socket.IO packet a node reads (`maxHttpBufferSize`). Past it engine.io closes the connection
+ * instead of answering, so it is never below Socket.IO's own default of 1 MB, and grows with MAX_MESSAGE_BYTES:
+ * left at 1 MB, a body between 1 MB and a larger MAX_MESSAGE_BYTES would cost its sender the connection.
+ */
+export function maxPacketBytes(config: Pick<AppConfig, 'maxMessageBytes'>): number {
+  return Math.max(1e6, maxRequestBytes(config));
+}
+
 export function defaultNodeId(): string {
   const host = hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 50) || 'node';
   return `${host}-${randomBytes(4).toString('base64url').replace(/[^A-Za-z0-9]/g, 'x').slice(0, 6)}`;

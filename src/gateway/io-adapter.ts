@@ -2,11 +2,11 @@ import type { IncomingMessage } from 'node:http';
 import { INestApplicationContext } from '@nestjs/common';
 import { IoAdapter } from '@nestjs/platform-socket.io';
 import type { Server, ServerOptions } from 'socket.io';
-import { AppConfig } from '../config/config';
+import { AppConfig, maxPacketBytes } from '../config/config';
 import { switchboardParser } from './pre-encoded';
 
 /**
- * Socket.IO server options from the node's config: both transports, and the Origin check of CORS_ORIGINS
+ * Socket.IO server options from the node's config: both transports, packets up to maxPacketBytes, and the Origin check of CORS_ORIGINS
  * (unset: same-origin only). Clients that send no Origin (servers, tests) are let in. The parser writes
  * stored messages into their packets as they are (pre-encoded.ts); on the wire it is Socket.IO's own.
  */
@@ -24,6 +24,7 @@ export class SwitchboardIoAdapter extends IoAdapter {
       ...options,
       parser: switchboardParser,
       transports: ['polling', 'websocket'],
+      maxHttpBufferSize: maxPacketBytes(this.config),
       cors: allowed.size > 0 ? { origin: [...allowed], credentials: true } : undefined,
       allowRequest: (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void) =>
         callback(null, originAllowed(req, allowed)),
