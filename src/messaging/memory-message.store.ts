@@ -30,12 +30,37 @@ interface Stored {
   json: string;
 }
 
-/** In-process inboxes for embedded mode: the same contract as RedisMessageStore. */
+/** An unread set: who sent each confirmed message, and when the set last grew (Redis renews its TTL then). */
+interface Unread {
+  readonly senders: Map<string, string>;
+  touchedAt: number;
+}
+
+/** Sets `key` as the map's newest entry: a Map keeps insertion order, so its stalest entries come first. */
+function setNewest<K, V>(map: Map<K, V>, key: K, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+}
+
+/** Deletes entries from the oldest on, while `stale` holds (what Redis' key TTLs do for RedisMessageStore). */
+function sweepStale<K, V>(map: Map<K, V>, stale: (value: V) => boolean): void {
+  for (const [key, value] of map) {
+    if (!stale(value)) break;
+    map.delete(key);
+  }
+}
+
+/**
+ * In-process inboxes for embedded mode: the same contract as RedisMessageStore. What Redis forgets by key
+ * TTLs (a token bucket once full again, an inbox or an unread set untouched for OFFLINE_TTL_SECONDS,
+ * idempotency records after 24 h) is swept here as each kind is written, so a long-running node keeps no
+ * more than Redis would. Seqs are kept for good, as in Redis.
+ */
 @Injectable()
 export class MemoryMessageStore extends MessageStore {
   private readonly inboxes = new Map<string, Stored[]>();
   private readonly seqs = new Map<string, number>();
-  private readonly unread = new Map<string, Map<string, string>>();
+  private readonly unread = new Map<string, Unread>();
   private readonly idempotency = new Map<string, IdempotencyRecord>();
   private readonly buckets = new Map<string, { tokens: number; ts: number }>();
   private lastAccept: Promise<unknown> = Promise.resolve();
@@ -76,33 +101,30 @@ export class MemoryMessageStore extends MessageStore {
     const bucket = this.buckets.get(cmd.from);
     const tokens = bucket ? Math.min(burst, bucket.tokens + ((now - bucket.ts) * rate) / 1000) : burst;
     if (tokens < 1) return { kind: 'rate_limited', retryAfterMs: Math.ceil(((1 - tokens) * 1000) / rate) };
-    this.buckets.set(cmd.from, { tokens: tokens - 1, ts: now });
+    // A bucket untouched for as long as a refill takes is full again, which is what no bucket means.
+    sweepStale(this.buckets, (b) => now - b.ts >= (burst * 1000) / rate);
+    setNewest(this.buckets, cmd.from, { tokens: tokens - 1, ts: now });
 
     const seq = (this.seqs.get(cmd.to) ?? 0) + 1;
     this.seqs.set(cmd.to, seq);
     const json = `${cmd.draft},"seq":${seq}}`;
-    let inbox = this.inboxes.get(cmd.to);
-    if (!inbox) this.inboxes.set(cmd.to, (inbox = []));
+    const inbox = this.inboxes.get(cmd.to) ?? [];
     inbox.push({ seq, id: cmd.id, json });
+    // An inbox whose newest message is past OFFLINE_TTL holds only expired ones (Redis' inbox key has expired).
+    const cutoff = now - this.config.offlineTtlMs;
+    sweepStale(this.inboxes, (stored) => stored.length === 0 || timeOfId(stored[stored.length - 1].id) < cutoff);
+    setNewest(this.inboxes, cmd.to, inbox);
     const dropped = Math.max(0, inbox.length - this.config.offlineMaxPerUser);
     if (dropped > 0) inbox.splice(0, dropped);
 
     // Embedded mode runs one node: the recipient's live nodes are this one or none.
     const nodes = await this.presence.nodesOf(cmd.to);
     if (idemKey !== undefined) {
-      this.sweepIdempotency(now);
+      sweepStale(this.idempotency, (rec) => rec.expiresAt <= now);
       const status = nodes.length > 0 ? 'sent' : 'stored';
-      this.idempotency.set(idemKey, { id: cmd.id, status, seq, to: cmd.to, settled: false, expiresAt: now + IDEMPOTENCY_WINDOW_MS });
+      setNewest(this.idempotency, idemKey, { id: cmd.id, status, seq, to: cmd.to, settled: false, expiresAt: now + IDEMPOTENCY_WINDOW_MS });
     }
     return { kind: 'accepted', seq, json, nodes, dropped };
-  }
-
-  /** Drops expired idempotency records, oldest first (Map keeps insertion order). */
-  private sweepIdempotency(now: number): void {
-    for (const [key, rec] of this.idempotency) {
-      if (rec.expiresAt > now) break;
-      this.idempotency.delete(key);
-    }
   }
 
   async settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
@@ -132,23 +154,26 @@ export class MemoryMessageStore extends MessageStore {
     if (!inbox || at < 0) return { removed: false, senderNodes: [] };
     inbox.splice(at, 1);
     if (inbox.length === 0) this.inboxes.delete(userId);
-    let unread = this.unread.get(userId);
-    if (!unread) this.unread.set(userId, (unread = new Map<string, string>()));
-    unread.set(id, from);
-    if (unread.size > this.config.offlineMaxPerUser) {
-      const oldest = unread.keys().next();
-      if (!oldest.done) unread.delete(oldest.value);
+    const now = Date.now();
+    const unread = this.unread.get(userId) ?? { senders: new Map<string, string>(), touchedAt: now };
+    unread.senders.set(id, from);
+    unread.touchedAt = now;
+    if (unread.senders.size > this.config.offlineMaxPerUser) {
+      const oldest = unread.senders.keys().next();
+      if (!oldest.done) unread.senders.delete(oldest.value);
     }
+    sweepStale(this.unread, (u) => u.touchedAt < now - this.config.offlineTtlMs);
+    setNewest(this.unread, userId, unread);
     return { removed: true, senderNodes: await this.presence.nodesOf(from) };
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
-    const unread = this.unread.get(userId);
+    const senders = this.unread.get(userId)?.senders;
     const out: ReadReceipt[] = [];
     for (const id of ids) {
-      const from = unread?.get(id);
+      const from = senders?.get(id);
       if (from !== undefined) {
-        unread?.delete(id);
+        senders?.delete(id);
         out.push({ id, from });
       }
     }
