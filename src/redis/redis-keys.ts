@@ -42,9 +42,14 @@ export class RedisKeys {
   unread(userId: string): string {
     return `${this.cluster}:unread:${userId}`;
   }
-  /** STRING `id|status` for 24 h. */
+  /**
+   * STRING `id|status|seq|settled|to` for 24 h. User ids may hold ':', so `<from>:<clientMsgId>` alone could be
+   * cut two ways (`a:b` + `c`, `a` + `b:c`): a sender whose id holds ':' gets `|<from>|<clientMsgId>`, which
+   * no other pair can produce ('|' is in no user id), and every other sender keeps the layout earlier
+   * versions wrote, so a rolling upgrade still finds their records.
+   */
   idempotency(from: string, clientMsgId: string): string {
-    return `${this.cluster}:idem:${from}:${clientMsgId}`;
+    return from.includes(':') ? `${this.cluster}:idem:|${from}|${clientMsgId}` : `${this.cluster}:idem:${from}:${clientMsgId}`;
   }
   /** HASH t (tokens), ts (ms): the sender's token bucket. */
   rate(userId: string): string {

@@ -233,6 +233,18 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect((await b.messages.pending(to)).messages).toHaveLength(2);
     });
 
+    it('no two (sender, clientMsgId) pairs share a record, even where the ids could be cut another way', async () => {
+      const b = open();
+      const [base, to] = [user(), user()];
+      // User ids may hold ':': `<base>:x` with key `k` and `<base>` with key `x:k` read the same once joined by ':'.
+      await accepted(b.messages, command(`${base}:x`, to, 'first', 'k'));
+      const second = command(base, to, 'second', 'x:k');
+      expect((await accepted(b.messages, second)).seq).toBe(2);
+      const again = await b.messages.accept(command(base, to, 'second again', 'x:k'));
+      expect(again).toMatchObject({ kind: 'duplicate', id: second.id });
+      expect((await b.messages.pending(to)).messages).toHaveLength(2);
+    });
+
     it('settle fixes what a later duplicate reports and stops the re-push; it ignores another id and creates no record', async () => {
       const b = open();
       const [from, to] = [user(), user()];
