@@ -63,8 +63,12 @@ export class SessionStream {
     void this.catchUp();
   }
 
-  /** Reads the inbox and emits what this session has not had yet, in order. Concurrent calls share one run. */
+  /**
+   * Reads the inbox and emits what this session has not had yet, in order. Concurrent calls share one run.
+   * While the window is full it does nothing: the catch-up that resumes the session reads the inbox then.
+   */
   catchUp(): Promise<void> {
+    if (this.paused) return Promise.resolve();
     this.opened = true;
     this.catchingUp ??= this.runCatchUp().finally(() => {
       this.catchingUp = undefined;
