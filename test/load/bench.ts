@@ -9,6 +9,7 @@
  *   options: --only=<key,...> --systems=switchboard,baseline --users=N --in-flight=W --duration=S --warmup=S
  *            --rounds=R (rounds of the saturation and cross-node scenarios; even rounds run the baseline first)
  *            --cross-rate=R (rate of the cross-node scenarios, 2000 by default; their keys become crossR-nN)
+ *            --cross-nodes=2,3,4 (cluster sizes of the cross-node scenarios)
  *            --tick=ms (at a fixed rate, the sends due go out every this many ms; 2 by default)
  *            --idle=<connections> --out=<dir>
  *            --trace (each run's send times and latencies, and the generator's GCs, to <out>/trace-<key>-r<round>-<system>.json)
@@ -46,6 +47,8 @@ interface Options {
   rounds: number;
   /** Messages per second of the cross-node scenarios (issue 4: 2000; lower to see the growth without contention). */
   crossRate: number;
+  /** Cluster sizes of the cross-node scenarios (issue 4: 2, 3, 4; larger to see where the baseline's broadcast goes). */
+  crossNodes: number[];
   /** At a fixed rate, the generator makes the sends due every this many ms (2: about 4 at once at 2000 msg/s). */
   tickMs: number;
   drainMs: number;
@@ -56,6 +59,13 @@ interface Options {
   trace: boolean;
 }
 
+/** `--cross-nodes=2,3,4`: distinct cluster sizes of at least 2, ascending. */
+function crossNodes(list: string): number[] {
+  const ns = [...new Set(list.split(',').map(Number))].sort((a, b) => a - b);
+  if (ns.length === 0 || ns.some((n) => !Number.isInteger(n) || n < 2)) throw new Error('--cross-nodes must list cluster sizes of at least 2');
+  return ns;
+}
+
 function parseOptions(argv: string[]): Options {
   const flags = new Map<string, string>();
   for (const arg of argv) {
@@ -63,7 +73,7 @@ function parseOptions(argv: string[]): Options {
     if (!m) throw new Error(`unknown argument ${arg}`);
     flags.set(m[1], m[2] ?? 'true');
   }
-  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'rounds', 'cross-rate', 'tick', 'idle', 'out', 'trace'];
+  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'rounds', 'cross-rate', 'cross-nodes', 'tick', 'idle', 'out', 'trace'];
   for (const f of flags.keys()) if (!known.includes(f)) throw new Error(`unknown option --${f} (known: ${known.join(', ')})`);
   const quick = flags.has('quick');
   const num = (name: string, full: number, short: number) => {
@@ -92,6 +102,7 @@ function parseOptions(argv: string[]): Options {
     // machine does not read as growth or as a difference.
     rounds: Math.round(num('rounds', 2, 1)),
     crossRate: num('cross-rate', 2000, 2000),
+    crossNodes: crossNodes(flags.get('cross-nodes') ?? '2,3,4'),
     tickMs: num('tick', 2, 2),
     idle: num('idle', 10_000, 2000),
     outDir: flags.get('out') ?? join(ROOT, 'bench-results'),
@@ -248,7 +259,7 @@ function scenarios(o: Options): LoadScenario[] {
       users: o.users,
       spec: { ...base, mode: 'rate' as const, rate, crossNode: false },
     })),
-    ...Array.from({ length: o.rounds }, (_, r) => (r % 2 === 0 ? [2, 3, 4] : [4, 3, 2]).map((n) => ({ n, round: r + 1 })))
+    ...Array.from({ length: o.rounds }, (_, r) => (r % 2 === 0 ? o.crossNodes : [...o.crossNodes].reverse()).map((n) => ({ n, round: r + 1 })))
       .flat()
       .map(({ n, round }) => ({
         key: `cross${o.crossRate}-n${n}`,
@@ -692,6 +703,7 @@ async function main(): Promise<void> {
       durationS: o.durationS,
       rounds: o.rounds,
       crossRate: o.crossRate,
+      crossNodes: o.crossNodes,
       tickMs: o.tickMs,
       drainMs: o.drainMs,
       quietMs: o.quietMs,
