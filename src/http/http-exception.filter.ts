@@ -33,12 +33,12 @@ export class HttpExceptionFilter implements ExceptionFilter {
       return [status, { code: CODE_OF_STATUS[status] ?? (status >= 500 ? 'internal' : 'invalid_payload'), message: exception.message }];
     }
     // body-parser's errors (http-errors) carry a 4xx status, and `expose` when their message is fit for the
-    // client: a body too large, an unknown charset, a body that does not inflate as its Content-Encoding says.
-    // (Nest turns its JSON syntax errors into a BadRequestException with the parser's message, above.)
-    // zlib's message for the same bad data varies with how it arrived ("incorrect header check", "Bad Request").
+    // client: a body too large, an unknown charset or encoding, a body that does not decompress (zlib's message
+    // for that varies with how the bytes arrived, so it gets one of its own). Nest turns JSON syntax errors
+    // into a BadRequestException with the parser's message, above.
     const e = exception as { status?: unknown; expose?: unknown; message?: unknown; code?: unknown } | null;
     if (e && typeof e.status === 'number' && e.status >= 400 && e.status < 500 && e.expose === true) {
-      const code: ErrorCode = e.status === 413 ? 'payload_too_large' : 'invalid_payload';
+      const code: ErrorCode = CODE_OF_STATUS[e.status] ?? 'invalid_payload';
       const zlib = typeof e.code === 'string' && e.code.startsWith('Z_');
       return [e.status, { code, message: zlib ? 'request body does not decompress as its Content-Encoding says' : `request body: ${String(e.message)}` }];
     }
