@@ -16,12 +16,12 @@ import { PinoLoggerService } from './logging/pino-logger.service';
  * way; whoever calls it closes the app.
  */
 export async function createSwitchboard(config: AppConfig): Promise<NestExpressApplication> {
+  // The logger from the start, not buffered until the app is built: a boot waiting for Redis says so while it waits.
   const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config), {
-    bufferLogs: true,
+    logger: new PinoLoggerService(config.logLevel, config.nodeId),
     bodyParser: false,
     abortOnError: false,
   });
-  app.useLogger(new PinoLoggerService(config.logLevel, config.nodeId));
   app.useBodyParser('json', { limit: maxRequestBytes(config) });
   app.use(checkJsonBody);
   app.useWebSocketAdapter(new SwitchboardIoAdapter(app, config));

@@ -1,4 +1,5 @@
 import request from 'supertest';
+import { PrivateRedis } from './helpers/brokers';
 import { forgetCluster } from './helpers/cleanup';
 import { ClientPool } from './helpers/client';
 import { AMQP_URL, API_KEY, Env, JWT_SECRET, REDIS_URL, clusterEnv } from './helpers/env';
@@ -55,6 +56,23 @@ describe('nodes as separate processes', () => {
       expect(await p.exitCode()).toBe(1);
       expect(p.stderr).toMatch(message);
     });
+  });
+
+  it('waits for a Redis that is still starting (both restarted after a host reboot), then serves', async () => {
+    const redis = await PrivateRedis.start({ appendonly: false });
+    try {
+      await redis.stop();
+      const p = start(clusterEnv(cluster, `${cluster}-early`, { LOG_LEVEL: 'info', REDIS_URL: redis.url }));
+      await waitFor(() => p.stdout.includes('Redis is not answering yet') || p.child.exitCode !== null, 'the node to try Redis and say it waits');
+      expect(p.child.exitCode).toBeNull();
+      await redis.start();
+      const url = await p.listening();
+      const res = await request(url).get('/health/ready');
+      expect(res.status).toBe(200);
+    } finally {
+      await Promise.all(started.splice(0).map((p) => p.kill()));
+      await redis.destroy();
+    }
   });
 
   it('refuses a second live node with the same NODE_ID', async () => {

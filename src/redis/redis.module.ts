@@ -11,7 +11,11 @@ export const InjectRedis = (): ParameterDecorator => Inject(REDIS_CLIENT);
 
 const CONNECT_TIMEOUT_MS = 10_000;
 
-/** Connects before the app boots; a wrong address fails the boot with a message that names REDIS_URL. */
+/**
+ * Connects before the app boots. A Redis that is still starting (both restarted after a host reboot) is waited
+ * for: ioredis retries by itself, and the boot waits for it to be ready for up to CONNECT_TIMEOUT_MS; after that
+ * it fails with a message that names REDIS_URL and the last connection error.
+ */
 async function connectRedis(config: AppConfig): Promise<Redis> {
   const url = config.redisUrl;
   if (!url) throw new Error('REDIS_URL is not set');
@@ -24,16 +28,30 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
     enableAutoPipelining: false,
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
   });
-  client.on('error', () => undefined); // reconnects by itself; readiness reports the state
-  const timer = setTimeout(() => client.disconnect(), CONNECT_TIMEOUT_MS);
+  const logger = new Logger('Redis');
+  let booting = true;
+  let lastError: string | undefined;
+  // Reconnects by itself; readiness reports the state.
+  client.on('error', (err: Error) => {
+    if (!booting) return;
+    if (lastError === undefined) logger.warn(`Redis is not answering yet; retrying for up to ${CONNECT_TIMEOUT_MS / 1000} s: ${err.message}`);
+    lastError = err.message;
+  });
+  let timer: NodeJS.Timeout | undefined;
   try {
-    await client.connect();
+    await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(lastError ?? `no answer within ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
+      client.once('ready', resolve);
+      // A first attempt that fails rejects here, but ioredis goes on retrying: 'ready' (or the timer) decides.
+      client.connect().catch(() => undefined);
+    });
     await client.ping();
   } catch (err) {
     client.disconnect();
     const reason = err instanceof Error ? err.message : String(err);
     throw new Error(`REDIS_URL: cannot connect to Redis at ${redactUrl(url)}: ${reason}`);
   } finally {
+    booting = false;
     clearTimeout(timer);
   }
   return client;
