@@ -1,0 +1,352 @@
+/**
+ * Chaos soak (`npm run soak -- --seconds=120 --seed=7`): the fault scenarios of test/faults, one after another
+ * and at random, against one cluster that lives through all of them. Where test/faults strikes once per
+ * cluster, this finds what one fault leaves behind for the next: a node restarted under its old NODE_ID (as
+ * docker/compose.yaml does) while its queue still holds messages, a broker restart while a node drains, a
+ * node paused past its lease just after Redis came back.
+ *
+ * A private Redis (appendonly) and a private RabbitMQ, 3 nodes on fixed ports with fixed NODE_IDs, senders
+ * and recipients from test/helpers/load-clients.ts (senders resend unacked messages with the same
+ * clientMsgId; recipients confirm everything and drop repeated ids). Every few seconds one fault, picked by
+ * the seed, runs to its end before the next. Then the CONTRACT section 4 count: every acked message
+ * delivered, none out of order, no seq gaps, nothing stored twice; and every node ready at the end.
+ * Prints one line per fault and the summary; exits 1 on a violation, leaving the nodes' logs in a temp dir.
+ * Not part of `npm test` (it runs for minutes); sized for 2 cores.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { PrivateRabbit, PrivateRedis, freePorts } from '../helpers/brokers';
+import { API_KEY, clusterEnv } from '../helpers/env';
+import { LoadRecipient, LoadSender, account, summaryLine } from '../helpers/load-clients';
+import { NodeProcess } from '../helpers/processes';
+import { uniqueName, waitFor } from '../helpers/wait';
+
+interface Options {
+  seconds: number;
+  seed: number;
+  senders: number;
+  recipients: number;
+  /** Messages per second per sender. */
+  rate: number;
+  /** 1: the next fault may start while others run (never two on one part at once), without waiting for readiness. */
+  overlap: number;
+  /** SESSION_POLICY of the nodes. */
+  policy: 'multi' | 'single';
+}
+
+type NumericOption = Exclude<keyof Options, 'policy'>;
+
+function options(argv: string[]): Options {
+  const opts: Options = { seconds: 90, seed: Date.now() % 100_000, senders: 5, recipients: 5, rate: 30, overlap: 0, policy: 'multi' };
+  for (const arg of argv) {
+    const policy = /^--policy=(multi|single)$/.exec(arg);
+    const m = /^--(seconds|seed|senders|recipients|rate|overlap)=(\d+)$/.exec(arg);
+    if (policy) opts.policy = policy[1] as Options['policy'];
+    else if (m) opts[m[1] as NumericOption] = Number(m[2]);
+    else throw new Error(`unknown option ${arg} (use --seconds, --seed, --senders, --recipients, --rate, --overlap, --policy)`);
+  }
+  return opts;
+}
+
+/** mulberry32: a small seeded generator, so a failing run can be repeated with its seed. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const LEASE_MS = 1000;
+
+class Node {
+  proc?: NodeProcess;
+  /** Output of earlier lives of this node id, kept for the logs. */
+  private history = '';
+
+  constructor(
+    readonly name: string,
+    readonly port: number,
+    private readonly env: Record<string, string>,
+  ) {}
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  get running(): boolean {
+    return !!this.proc && this.proc.child.exitCode === null && this.proc.child.signalCode === null;
+  }
+
+  async start(): Promise<void> {
+    if (this.proc) this.history += `${this.proc.stdout}\n--- stderr ---\n${this.proc.stderr}\n=== restarted ===\n`;
+    this.proc = NodeProcess.start(this.env);
+    await this.proc.listening(30_000);
+  }
+
+  log(): string {
+    return `${this.history}${this.proc?.stdout ?? ''}\n--- stderr ---\n${this.proc?.stderr ?? ''}`;
+  }
+}
+
+async function ready(url: string): Promise<boolean> {
+  try {
+    return (await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(2000) })).status === 200;
+  } catch {
+    return false;
+  }
+}
+
+interface Presence {
+  online: boolean;
+  sessions: Array<{ nodeId: string }>;
+}
+
+/** What the cluster says of a user (with the API key, so with its sessions). */
+async function presenceOf(url: string, userId: string): Promise<Presence | undefined> {
+  try {
+    const res = await fetch(`${url}/presence/${encodeURIComponent(userId)}`, { headers: { 'X-API-Key': API_KEY }, signal: AbortSignal.timeout(2000) });
+    return res.status === 200 ? ((await res.json()) as Presence) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function main(): Promise<void> {
+  const opts = options(process.argv.slice(2));
+  const rand = random(opts.seed);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
+  const run = uniqueName('soak');
+  console.log(`SOAK ${run}: seed=${opts.seed} seconds=${opts.seconds} senders=${opts.senders} recipients=${opts.recipients} rate=${opts.rate}/s each overlap=${opts.overlap} policy=${opts.policy}`);
+
+  const [redis, rabbit] = await Promise.all([PrivateRedis.start({ appendonly: true }), PrivateRabbit.start()]);
+  const firstPort = await freePorts(3);
+  const nodes = ['n1', 'n2', 'n3'].map(
+    (name, i) =>
+      new Node(
+        name,
+        firstPort + i,
+        clusterEnv(run, `${run}-${name}`, {
+          REDIS_URL: redis.url,
+          AMQP_URL: rabbit.url,
+          PORT: String(firstPort + i),
+          LOG_LEVEL: 'info',
+          SEND_RATE_PER_SECOND: '100000',
+          NODE_LEASE_MS: String(LEASE_MS),
+          PRESENCE_TTL_SECONDS: '3',
+          SESSION_POLICY: opts.policy,
+        }) as Record<string, string>,
+      ),
+  );
+  const urls = nodes.map((n) => n.url);
+  const rotated = (k: number) => urls.map((_, i) => urls[(i + k) % urls.length]);
+
+  let failed = false;
+  let recipients: LoadRecipient[] = [];
+  let senders: LoadSender[] = [];
+  try {
+    await Promise.all(nodes.map((n) => n.start()));
+    recipients = Array.from({ length: opts.recipients }, (_, j) => new LoadRecipient({ userId: `${run}-r${j}`, urls: rotated(j) }));
+    senders = Array.from(
+      { length: opts.senders },
+      (_, i) =>
+        new LoadSender({
+          userId: `${run}-s${i}`,
+          urls: rotated(i + 1),
+          recipients: recipients.map((r) => r.userId),
+          count: opts.rate * opts.seconds,
+          ratePerSecond: opts.rate,
+          run,
+        }),
+    );
+    await Promise.all(recipients.map((r) => r.connect()));
+    await Promise.all(senders.map((s) => s.start()));
+    const t0 = Date.now();
+    const done = Promise.all(senders.map((s) => s.done));
+    let finished = false;
+    void done.then(() => (finished = true));
+
+    // Each fault names the part it strikes; with --overlap=1 two faults never strike one part at once.
+    type Part = 'node' | 'redis' | 'rabbitmq' | 'clients';
+    interface Fault {
+      name: string;
+      part: Part;
+      run: (node: Node) => Promise<void>;
+    }
+    const faults: Fault[] = [
+      {
+        name: 'kill -9 a node, restart it under its NODE_ID',
+        part: 'node',
+        run: async (n) => {
+          n.proc?.signal('SIGKILL');
+          await n.proc?.exitCode();
+          await delay(rand() * 2 * LEASE_MS);
+          await n.start();
+        },
+      },
+      {
+        name: 'SIGTERM a node (drain), restart it',
+        part: 'node',
+        run: async (n) => {
+          n.proc?.signal('SIGTERM');
+          const code = await n.proc?.exitCode(20_000);
+          if (code !== 0) throw new Error(`${n.name} drained with exit code ${code}`);
+          await n.start();
+        },
+      },
+      {
+        name: 'SIGSTOP a node past its lease, then SIGCONT',
+        part: 'node',
+        run: async (n) => {
+          n.proc?.signal('SIGSTOP');
+          await delay(2.5 * LEASE_MS);
+          n.proc?.signal('SIGCONT');
+        },
+      },
+      {
+        name: 'Redis stopped and started',
+        part: 'redis',
+        run: async () => {
+          await redis.stop();
+          await delay(500 + rand() * 1500);
+          await redis.start();
+        },
+      },
+      {
+        name: 'Redis kill -9 and started',
+        part: 'redis',
+        run: async () => {
+          await redis.kill9();
+          await delay(rand() * 1000);
+          await redis.start();
+        },
+      },
+      {
+        name: 'RabbitMQ stop_app and start_app',
+        part: 'rabbitmq',
+        run: async () => {
+          await rabbit.stopApp();
+          await delay(500 + rand() * 1500);
+          await rabbit.startApp();
+        },
+      },
+      {
+        name: 'RabbitMQ kill -9 and restarted',
+        part: 'rabbitmq',
+        run: async () => {
+          await rabbit.kill9();
+          await rabbit.restart();
+        },
+      },
+      {
+        name: 'every recipient moves to another node',
+        part: 'clients',
+        run: async () => {
+          await Promise.all(recipients.map((r) => r.move()));
+        },
+      },
+    ];
+    const busy = new Set<Part | Node>();
+    const running = new Set<Promise<void>>();
+    const tally = new Map<string, number>();
+    let faultError: Error | undefined;
+    const strike = async (fault: Fault, node: Node): Promise<void> => {
+      const at = ((Date.now() - t0) / 1000).toFixed(1);
+      const acked = senders.reduce((sum, s) => sum + s.acked, 0);
+      const started = Date.now();
+      const target = fault.part === 'node' ? ` [${node.name}]` : '';
+      await fault.run(node);
+      tally.set(fault.name, (tally.get(fault.name) ?? 0) + 1);
+      console.log(`SOAK t=${at}s acked=${acked}: ${fault.name}${target} (${((Date.now() - started) / 1000).toFixed(1)}s)`);
+    };
+    while (!finished && faultError === undefined && Date.now() - t0 < opts.seconds * 1000) {
+      await Promise.race([done, delay(1000 + rand() * 3000)]);
+      if (finished) break;
+      const fault = pick(faults);
+      // A node fault takes a node no other fault holds, and leaves at least one node alone.
+      const free = nodes.filter((n) => !busy.has(n));
+      const node = pick(free);
+      if (busy.has(fault.part) || (fault.part === 'node' && free.length < 2)) continue;
+      const held: Array<Part | Node> = fault.part === 'node' ? [node] : [fault.part];
+      held.forEach((h) => busy.add(h));
+      const p = strike(fault, node)
+        .catch((err: unknown) => {
+          faultError ??= err instanceof Error ? err : new Error(String(err));
+        })
+        .finally(() => {
+          held.forEach((h) => busy.delete(h));
+          running.delete(p);
+        });
+      running.add(p);
+      if (!opts.overlap) {
+        await p;
+        // Let the cluster settle before the next fault: every node ready again.
+        await waitFor(async () => (await Promise.all(nodes.map((n) => ready(n.url)))).every(Boolean), 'every node to be ready', 60_000);
+      }
+    }
+    await Promise.all(running);
+    if (faultError) throw faultError;
+    await waitFor(async () => (await Promise.all(nodes.map((n) => ready(n.url)))).every(Boolean), 'every node to be ready', 60_000);
+    await waitFor(() => finished, 'the senders to finish', 120_000);
+    for (const s of senders) s.close();
+    const report = await account(senders, recipients, { timeoutMs: 30_000, collectTimeoutMs: 15_000 });
+    const seconds = (Date.now() - t0) / 1000;
+    console.log(summaryLine('soak', report, seconds));
+    console.log(`SOAK faults: ${[...tally].map(([k, v]) => `${k} x${v}`).join('; ')}`);
+    const notReady = (await Promise.all(nodes.map(async (n) => ((await ready(n.url)) ? '' : n.name)))).filter(Boolean);
+    // Presence after all of it: each recipient has exactly its one live session, on the node it is connected
+    // to; the senders, gone, are offline. Killed and paused nodes' entries must have gone by their leases.
+    const expectedPresence = (u: string): string => {
+      const r = recipients.find((x) => x.userId === u);
+      return r?.connected ? `online [${r.nodes.at(-1)}]` : 'offline []';
+    };
+    const describe = (p: Presence | undefined) => (p ? `${p.online ? 'online' : 'offline'} [${p.sessions.map((x) => x.nodeId).join(',')}]` : 'no answer');
+    const users = [...recipients.map((r) => r.userId), ...senders.map((x) => x.userId)];
+    const presenceWrong: string[] = [];
+    for (const [i, u] of users.entries()) {
+      let said = '';
+      try {
+        await waitFor(async () => (said = describe(await presenceOf(urls[i % urls.length], u))) === expectedPresence(u), `presence of ${u}`, 15_000);
+      } catch {
+        presenceWrong.push(`${u}: ${said}, expected ${expectedPresence(u)}`);
+      }
+    }
+    const expected = senders.reduce((sum, s) => sum + s.records.length, 0);
+    failed =
+      notReady.length > 0 ||
+      presenceWrong.length > 0 ||
+      report.acked !== expected ||
+      report.lost + report.orderViolations + report.contentDuplicates + report.idMismatches + report.fatal + report.seqGaps + report.seqReuse > 0;
+    if (failed) {
+      console.log(`SOAK FAILED: ${JSON.stringify({ ...report, expected, notReady, presenceWrong })}`);
+      for (const s of senders) if (s.errors.length) console.log(`  ${s.userId}: ${s.errors.slice(0, 3).join(' | ')}`);
+    } else {
+      console.log('SOAK passed');
+    }
+  } catch (err) {
+    failed = true;
+    console.log(`SOAK FAILED: ${err instanceof Error ? err.stack : String(err)}`);
+  } finally {
+    for (const s of senders) s.close();
+    for (const r of recipients) r.close();
+    if (failed) {
+      const dir = join(tmpdir(), 'switchboard-soak', run);
+      mkdirSync(dir, { recursive: true });
+      for (const n of nodes) writeFileSync(join(dir, `${n.name}.log`), n.log());
+      console.log(`SOAK node logs: ${dir}`);
+    }
+    for (const n of nodes) {
+      n.proc?.signal('SIGCONT');
+      await n.proc?.kill();
+    }
+    await Promise.all([redis.destroy(), rabbit.destroy()]);
+  }
+  process.exitCode = failed ? 1 : 0;
+}
+
+void main();
