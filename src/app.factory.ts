@@ -7,8 +7,10 @@ import { AppError } from './common/app-error';
 import { VALIDATOR_OPTIONS, describeValidationErrors } from './common/validate';
 import { AppConfig, maxRequestBytes } from './config/config';
 import { SwitchboardIoAdapter } from './gateway/io-adapter';
+import { refuseWhileDraining } from './http/drain.middleware';
 import { checkJsonBody } from './http/json-body.middleware';
 import { HttpExceptionFilter } from './http/http-exception.filter';
+import { Lifecycle } from './health/lifecycle';
 import { PinoLoggerService } from './logging/pino-logger.service';
 
 /**
@@ -22,6 +24,8 @@ export async function createSwitchboard(config: AppConfig): Promise<NestExpressA
     bodyParser: false,
     abortOnError: false,
   });
+  const lifecycle = app.get(Lifecycle);
+  app.use(refuseWhileDraining(() => lifecycle.draining));
   app.useBodyParser('json', { limit: maxRequestBytes(config) });
   app.use(checkJsonBody);
   app.useWebSocketAdapter(new SwitchboardIoAdapter(app, config));

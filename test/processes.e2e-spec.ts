@@ -105,6 +105,44 @@ describe('nodes as separate processes', () => {
     expect(typeof presence.body.lastSeen).toBe('number');
   });
 
+  it('on SIGTERM exits 0 within 10 s while a backend keeps posting over keep-alive connections', async () => {
+    const p = start(clusterEnv(cluster, `${cluster}-rest`, { LOG_LEVEL: 'info', SEND_RATE_PER_SECOND: '100000' }));
+    const url = await p.listening();
+    let stop = false;
+    const answers = new Map<string, number>();
+    // fetch keeps its connections alive: each lane posts on one, back to back, until the node is gone.
+    const lane = async (lane: number) => {
+      for (let n = 0; !stop; n++) {
+        let answer: string;
+        try {
+          const res = await fetch(`${url}/messages`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'x-api-key': API_KEY },
+            body: JSON.stringify({ from: `backend-${lane}`, to: 'keepalive-user', body: { n } }),
+          });
+          await res.text();
+          answer = String(res.status);
+        } catch {
+          answer = 'connection refused or closed';
+          stop ||= p.child.exitCode !== null;
+        }
+        answers.set(answer, (answers.get(answer) ?? 0) + 1);
+      }
+    };
+    const lanes = [0, 1, 2].map(lane);
+    await waitFor(() => (answers.get('202') ?? 0) >= 30, 'the backend to be posting');
+    const t0 = Date.now();
+    p.signal('SIGTERM');
+    const code = await p.exitCode(15_000);
+    const took = Date.now() - t0;
+    stop = true;
+    await Promise.all(lanes);
+    expect({ code, within10s: took < 10_000 }).toEqual({ code: 0, within10s: true });
+    // Every request was taken (202), refused by the draining node (503: retry elsewhere), or found it gone.
+    expect([...answers.keys()].filter((a) => !['202', '503', 'connection refused or closed'].includes(a))).toEqual([]);
+    expect(answers.get('connection refused or closed')).toBeGreaterThan(0);
+  });
+
   it('with no Redis or RabbitMQ runs embedded, says so once, and offers /dev/token', async () => {
     const p = start({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' });
     const url = await p.listening();
