@@ -3,6 +3,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { io, Socket } from 'socket.io-client';
 import type { ChatMessage } from '../../src/messaging/message.types';
 import { AckReply, tokenFor } from './client';
+import { API_KEY } from './env';
 import { waitFor, within } from './wait';
 
 /**
@@ -74,6 +75,8 @@ export interface SenderOptions {
   /** Tag of the run, in every body. */
   run: string;
   ackTimeoutMs?: number;
+  /** 'rest': a backend's sends, `POST /messages` with the API key (default 'socket': `message:send`). */
+  transport?: 'socket' | 'rest';
 }
 
 export interface SentRecord {
@@ -99,6 +102,26 @@ type SendOutcome = { kind: 'ok'; reply: AckReply } | { kind: 'retry'; why: strin
 
 /** Error codes after which the client reconnects (to the next node) and resends with the same clientMsgId. */
 const RETRYABLE = new Set(['unavailable', 'internal']);
+
+/** What a sender does with a reply to one send, over either transport; records the first ok ack. */
+function settle(rec: SentRecord, reply: AckReply): SendOutcome {
+  if (reply.ok) {
+    if (reply.id === undefined) return { kind: 'fatal', why: `ok ack without id: ${JSON.stringify(reply)}` };
+    if (rec.ackedId === undefined) {
+      rec.ackedId = reply.id;
+      rec.status = reply.status;
+      rec.ackedAt = Date.now();
+    } else if (rec.ackedId !== reply.id) {
+      rec.idMismatch = reply.id;
+    }
+    if (reply.duplicate) rec.duplicate = true;
+    return { kind: 'ok', reply };
+  }
+  const code = reply.error?.code ?? 'unknown';
+  if (code === 'rate_limited') return { kind: 'rate_limited' };
+  if (RETRYABLE.has(code)) return { kind: 'retry', why: `error ${code}: ${reply.error?.message ?? ''}` };
+  return { kind: 'fatal', why: `error ${code}: ${reply.error?.message ?? ''}` };
+}
 
 /**
  * Streams `count` numbered messages, round-robin over its recipients. One lane per recipient, each
@@ -141,7 +164,7 @@ export class LoadSender {
 
   /** Connects (waits for the first session), then starts the stream in the background; see `done`. */
   async start(): Promise<void> {
-    await this.connection(-1);
+    if (this.opts.transport !== 'rest') await this.connection(-1);
     this.t0 = Date.now();
     const lanes = this.opts.recipients.map((_, r) => this.lane(this.records.filter((rec) => rec.n % this.opts.recipients.length === r)));
     this.donePromise = Promise.all(lanes).then(() => undefined);
@@ -181,13 +204,18 @@ export class LoadSender {
       if (Date.now() < due && !(await this.sleep(due - Date.now()))) return;
       while (rec.ackedId === undefined && rec.fatal === undefined) {
         if (this.stopped) return;
-        let socket: Socket;
-        try {
-          socket = await this.connection(rec.n);
-        } catch {
-          return; // closed
+        let socket: Socket | undefined;
+        let outcome: SendOutcome;
+        if (this.opts.transport === 'rest') {
+          outcome = await this.postOnce(rec);
+        } else {
+          try {
+            socket = await this.connection(rec.n);
+          } catch {
+            return; // closed
+          }
+          outcome = await this.sendOnce(socket, rec);
         }
-        const outcome = await this.sendOnce(socket, rec);
         switch (outcome.kind) {
           case 'ok':
             this.failures = 0;
@@ -201,7 +229,14 @@ export class LoadSender {
             break;
           case 'retry':
             this.errors.push(`${rec.clientMsgId}: ${outcome.why}`);
-            this.drop(socket, outcome.why);
+            if (socket) {
+              this.drop(socket, outcome.why);
+            } else {
+              // REST: the next node, after a backoff.
+              this.failures++;
+              this.urlIndex++;
+              if (!(await this.sleep(Math.min(1000, 50 * 2 ** Math.min(this.failures - 1, 5))))) return;
+            }
             break;
         }
       }
@@ -217,24 +252,36 @@ export class LoadSender {
       socket.timeout(this.opts.ackTimeoutMs ?? 5000).emit('message:send', { to: rec.to, body, clientMsgId: rec.clientMsgId }, (err: Error | null, reply?: AckReply) => {
         if (err) return resolve({ kind: 'retry', why: err.message.includes('timed out') ? 'ack timeout' : err.message });
         if (!reply) return resolve({ kind: 'retry', why: 'empty ack' });
-        if (reply.ok) {
-          if (reply.id === undefined) return resolve({ kind: 'fatal', why: `ok ack without id: ${JSON.stringify(reply)}` });
-          if (rec.ackedId === undefined) {
-            rec.ackedId = reply.id;
-            rec.status = reply.status;
-            rec.ackedAt = Date.now();
-          } else if (rec.ackedId !== reply.id) {
-            rec.idMismatch = reply.id;
-          }
-          if (reply.duplicate) rec.duplicate = true;
-          return resolve({ kind: 'ok', reply });
-        }
-        const code = reply.error?.code ?? 'unknown';
-        if (code === 'rate_limited') return resolve({ kind: 'rate_limited' });
-        if (RETRYABLE.has(code)) return resolve({ kind: 'retry', why: `error ${code}: ${reply.error?.message ?? ''}` });
-        resolve({ kind: 'fatal', why: `error ${code}: ${reply.error?.message ?? ''}` });
+        resolve(settle(rec, reply));
       });
     });
+  }
+
+  /** One `POST /messages` as a backend makes it: the API key, `from` in the body. */
+  private async postOnce(rec: SentRecord): Promise<SendOutcome> {
+    rec.attempts++;
+    rec.firstSentAt ??= Date.now();
+    const url = this.opts.urls[this.urlIndex % this.opts.urls.length];
+    const body: LoadBody = { run: this.opts.run, from: this.opts.userId, n: rec.n };
+    let res: Response;
+    let json: unknown;
+    try {
+      res = await fetch(`${url}/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-api-key': API_KEY },
+        body: JSON.stringify({ from: this.opts.userId, to: rec.to, body, clientMsgId: rec.clientMsgId }),
+        signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.opts.ackTimeoutMs ?? 5000)]),
+      });
+      json = await res.json();
+    } catch (err) {
+      return { kind: 'retry', why: `POST failed: ${err instanceof Error ? err.message : String(err)}` };
+    }
+    if (res.status === 202) return settle(rec, { ok: true, ...(json as Omit<AckReply, 'ok'>) });
+    const error = (json as { error?: { code?: string; message?: string } } | undefined)?.error;
+    const reply: AckReply = { ok: false, error: { code: error?.code ?? `http_${res.status}`, message: error?.message ?? '' } };
+    // A 5xx without a code (a proxy, a node going down) is worth another try elsewhere.
+    if (res.status >= 500 && !error?.code) return { kind: 'retry', why: `HTTP ${res.status}` };
+    return settle(rec, reply);
   }
 
   /** The live socket; waiters are served in message order once a (re)connection is up. */

@@ -6,8 +6,9 @@
  * node paused past its lease just after Redis came back.
  *
  * A private Redis (appendonly) and a private RabbitMQ, 3 nodes on fixed ports with fixed NODE_IDs, senders
- * and recipients from test/helpers/load-clients.ts (senders resend unacked messages with the same
- * clientMsgId; recipients confirm everything and drop repeated ids). Every few seconds one fault, picked by
+ * and recipients from test/helpers/load-clients.ts (senders, over Socket.IO or, `--rest` of them, over
+ * `POST /messages` as a backend, resend unacked messages with the same clientMsgId; recipients confirm
+ * everything and drop repeated ids). Every few seconds one fault, picked by
  * the seed, runs to its end before the next. Then the CONTRACT section 4 count: every acked message
  * delivered, none out of order, no seq gaps, nothing stored twice; and every node ready at the end.
  * Prints one line per fault and the summary; exits 1 on a violation, leaving the nodes' logs in a temp dir.
@@ -17,6 +18,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import Redis from 'ioredis';
+import { RedisKeys } from '../../src/redis/redis-keys';
 import { PrivateRabbit, PrivateRedis, freePorts } from '../helpers/brokers';
 import { API_KEY, clusterEnv } from '../helpers/env';
 import { LoadRecipient, LoadSender, account, summaryLine } from '../helpers/load-clients';
@@ -32,6 +35,8 @@ interface Options {
   rate: number;
   /** 1: the next fault may start while others run (never two on one part at once), without waiting for readiness. */
   overlap: number;
+  /** How many of the senders are backends sending over REST (`POST /messages` with the API key). */
+  rest: number;
   /** SESSION_POLICY of the nodes. */
   policy: 'multi' | 'single';
 }
@@ -39,13 +44,13 @@ interface Options {
 type NumericOption = Exclude<keyof Options, 'policy'>;
 
 function options(argv: string[]): Options {
-  const opts: Options = { seconds: 90, seed: Date.now() % 100_000, senders: 5, recipients: 5, rate: 30, overlap: 0, policy: 'multi' };
+  const opts: Options = { seconds: 90, seed: Date.now() % 100_000, senders: 5, recipients: 5, rate: 30, overlap: 0, rest: 1, policy: 'multi' };
   for (const arg of argv) {
     const policy = /^--policy=(multi|single)$/.exec(arg);
-    const m = /^--(seconds|seed|senders|recipients|rate|overlap)=(\d+)$/.exec(arg);
+    const m = /^--(seconds|seed|senders|recipients|rate|overlap|rest)=(\d+)$/.exec(arg);
     if (policy) opts.policy = policy[1] as Options['policy'];
     else if (m) opts[m[1] as NumericOption] = Number(m[2]);
-    else throw new Error(`unknown option ${arg} (use --seconds, --seed, --senders, --recipients, --rate, --overlap, --policy)`);
+    else throw new Error(`unknown option ${arg} (use --seconds, --seed, --senders, --recipients, --rate, --overlap, --rest, --policy)`);
   }
   return opts;
 }
@@ -122,8 +127,16 @@ async function main(): Promise<void> {
   const rand = random(opts.seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
   const run = uniqueName('soak');
-  console.log(`SOAK ${run}: seed=${opts.seed} seconds=${opts.seconds} senders=${opts.senders} recipients=${opts.recipients} rate=${opts.rate}/s each overlap=${opts.overlap} policy=${opts.policy}`);
+  console.log(`SOAK ${run}: seed=${opts.seed} seconds=${opts.seconds} senders=${opts.senders} recipients=${opts.recipients} rate=${opts.rate}/s each overlap=${opts.overlap} rest=${opts.rest} policy=${opts.policy}`);
 
+  // Interrupted: kill the nodes; exiting runs the brokers' own emergency stop (test/helpers/brokers.ts).
+  const started: Node[] = [];
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      for (const n of started) n.proc?.child.kill('SIGKILL');
+      process.exit(130);
+    });
+  }
   const [redis, rabbit] = await Promise.all([PrivateRedis.start({ appendonly: true }), PrivateRabbit.start()]);
   const firstPort = await freePorts(3);
   const nodes = ['n1', 'n2', 'n3'].map(
@@ -143,6 +156,7 @@ async function main(): Promise<void> {
         }) as Record<string, string>,
       ),
   );
+  started.push(...nodes);
   const urls = nodes.map((n) => n.url);
   const rotated = (k: number) => urls.map((_, i) => urls[(i + k) % urls.length]);
 
@@ -162,6 +176,7 @@ async function main(): Promise<void> {
           count: opts.rate * opts.seconds,
           ratePerSecond: opts.rate,
           run,
+          transport: i < opts.rest ? 'rest' : 'socket',
         }),
     );
     await Promise.all(recipients.map((r) => r.connect()));
@@ -317,13 +332,35 @@ async function main(): Promise<void> {
       }
     }
     const expected = senders.reduce((sum, s) => sum + s.records.length, 0);
+    // Nothing stays stored: once every recipient took a fresh session (which gets its inbox first) and
+    // confirmed what came, every inbox is empty. A confirmation lost to a fault leaves a message there, to be
+    // delivered again; this is where it would show if it stayed for good.
+    await Promise.all(recipients.map((r) => r.move()));
+    const keys = new RedisKeys(run);
+    const redisClient = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    const stuck: string[] = [];
+    try {
+      await redisClient.connect();
+      await waitFor(
+        async () => {
+          const counts = await Promise.all(recipients.map((r) => redisClient.zcard(keys.inbox(r.userId))));
+          stuck.splice(0, stuck.length, ...recipients.flatMap((r, i) => (counts[i] > 0 ? [`${r.userId}: ${counts[i]}`] : [])));
+          return stuck.length === 0;
+        },
+        'every inbox to be empty',
+        15_000,
+      ).catch(() => undefined);
+    } finally {
+      redisClient.disconnect();
+    }
     failed =
       notReady.length > 0 ||
       presenceWrong.length > 0 ||
+      stuck.length > 0 ||
       report.acked !== expected ||
       report.lost + report.orderViolations + report.contentDuplicates + report.idMismatches + report.fatal + report.seqGaps + report.seqReuse > 0;
     if (failed) {
-      console.log(`SOAK FAILED: ${JSON.stringify({ ...report, expected, notReady, presenceWrong })}`);
+      console.log(`SOAK FAILED: ${JSON.stringify({ ...report, expected, notReady, presenceWrong, stuck })}`);
       for (const s of senders) if (s.errors.length) console.log(`  ${s.userId}: ${s.errors.slice(0, 3).join(' | ')}`);
     } else {
       console.log('SOAK passed');
