@@ -143,6 +143,30 @@ describe('nodes as separate processes', () => {
     expect(answers.get('connection refused or closed')).toBeGreaterThan(0);
   });
 
+  it('a node paused past its lease delivers, once back, what was stored for its users meanwhile', async () => {
+    const lease = { LOG_LEVEL: 'info', NODE_LEASE_MS: '1000' };
+    const paused = start(clusterEnv(cluster, `${cluster}-paused`, lease));
+    const other = start(clusterEnv(cluster, `${cluster}-other`, lease));
+    const [u1, u2] = await Promise.all([paused.listening(), other.listening()]);
+    const bob = await clients.connect(u1, 'pause-bob');
+    const alice = await clients.connect(u2, 'pause-alice');
+    paused.signal('SIGSTOP');
+    try {
+      // Bob's session is still open, but with the node's lease lapsed he reads as offline.
+      await waitFor(async () => {
+        const res = await request(u2).get('/presence/pause-bob').set('X-API-Key', API_KEY);
+        return res.body.online === false;
+      }, 'bob to read as offline');
+      const ack = await alice.send('pause-bob', { while: 'paused' });
+      expect(ack.status).toBe('stored');
+    } finally {
+      paused.signal('SIGCONT');
+    }
+    // No reconnect: the node catches its sessions up once it holds its lease again.
+    const [msg] = await bob.waitForMessages(1, 10_000);
+    expect(msg.body).toEqual({ while: 'paused' });
+  });
+
   it('with no Redis or RabbitMQ runs embedded, says so once, and offers /dev/token', async () => {
     const p = start({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'info' });
     const url = await p.listening();

@@ -37,9 +37,16 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.store.onReconnected(() => void this.reassert());
   }
 
-  /** Listeners run after this node wrote its presence again following a loss of the store's connection. */
+  /**
+   * Listeners run after this node wrote its presence again following a loss of the store's connection or of
+   * its lease: its users may have looked offline meanwhile, and what was sent to them is in their inboxes.
+   */
   onReasserted(listener: () => void): void {
     this.reassertedListeners.push(listener);
+  }
+
+  private reasserted(): void {
+    this.reassertedListeners.forEach((l) => l());
   }
 
   /**
@@ -99,6 +106,8 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     try {
       await this.store.acquireLease(this.config.nodeId);
       await this.store.restoreSessions(this.config.nodeId, this.sessions());
+      // While the lease was out, this node's users looked offline: what was sent to them meanwhile was stored.
+      this.reasserted();
     } catch (err) {
       if (err instanceof NodeIdInUseError) this.lifecycle.requestShutdown(err.message);
       else this.logger.warn(`lease recovery failed, will try again: ${String(err)}`);
@@ -108,10 +117,13 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   /** The store is back after an outage: keep or retake the lease, write every local session again. */
   private async reassert(): Promise<void> {
     try {
-      if (await this.store.renewLease(this.config.nodeId)) await this.store.restoreSessions(this.config.nodeId, this.sessions());
-      else await this.recoverLease();
-      this.logger.log('presence re-asserted after a reconnect');
-      this.reassertedListeners.forEach((l) => l());
+      if (await this.store.renewLease(this.config.nodeId)) {
+        await this.store.restoreSessions(this.config.nodeId, this.sessions());
+        this.logger.log('presence re-asserted after a reconnect');
+        this.reasserted();
+      } else {
+        await this.recoverLease();
+      }
     } catch (err) {
       this.logger.warn(`could not re-assert presence: ${String(err)}`);
     }
