@@ -227,6 +227,11 @@ export class PrivateRedis {
     await within(exitOf(child), 'the private Redis to exit after SIGTERM', timeoutMs);
   }
 
+  /** SIGSTOP / SIGCONT: a Redis that hangs (connections open, nothing answered) rather than one that is gone. */
+  signal(sig: 'SIGSTOP' | 'SIGCONT'): void {
+    if (this.running) this.child?.kill(sig);
+  }
+
   async kill9(): Promise<void> {
     const child = this.child;
     if (!isRunning(child)) return;
@@ -381,6 +386,12 @@ export class PrivateRabbit {
   async osPid(): Promise<number> {
     const out = await this.ctl(['eval', 'os:getpid().']);
     return Number(/"(\d+)"/.exec(out)?.[1]);
+  }
+
+  /** SIGSTOP / SIGCONT to beam.smp: a broker that hangs (connections open, nothing answered). */
+  async signal(sig: 'SIGSTOP' | 'SIGCONT'): Promise<void> {
+    const beam = this.beamPid() ?? (await this.osPid());
+    process.kill(beam, sig);
   }
 
   /** SIGKILL to the whole process group (the start script, beam.smp, erl_child_setup). */

@@ -242,6 +242,27 @@ async function main(): Promise<void> {
         },
       },
       {
+        name: 'Redis hangs (SIGSTOP) for 0.5-3 s',
+        part: 'redis',
+        run: async () => {
+          redis.signal('SIGSTOP');
+          await delay(500 + rand() * 2500);
+          redis.signal('SIGCONT');
+        },
+      },
+      {
+        name: 'RabbitMQ hangs (SIGSTOP) for 0.5-4 s',
+        part: 'rabbitmq',
+        run: async () => {
+          await rabbit.signal('SIGSTOP');
+          try {
+            await delay(500 + rand() * 3500);
+          } finally {
+            await rabbit.signal('SIGCONT');
+          }
+        },
+      },
+      {
         name: 'RabbitMQ stop_app and start_app',
         part: 'rabbitmq',
         run: async () => {
