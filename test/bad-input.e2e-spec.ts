@@ -148,6 +148,19 @@ describe('bad input', () => {
       expect(limited[0]).toEqual({ ok: false, error: { code: 'rate_limited', message: expect.any(String) as string } });
     });
 
+    it('limits message:read per session like sends (each may cost Redis 500 lookups); the socket goes on', async () => {
+      const reader = await clients.connect(node.url, `${cluster}-reader`);
+      const acks = await Promise.all(Array.from({ length: 30 }, () => reader.emit('message:read', { ids: ['x'] })));
+      const limited = acks.filter((x) => !x.ok);
+      expect(acks.filter((x) => x.ok).length).toBeGreaterThanOrEqual(10);
+      expect(limited.length).toBeGreaterThanOrEqual(10);
+      expect(limited[0]).toEqual({ ok: false, error: { code: 'rate_limited', message: expect.stringContaining('message:read') as string } });
+      // Another session of the same user has its own allowance, and the limited one still sends.
+      const other = await clients.connect(node.url, `${cluster}-reader`);
+      expect(await other.emit('message:read', { ids: ['x'] })).toEqual({ ok: true });
+      expect((await reader.send(bob, 'still connected')).ok).toBe(true);
+    });
+
     it('keeps at most OFFLINE_MAX_PER_USER stored messages, drops the oldest and counts them in a metric', async () => {
       const metric = () => counter('switchboard_inbox_dropped_total', 'reason="overflow"');
       const before = await metric();

@@ -4,6 +4,7 @@ import { ChatMessage, MessageStatusEvent, SendResult } from '../messaging/messag
 import type { SessionEndReason } from '../messaging/envelope';
 import type { PreEncoded } from './pre-encoded';
 import type { SessionStream } from './session-stream';
+import type { Bucket } from '../common/token-bucket';
 
 export type { SessionEndReason };
 
@@ -42,6 +43,8 @@ export interface SocketData {
   expiresAt?: number;
   /** The session's messages in seq order (set once the session is registered). */
   stream?: SessionStream;
+  /** The session's `message:read` limiter (SEND_RATE_PER_SECOND calls a second, bursts of twice that). */
+  readBucket?: Bucket;
 }
 
 export type SwitchboardServer = Server<ClientToServerEvents, ServerEmitEvents, InterServerEvents, SocketData>;

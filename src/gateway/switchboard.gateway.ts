@@ -1,6 +1,7 @@
 import { Logger, OnModuleDestroy } from '@nestjs/common';
 import { OnGatewayConnection, OnGatewayDisconnect, OnGatewayInit, WebSocketGateway } from '@nestjs/websockets';
 import { AppError, toErrorBody } from '../common/app-error';
+import { takeToken } from '../common/token-bucket';
 import { validatePayload } from '../common/validate';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
@@ -36,6 +37,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     'message:send': (socket, payload) =>
       this.messages.send(socket.data.userId, parseSendMessage(payload), 'socket'),
     'message:read': async (socket, payload) => {
+      this.takeReadToken(socket);
       await this.messages.markRead(socket.data.userId, validatePayload(ReadMessagesDto, payload).ids);
       return {};
     },
@@ -152,6 +154,17 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       for (const socket of sockets.slice(i, i + DISCONNECT_BATCH)) this.end(socket, 'shutdown');
       await new Promise((resolve) => setImmediate(resolve));
     }
+  }
+
+  /**
+   * One `message:read` costs Redis a lookup per id (up to 500): a session gets SEND_RATE_PER_SECOND of them a
+   * second, in bursts of twice that, as sends. Counted on the node, per session (the contract limits sends only).
+   */
+  private takeReadToken(socket: SwitchboardSocket): void {
+    const rate = this.config.sendRatePerSecond;
+    const taken = takeToken(socket.data.readBucket, Date.now(), { rate, burst: rate * 2 });
+    if ('retryAfterMs' in taken) throw new AppError('rate_limited', `more than ${rate} message:read calls per second on this session`, taken.retryAfterMs);
+    socket.data.readBucket = taken.bucket;
   }
 
   private end(socket: SwitchboardSocket, reason: SessionEndReason): void {

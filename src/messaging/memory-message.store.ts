@@ -14,6 +14,7 @@ import {
 } from './message.store';
 import { SendStatus } from './message.types';
 import { timeOfId } from './message-id';
+import { Bucket, bucketIsFull, takeToken } from '../common/token-bucket';
 
 interface IdempotencyRecord {
   id: string;
@@ -62,7 +63,7 @@ export class MemoryMessageStore extends MessageStore {
   private readonly seqs = new Map<string, number>();
   private readonly unread = new Map<string, Unread>();
   private readonly idempotency = new Map<string, IdempotencyRecord>();
-  private readonly buckets = new Map<string, { tokens: number; ts: number }>();
+  private readonly buckets = new Map<string, Bucket>();
   private lastAccept: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -96,14 +97,11 @@ export class MemoryMessageStore extends MessageStore {
         return still ? { ...dup, repush: { json: still.json, nodes: await this.presence.nodesOf(cmd.to) } } : dup;
       }
     }
-    const rate = this.config.sendRatePerSecond;
-    const burst = rate * 2;
-    const bucket = this.buckets.get(cmd.from);
-    const tokens = bucket ? Math.min(burst, bucket.tokens + ((now - bucket.ts) * rate) / 1000) : burst;
-    if (tokens < 1) return { kind: 'rate_limited', retryAfterMs: Math.ceil(((1 - tokens) * 1000) / rate) };
-    // A bucket untouched for as long as a refill takes is full again, which is what no bucket means.
-    sweepStale(this.buckets, (b) => now - b.ts >= (burst * 1000) / rate);
-    setNewest(this.buckets, cmd.from, { tokens: tokens - 1, ts: now });
+    const rule = { rate: this.config.sendRatePerSecond, burst: this.config.sendRatePerSecond * 2 };
+    const taken = takeToken(this.buckets.get(cmd.from), now, rule);
+    if ('retryAfterMs' in taken) return { kind: 'rate_limited', retryAfterMs: taken.retryAfterMs };
+    sweepStale(this.buckets, (b) => bucketIsFull(b, now, rule));
+    setNewest(this.buckets, cmd.from, taken.bucket);
 
     const seq = (this.seqs.get(cmd.to) ?? 0) + 1;
     this.seqs.set(cmd.to, seq);
