@@ -10,7 +10,8 @@
  * `POST /messages` as a backend, resend unacked messages with the same clientMsgId; recipients confirm
  * everything and drop repeated ids). Every few seconds one fault, picked by
  * the seed, runs to its end before the next. Then the CONTRACT section 4 count: every acked message
- * delivered, none out of order, no seq gaps, nothing stored twice; and every node ready at the end.
+ * delivered, none out of order, no seq gaps, nothing stored twice; every node ready, presence right, every
+ * inbox empty once the recipients took fresh sessions, and the nodes holding only the live sessions.
  * Prints one line per fault and the summary; exits 1 on a violation, leaving the nodes' logs in a temp dir.
  * Not part of `npm test` (it runs for minutes); sized for 2 cores.
  */
@@ -374,14 +375,31 @@ async function main(): Promise<void> {
     } finally {
       redisClient.disconnect();
     }
+    // Nor does a node keep sessions that are gone: the nodes' session gauges add up to the live recipients.
+    const sessionCount = async () => {
+      const counts = await Promise.all(
+        urls.map(async (u) => {
+          const text = await (await fetch(`${u}/metrics`, { signal: AbortSignal.timeout(2000) })).text();
+          return Number(/^switchboard_sessions(?:\{[^}]*\})? (\d+)$/m.exec(text)?.[1] ?? NaN);
+        }),
+      );
+      return counts.reduce((a, b) => a + b, 0);
+    };
+    let sessionsHeld = NaN;
+    const liveRecipients = () => recipients.filter((r) => r.connected).length;
+    await waitFor(async () => (sessionsHeld = await sessionCount()) === liveRecipients(), 'the nodes to hold only the live sessions', 10_000).catch(
+      () => undefined,
+    );
+    const sessionsWrong = sessionsHeld === liveRecipients() ? [] : [`nodes hold ${sessionsHeld} sessions, ${liveRecipients()} are live`];
     failed =
       notReady.length > 0 ||
+      sessionsWrong.length > 0 ||
       presenceWrong.length > 0 ||
       stuck.length > 0 ||
       report.acked !== expected ||
       report.lost + report.orderViolations + report.contentDuplicates + report.idMismatches + report.fatal + report.seqGaps + report.seqReuse > 0;
     if (failed) {
-      console.log(`SOAK FAILED: ${JSON.stringify({ ...report, expected, notReady, presenceWrong, stuck })}`);
+      console.log(`SOAK FAILED: ${JSON.stringify({ ...report, expected, notReady, presenceWrong, stuck, sessionsWrong })}`);
       for (const s of senders) if (s.errors.length) console.log(`  ${s.userId}: ${s.errors.slice(0, 3).join(' | ')}`);
     } else {
       console.log('SOAK passed');
