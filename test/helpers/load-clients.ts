@@ -367,6 +367,8 @@ export interface RecipientOptions {
   userId: string;
   /** Nodes to connect to, in turn: a lost session reconnects to the next one. */
   urls: string[];
+  /** Confirm each message after a random wait of up to this many ms (default 0: at once), as a slow client. */
+  confirmDelayMs?: number;
 }
 
 export interface Received {
@@ -461,7 +463,10 @@ export class LoadRecipient {
       const session = this.sessions;
       socket.on('message', (msg: ChatMessage, confirm?: () => void) => {
         this.record(msg, session);
-        if (typeof confirm === 'function') confirm();
+        if (typeof confirm !== 'function') return;
+        // A confirmation still waiting when the session ends is lost with it: the message is delivered again.
+        if (this.opts.confirmDelayMs) setTimeout(confirm, Math.random() * this.opts.confirmDelayMs);
+        else confirm();
       });
       socket.on('session:ended', (e: { reason: string }) => this.ended.push(e.reason));
       try {

@@ -38,6 +38,8 @@ interface Options {
   overlap: number;
   /** How many of the senders are backends sending over REST (`POST /messages` with the API key). */
   rest: number;
+  /** Recipients confirm each message after a random wait of up to this many ms (0: at once). */
+  confirmDelay: number;
   /** SESSION_POLICY of the nodes. */
   policy: 'multi' | 'single';
 }
@@ -45,13 +47,13 @@ interface Options {
 type NumericOption = Exclude<keyof Options, 'policy'>;
 
 function options(argv: string[]): Options {
-  const opts: Options = { seconds: 90, seed: Date.now() % 100_000, senders: 5, recipients: 5, rate: 30, overlap: 0, rest: 1, policy: 'multi' };
+  const opts: Options = { seconds: 90, seed: Date.now() % 100_000, senders: 5, recipients: 5, rate: 30, overlap: 0, rest: 1, confirmDelay: 0, policy: 'multi' };
   for (const arg of argv) {
     const policy = /^--policy=(multi|single)$/.exec(arg);
-    const m = /^--(seconds|seed|senders|recipients|rate|overlap|rest)=(\d+)$/.exec(arg);
+    const m = /^--(seconds|seed|senders|recipients|rate|overlap|rest|confirm-delay)=(\d+)$/.exec(arg);
     if (policy) opts.policy = policy[1] as Options['policy'];
-    else if (m) opts[m[1] as NumericOption] = Number(m[2]);
-    else throw new Error(`unknown option ${arg} (use --seconds, --seed, --senders, --recipients, --rate, --overlap, --rest, --policy)`);
+    else if (m) opts[(m[1] === 'confirm-delay' ? 'confirmDelay' : m[1]) as NumericOption] = Number(m[2]);
+    else throw new Error(`unknown option ${arg} (use --seconds, --seed, --senders, --recipients, --rate, --overlap, --rest, --confirm-delay, --policy)`);
   }
   return opts;
 }
@@ -128,7 +130,7 @@ async function main(): Promise<void> {
   const rand = random(opts.seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
   const run = uniqueName('soak');
-  console.log(`SOAK ${run}: seed=${opts.seed} seconds=${opts.seconds} senders=${opts.senders} recipients=${opts.recipients} rate=${opts.rate}/s each overlap=${opts.overlap} rest=${opts.rest} policy=${opts.policy}`);
+  console.log(`SOAK ${run}: seed=${opts.seed} seconds=${opts.seconds} senders=${opts.senders} recipients=${opts.recipients} rate=${opts.rate}/s each overlap=${opts.overlap} rest=${opts.rest} confirm-delay=${opts.confirmDelay} policy=${opts.policy}`);
 
   // Interrupted: kill the nodes; exiting runs the brokers' own emergency stop (test/helpers/brokers.ts).
   const started: Node[] = [];
@@ -166,7 +168,7 @@ async function main(): Promise<void> {
   let senders: LoadSender[] = [];
   try {
     await Promise.all(nodes.map((n) => n.start()));
-    recipients = Array.from({ length: opts.recipients }, (_, j) => new LoadRecipient({ userId: `${run}-r${j}`, urls: rotated(j) }));
+    recipients = Array.from({ length: opts.recipients }, (_, j) => new LoadRecipient({ userId: `${run}-r${j}`, urls: rotated(j), confirmDelayMs: opts.confirmDelay }));
     senders = Array.from(
       { length: opts.senders },
       (_, i) =>
