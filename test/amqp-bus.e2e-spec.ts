@@ -1,9 +1,10 @@
+import { AddressInfo, Server, Socket, connect, createServer } from 'node:net';
 import { AmqpNodeBus } from '../src/amqp/amqp-node-bus';
 import { loadConfig } from '../src/config/config';
 import { MetricsService } from '../src/metrics/metrics.service';
 import { forgetCluster } from './helpers/cleanup';
-import { clusterEnv } from './helpers/env';
-import { uniqueName, within } from './helpers/wait';
+import { AMQP_URL, clusterEnv } from './helpers/env';
+import { uniqueName, waitFor, within } from './helpers/wait';
 
 /** AmqpNodeBus against the real RabbitMQ: what one event-loop turn publishes to one node. */
 describe('AmqpNodeBus: the payloads of one turn for one node', () => {
@@ -37,4 +38,87 @@ describe('AmqpNodeBus: the payloads of one turn for one node', () => {
     expect(received).toEqual(['a', 'b', 'c']);
     expect((await metrics.amqpPublished.get()).values.map((v) => v.value)).toEqual([1]);
   });
+});
+
+/**
+ * A TCP proxy in front of RabbitMQ that can cut every connection, and swallow new ones: accept them, then never
+ * answer, like a broker that hangs or is still booting.
+ */
+class SwallowingProxy {
+  swallowing = false;
+  /** Connections accepted while swallowing. */
+  swallowed = 0;
+  private readonly sockets = new Set<Socket>();
+  private readonly server: Server;
+  private readonly target = new URL(AMQP_URL);
+
+  constructor() {
+    this.server = createServer((client) => {
+      this.track(client);
+      if (this.swallowing) {
+        this.swallowed++;
+        return;
+      }
+      const upstream = this.track(connect(Number(this.target.port || 5672), this.target.hostname));
+      client.pipe(upstream).pipe(client);
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+    });
+  }
+
+  async listen(): Promise<number> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  cutAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  async close(): Promise<void> {
+    this.cutAll();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private track(socket: Socket): Socket {
+    this.sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => this.sockets.delete(socket));
+    return socket;
+  }
+}
+
+describe('AmqpNodeBus: reconnecting', () => {
+  const cluster = uniqueName('t-bus-re');
+  const proxy = new SwallowingProxy();
+  let bus: AmqpNodeBus | undefined;
+
+  afterAll(async () => {
+    await bus?.beforeApplicationShutdown();
+    await bus?.onApplicationShutdown();
+    await proxy.close();
+    await forgetCluster(cluster, ['n1']);
+  });
+
+  it('gets past an attempt that a broker accepted but never answered', async () => {
+    const port = await proxy.listen();
+    const url = new URL(AMQP_URL);
+    url.port = String(port);
+    const config = loadConfig(clusterEnv(cluster, 'n1', { AMQP_URL: url.toString() }));
+    const b = (bus = new AmqpNodeBus(config, new MetricsService(config)));
+    b.onMessage(async () => undefined);
+    await b.connect();
+    await b.onApplicationBootstrap();
+    expect(await b.check()).toBeNull();
+
+    // The connection drops, and the first attempt to reconnect meets a broker that never answers.
+    proxy.swallowing = true;
+    proxy.cutAll();
+    await waitFor(() => proxy.swallowed > 0, 'an attempt to reconnect', 10_000);
+    proxy.swallowing = false;
+
+    // The attempt gives up on its own and the next one goes through.
+    await waitFor(async () => (await b.check()) === null, 'the bus to be connected and consuming again', 20_000);
+    await expect(b.publishToNode('n1', Buffer.from('after'))).resolves.toBe('routed');
+  }, 40_000);
 });

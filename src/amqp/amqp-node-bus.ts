@@ -12,6 +12,12 @@ import { packFrames, unpackFrames } from './frames';
 import { AmqpTopology } from './topology';
 
 const CONNECT_TIMEOUT_MS = 10_000;
+/**
+ * One connection attempt's limit, handshake included. Without it, an attempt that reaches a broker which
+ * accepts the connection but does not answer (hung, or still booting) waits forever, and the manager never
+ * tries again: the node would stay cut off from RabbitMQ for good (amqp-connection-manager issues #14, #310).
+ */
+const ATTEMPT_TIMEOUT_MS = 5_000;
 /** A publish not confirmed by then (the broker is away) is given up; until then it is retried on reconnect. */
 const PUBLISH_TIMEOUT_MS = 60_000;
 const PREFETCH = 100;
@@ -82,7 +88,11 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     const connection = amqp.connect([url], {
       heartbeatIntervalInSeconds: 5,
       reconnectTimeInSeconds: 1,
-      connectionOptions: { noDelay: true, clientProperties: { connection_name: `${this.config.clusterName}:${this.config.nodeId}` } },
+      connectionOptions: {
+        noDelay: true,
+        timeout: ATTEMPT_TIMEOUT_MS,
+        clientProperties: { connection_name: `${this.config.clusterName}:${this.config.nodeId}` },
+      },
     });
     connection.on('disconnect', ({ err }: { err?: Error }) => this.logger.warn(`disconnected from RabbitMQ: ${err?.message ?? 'closed'}`));
     connection.on('connectFailed', () => undefined);
