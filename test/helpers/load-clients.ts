@@ -561,7 +561,22 @@ export interface AccountOptions {
   collect?: boolean;
 }
 
-function missingOf(senders: readonly LoadSender[], byUser: Map<string, LoadRecipient>): SentRecord[] {
+/** What the count needs of a recipient: a LoadRecipient, or several sessions of one user merged. */
+export interface Collected {
+  readonly userId: string;
+  /** First arrival of each message id. */
+  readonly unique: ReadonlyMap<string, Received>;
+  /** body.n per sender, in arrival order, after dedupe by id (one session's order). */
+  readonly perSender: ReadonlyMap<string, readonly number[]>;
+  /** seq values in arrival order, after dedupe by id. */
+  readonly seqs: readonly number[];
+  /** Deliveries of an id already seen. */
+  readonly duplicates: number;
+  /** A fresh session, to collect what is stored. */
+  move(): Promise<void>;
+}
+
+function missingOf(senders: readonly LoadSender[], byUser: Map<string, Collected>): SentRecord[] {
   const missing: SentRecord[] = [];
   for (const s of senders) {
     for (const rec of s.records) {
@@ -577,7 +592,7 @@ function missingOf(senders: readonly LoadSender[], byUser: Map<string, LoadRecip
  * Recipients still missing messages after `timeoutMs` reconnect once (stored messages come on the next
  * connection, CONTRACT section 2) and get `collectTimeoutMs` more; what is still missing then is lost.
  */
-export async function account(senders: readonly LoadSender[], recipients: readonly LoadRecipient[], opts: AccountOptions = {}): Promise<FaultReport> {
+export async function account(senders: readonly LoadSender[], recipients: readonly Collected[], opts: AccountOptions = {}): Promise<FaultReport> {
   const byUser = new Map(recipients.map((r) => [r.userId, r]));
   const settled = async (timeoutMs: number) => {
     try {

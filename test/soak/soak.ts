@@ -23,7 +23,7 @@ import Redis from 'ioredis';
 import { RedisKeys } from '../../src/redis/redis-keys';
 import { PrivateRabbit, PrivateRedis, freePorts } from '../helpers/brokers';
 import { API_KEY, clusterEnv } from '../helpers/env';
-import { LoadRecipient, LoadSender, account, summaryLine } from '../helpers/load-clients';
+import { Collected, LoadRecipient, LoadSender, Received, account, summaryLine } from '../helpers/load-clients';
 import { NodeProcess } from '../helpers/processes';
 import { uniqueName, waitFor } from '../helpers/wait';
 
@@ -40,6 +40,8 @@ interface Options {
   rest: number;
   /** Recipients confirm each message after a random wait of up to this many ms (0: at once). */
   confirmDelay: number;
+  /** Sessions per recipient (more than 1 needs SESSION_POLICY=multi), each on its own rotation of the nodes. */
+  sessions: number;
   /** SESSION_POLICY of the nodes. */
   policy: 'multi' | 'single';
 }
@@ -47,14 +49,15 @@ interface Options {
 type NumericOption = Exclude<keyof Options, 'policy'>;
 
 function options(argv: string[]): Options {
-  const opts: Options = { seconds: 90, seed: Date.now() % 100_000, senders: 5, recipients: 5, rate: 30, overlap: 0, rest: 1, confirmDelay: 0, policy: 'multi' };
+  const opts: Options = { seconds: 90, seed: Date.now() % 100_000, senders: 5, recipients: 5, rate: 30, overlap: 0, rest: 1, confirmDelay: 0, sessions: 1, policy: 'multi' };
   for (const arg of argv) {
     const policy = /^--policy=(multi|single)$/.exec(arg);
-    const m = /^--(seconds|seed|senders|recipients|rate|overlap|rest|confirm-delay)=(\d+)$/.exec(arg);
+    const m = /^--(seconds|seed|senders|recipients|rate|overlap|rest|confirm-delay|sessions)=(\d+)$/.exec(arg);
     if (policy) opts.policy = policy[1] as Options['policy'];
     else if (m) opts[(m[1] === 'confirm-delay' ? 'confirmDelay' : m[1]) as NumericOption] = Number(m[2]);
-    else throw new Error(`unknown option ${arg} (use --seconds, --seed, --senders, --recipients, --rate, --overlap, --rest, --confirm-delay, --policy)`);
+    else throw new Error(`unknown option ${arg} (use --seconds, --seed, --senders, --recipients, --rate, --overlap, --rest, --confirm-delay, --sessions, --policy)`);
   }
+  if (opts.sessions > 1 && opts.policy === 'single') throw new Error('--sessions above 1 needs --policy=multi');
   return opts;
 }
 
@@ -102,11 +105,69 @@ class Node {
   }
 }
 
-async function ready(url: string): Promise<boolean> {
+/** What the node's readiness says: 'ok', or its status and reasons. */
+async function readiness(url: string): Promise<string> {
   try {
-    return (await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(2000) })).status === 200;
-  } catch {
-    return false;
+    const res = await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(2000) });
+    return res.status === 200 ? 'ok' : `${res.status} ${await res.text()}`;
+  } catch (err) {
+    return String(err);
+  }
+}
+
+async function ready(url: string): Promise<boolean> {
+  return (await readiness(url)) === 'ok';
+}
+
+/**
+ * A recipient user with one or more sessions (LoadRecipients of one user id), counted as one: a message
+ * reached the user when any session got it (one confirmation takes it out of the inbox), and the seqs of all
+ * sessions together have no gaps. Order is each session's own, checked by `orderViolations`.
+ */
+class User implements Collected {
+  constructor(readonly sessions: readonly LoadRecipient[]) {}
+
+  get userId(): string {
+    return this.sessions[0].userId;
+  }
+
+  get unique(): ReadonlyMap<string, Received> {
+    if (this.sessions.length === 1) return this.sessions[0].unique;
+    const all = new Map<string, Received>();
+    for (const s of this.sessions) for (const [id, got] of s.unique) if (!all.has(id) || got.at < all.get(id)!.at) all.set(id, got);
+    return all;
+  }
+
+  get perSender(): ReadonlyMap<string, readonly number[]> {
+    return this.sessions.length === 1 ? this.sessions[0].perSender : new Map();
+  }
+
+  get seqs(): readonly number[] {
+    return this.sessions.length === 1 ? this.sessions[0].seqs : [...new Set(this.sessions.flatMap((s) => s.seqs))];
+  }
+
+  get duplicates(): number {
+    return this.sessions.reduce((sum, s) => sum + s.duplicates, 0);
+  }
+
+  /** Per session: a message whose n is lower than one that session received before it. */
+  get orderViolations(): number {
+    if (this.sessions.length === 1) return 0; // counted by account()
+    let count = 0;
+    for (const s of this.sessions) {
+      for (const ns of s.perSender.values()) {
+        let max = -1;
+        for (const n of ns) {
+          if (n < max) count++;
+          max = Math.max(max, n);
+        }
+      }
+    }
+    return count;
+  }
+
+  async move(): Promise<void> {
+    await Promise.all(this.sessions.map((s) => s.move()));
   }
 }
 
@@ -130,7 +191,7 @@ async function main(): Promise<void> {
   const rand = random(opts.seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
   const run = uniqueName('soak');
-  console.log(`SOAK ${run}: seed=${opts.seed} seconds=${opts.seconds} senders=${opts.senders} recipients=${opts.recipients} rate=${opts.rate}/s each overlap=${opts.overlap} rest=${opts.rest} confirm-delay=${opts.confirmDelay} policy=${opts.policy}`);
+  console.log(`SOAK ${run}: seed=${opts.seed} seconds=${opts.seconds} senders=${opts.senders} recipients=${opts.recipients} rate=${opts.rate}/s each overlap=${opts.overlap} rest=${opts.rest} confirm-delay=${opts.confirmDelay} sessions=${opts.sessions} policy=${opts.policy}`);
 
   // Interrupted: kill the nodes; exiting runs the brokers' own emergency stop (test/helpers/brokers.ts).
   const started: Node[] = [];
@@ -164,11 +225,19 @@ async function main(): Promise<void> {
   const rotated = (k: number) => urls.map((_, i) => urls[(i + k) % urls.length]);
 
   let failed = false;
-  let recipients: LoadRecipient[] = [];
+  let recipients: User[] = [];
+  let sessions: LoadRecipient[] = [];
   let senders: LoadSender[] = [];
   try {
     await Promise.all(nodes.map((n) => n.start()));
-    recipients = Array.from({ length: opts.recipients }, (_, j) => new LoadRecipient({ userId: `${run}-r${j}`, urls: rotated(j), confirmDelayMs: opts.confirmDelay }));
+    recipients = Array.from(
+      { length: opts.recipients },
+      (_, j) =>
+        new User(
+          Array.from({ length: opts.sessions }, (_, k) => new LoadRecipient({ userId: `${run}-r${j}`, urls: rotated(j + k), confirmDelayMs: opts.confirmDelay })),
+        ),
+    );
+    sessions = recipients.flatMap((u) => u.sessions);
     senders = Array.from(
       { length: opts.senders },
       (_, i) =>
@@ -182,7 +251,7 @@ async function main(): Promise<void> {
           transport: i < opts.rest ? 'rest' : 'socket',
         }),
     );
-    await Promise.all(recipients.map((r) => r.connect()));
+    await Promise.all(sessions.map((r) => r.connect()));
     await Promise.all(senders.map((s) => s.start()));
     const t0 = Date.now();
     const done = Promise.all(senders.map((s) => s.done));
@@ -337,14 +406,20 @@ async function main(): Promise<void> {
     const seconds = (Date.now() - t0) / 1000;
     console.log(summaryLine('soak', report, seconds));
     console.log(`SOAK faults: ${[...tally].map(([k, v]) => `${k} x${v}`).join('; ')}`);
-    const notReady = (await Promise.all(nodes.map(async (n) => ((await ready(n.url)) ? '' : n.name)))).filter(Boolean);
-    // Presence after all of it: each recipient has exactly its one live session, on the node it is connected
+    // Every node ready (a node that is not may be between reconnects: it gets 15 s).
+    const notReady: string[] = [];
+    for (const n of nodes) {
+      let said = '';
+      await waitFor(async () => (said = await readiness(n.url)) === 'ok', `${n.name} to be ready`, 15_000).catch(() => notReady.push(`${n.name}: ${said}`));
+    }
+    // Presence after all of it: each recipient has exactly its live sessions, on the nodes they are connected
     // to; the senders, gone, are offline. Killed and paused nodes' entries must have gone by their leases.
     const expectedPresence = (u: string): string => {
-      const r = recipients.find((x) => x.userId === u);
-      return r?.connected ? `online [${r.nodes.at(-1)}]` : 'offline []';
+      const live = sessions.filter((r) => r.userId === u && r.connected).map((r) => r.nodes.at(-1) ?? '?');
+      return live.length > 0 ? `online [${live.sort().join(',')}]` : 'offline []';
     };
-    const describe = (p: Presence | undefined) => (p ? `${p.online ? 'online' : 'offline'} [${p.sessions.map((x) => x.nodeId).join(',')}]` : 'no answer');
+    const describe = (p: Presence | undefined) =>
+      p ? `${p.online ? 'online' : 'offline'} [${p.sessions.map((x) => x.nodeId).sort().join(',')}]` : 'no answer';
     const users = [...recipients.map((r) => r.userId), ...senders.map((x) => x.userId)];
     const presenceWrong: string[] = [];
     for (const [i, u] of users.entries()) {
@@ -388,20 +463,21 @@ async function main(): Promise<void> {
       return counts.reduce((a, b) => a + b, 0);
     };
     let sessionsHeld = NaN;
-    const liveRecipients = () => recipients.filter((r) => r.connected).length;
+    const liveRecipients = () => sessions.filter((r) => r.connected).length;
     await waitFor(async () => (sessionsHeld = await sessionCount()) === liveRecipients(), 'the nodes to hold only the live sessions', 10_000).catch(
       () => undefined,
     );
     const sessionsWrong = sessionsHeld === liveRecipients() ? [] : [`nodes hold ${sessionsHeld} sessions, ${liveRecipients()} are live`];
+    const sessionOrder = recipients.reduce((sum, u) => sum + u.orderViolations, 0);
     failed =
       notReady.length > 0 ||
       sessionsWrong.length > 0 ||
       presenceWrong.length > 0 ||
       stuck.length > 0 ||
       report.acked !== expected ||
-      report.lost + report.orderViolations + report.contentDuplicates + report.idMismatches + report.fatal + report.seqGaps + report.seqReuse > 0;
+      report.lost + report.orderViolations + sessionOrder + report.contentDuplicates + report.idMismatches + report.fatal + report.seqGaps + report.seqReuse > 0;
     if (failed) {
-      console.log(`SOAK FAILED: ${JSON.stringify({ ...report, expected, notReady, presenceWrong, stuck, sessionsWrong })}`);
+      console.log(`SOAK FAILED: ${JSON.stringify({ ...report, expected, notReady, presenceWrong, stuck, sessionsWrong, sessionOrder })}`);
       for (const s of senders) if (s.errors.length) console.log(`  ${s.userId}: ${s.errors.slice(0, 3).join(' | ')}`);
     } else {
       console.log('SOAK passed');
@@ -411,7 +487,7 @@ async function main(): Promise<void> {
     console.log(`SOAK FAILED: ${err instanceof Error ? err.stack : String(err)}`);
   } finally {
     for (const s of senders) s.close();
-    for (const r of recipients) r.close();
+    for (const r of sessions) r.close();
     if (failed) {
       const dir = join(tmpdir(), 'switchboard-soak', run);
       mkdirSync(dir, { recursive: true });
