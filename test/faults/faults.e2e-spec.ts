@@ -6,7 +6,7 @@ import { PrivateRabbit, PrivateRedis } from '../helpers/brokers';
 import { forgetCluster } from '../helpers/cleanup';
 import { Env, clusterEnv } from '../helpers/env';
 import { FaultReport, LoadRecipient, LoadSender, account, summaryLine } from '../helpers/load-clients';
-import { NodeProcess } from '../helpers/processes';
+import { NodeProcess, readiness } from '../helpers/processes';
 import { uniqueName, waitFor, within } from '../helpers/wait';
 
 /**
@@ -204,15 +204,6 @@ class FaultClock {
  * window fails the scenario (a crash just after the burst would otherwise go unseen).
  */
 const HEALTH_WINDOW_MS = 5000;
-
-async function readiness(url: string): Promise<string> {
-  try {
-    const res = await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(2000) });
-    return res.status === 200 ? 'ok' : `${res.status} ${await res.text()}`;
-  } catch (err) {
-    return String(err);
-  }
-}
 
 /** Waits for the node's readiness to turn 503 naming `part` (a broker just went down); returns what it said. */
 async function unreadyNaming(url: string, part: string): Promise<string> {

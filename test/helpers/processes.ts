@@ -59,3 +59,13 @@ export class NodeProcess {
     }
   }
 }
+
+/** What a node's readiness says: 'ok', or its status and reasons (or why it did not answer). */
+export async function readiness(url: string): Promise<string> {
+  try {
+    const res = await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(2000) });
+    return res.status === 200 ? 'ok' : `${res.status} ${await res.text()}`;
+  } catch (err) {
+    return String(err);
+  }
+}

@@ -24,7 +24,7 @@ import { RedisKeys } from '../../src/redis/redis-keys';
 import { PrivateRabbit, PrivateRedis, freePorts } from '../helpers/brokers';
 import { API_KEY, clusterEnv } from '../helpers/env';
 import { Collected, LoadRecipient, LoadSender, Received, account, summaryLine } from '../helpers/load-clients';
-import { NodeProcess } from '../helpers/processes';
+import { NodeProcess, readiness } from '../helpers/processes';
 import { uniqueName, waitFor } from '../helpers/wait';
 
 interface Options {
@@ -102,16 +102,6 @@ class Node {
 
   log(): string {
     return `${this.history}${this.proc?.stdout ?? ''}\n--- stderr ---\n${this.proc?.stderr ?? ''}`;
-  }
-}
-
-/** What the node's readiness says: 'ok', or its status and reasons. */
-async function readiness(url: string): Promise<string> {
-  try {
-    const res = await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(2000) });
-    return res.status === 200 ? 'ok' : `${res.status} ${await res.text()}`;
-  } catch (err) {
-    return String(err);
   }
 }
 
