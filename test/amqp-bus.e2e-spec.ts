@@ -1,4 +1,6 @@
 import { AddressInfo, Server, Socket, connect, createServer } from 'node:net';
+import { Logger } from '@nestjs/common';
+import amqplib from 'amqplib';
 import { AmqpNodeBus } from '../src/amqp/amqp-node-bus';
 import { loadConfig } from '../src/config/config';
 import { MetricsService } from '../src/metrics/metrics.service';
@@ -120,5 +122,51 @@ describe('AmqpNodeBus: reconnecting', () => {
     // The attempt gives up on its own and the next one goes through.
     await waitFor(async () => (await b.check()) === null, 'the bus to be connected and consuming again', 20_000);
     await expect(b.publishToNode('n1', Buffer.from('after'))).resolves.toBe('routed');
+  }, 40_000);
+});
+
+describe('AmqpNodeBus: a channel whose setup fails on a reconnect', () => {
+  const cluster = uniqueName('t-bus-setup');
+  const proxy = new SwallowingProxy();
+  let bus: AmqpNodeBus | undefined;
+  let admin: amqplib.ChannelModel | undefined;
+  const warn = jest.spyOn(Logger.prototype, 'warn');
+
+  afterAll(async () => {
+    warn.mockRestore();
+    await bus?.beforeApplicationShutdown();
+    await bus?.onApplicationShutdown();
+    await proxy.close();
+    await admin?.close();
+    await forgetCluster(cluster, ['n1']);
+  });
+
+  it('is logged, not thrown out of the process, and set up again on the next reconnect', async () => {
+    const port = await proxy.listen();
+    const url = new URL(AMQP_URL);
+    url.port = String(port);
+    const config = loadConfig(clusterEnv(cluster, 'n1', { AMQP_URL: url.toString() }));
+    const b = (bus = new AmqpNodeBus(config, new MetricsService(config)));
+    b.onMessage(async () => undefined);
+    await b.connect();
+    await b.onApplicationBootstrap();
+
+    // Someone re-declared the cluster's exchange with another type: the publisher's setup will be refused.
+    admin = await amqplib.connect(AMQP_URL);
+    const ch = await admin.createChannel();
+    await ch.deleteExchange(`${cluster}.direct`);
+    await ch.assertExchange(`${cluster}.direct`, 'fanout', { durable: true });
+    proxy.cutAll();
+    await waitFor(
+      () => warn.mock.calls.some(([message]) => String(message).includes("publish channel's setup failed")),
+      'the refused setup to be logged',
+      15_000,
+    );
+
+    // Put right, the next reconnect sets the channels up again (the node queue's binding included).
+    await ch.deleteExchange(`${cluster}.direct`);
+    proxy.cutAll();
+    await waitFor(async () => (await b.publishToNode('n1', Buffer.from('after'))) === 'routed', 'a publish to be routed again', 20_000);
+    expect(await b.check()).toBeNull();
   }, 40_000);
 });

@@ -131,6 +131,11 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
         await ch.prefetch(PREFETCH);
       },
     });
+    // A channel whose setup failed (its connection dropped midway, a declare refused) says so with 'error'.
+    // Unheard, that event would throw out of amqp-connection-manager's reconnect and end the process.
+    for (const channel of [this.publisher, this.consumer]) {
+      channel.on('error', (err: Error, info?: { name?: string }) => this.logger.warn(`${info?.name ?? 'a'} channel's setup failed: ${err.message}`));
+    }
     await Promise.all([this.publisher.waitForConnect(), this.consumer.waitForConnect()]);
   }
 
