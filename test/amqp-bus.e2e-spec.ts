@@ -90,6 +90,18 @@ class SwallowingProxy {
   }
 }
 
+/** A bus of node n1 of `cluster`, connected through `proxy` and consuming. */
+async function busBehind(proxy: SwallowingProxy, cluster: string): Promise<AmqpNodeBus> {
+  const url = new URL(AMQP_URL);
+  url.port = String(await proxy.listen());
+  const config = loadConfig(clusterEnv(cluster, 'n1', { AMQP_URL: url.toString() }));
+  const bus = new AmqpNodeBus(config, new MetricsService(config));
+  bus.onMessage(async () => undefined);
+  await bus.connect();
+  await bus.onApplicationBootstrap();
+  return bus;
+}
+
 describe('AmqpNodeBus: reconnecting', () => {
   const cluster = uniqueName('t-bus-re');
   const proxy = new SwallowingProxy();
@@ -103,14 +115,7 @@ describe('AmqpNodeBus: reconnecting', () => {
   });
 
   it('gets past an attempt that a broker accepted but never answered', async () => {
-    const port = await proxy.listen();
-    const url = new URL(AMQP_URL);
-    url.port = String(port);
-    const config = loadConfig(clusterEnv(cluster, 'n1', { AMQP_URL: url.toString() }));
-    const b = (bus = new AmqpNodeBus(config, new MetricsService(config)));
-    b.onMessage(async () => undefined);
-    await b.connect();
-    await b.onApplicationBootstrap();
+    const b = (bus = await busBehind(proxy, cluster));
     expect(await b.check()).toBeNull();
 
     // The connection drops, and the first attempt to reconnect meets a broker that never answers.
@@ -142,14 +147,7 @@ describe('AmqpNodeBus: a channel whose setup fails on a reconnect', () => {
   });
 
   it('is logged, not thrown out of the process, and set up again on the next reconnect', async () => {
-    const port = await proxy.listen();
-    const url = new URL(AMQP_URL);
-    url.port = String(port);
-    const config = loadConfig(clusterEnv(cluster, 'n1', { AMQP_URL: url.toString() }));
-    const b = (bus = new AmqpNodeBus(config, new MetricsService(config)));
-    b.onMessage(async () => undefined);
-    await b.connect();
-    await b.onApplicationBootstrap();
+    const b = (bus = await busBehind(proxy, cluster));
 
     // Someone re-declared the cluster's exchange with another type: the publisher's setup will be refused.
     admin = await amqplib.connect(AMQP_URL);
