@@ -146,7 +146,7 @@ describe('AmqpNodeBus: a channel whose setup fails on a reconnect', () => {
     await forgetCluster(cluster, ['n1']);
   });
 
-  it('is logged, not thrown out of the process, and set up again on the next reconnect', async () => {
+  it('is logged, not thrown out of the process, keeps the node unready, and is set up again on the next reconnect', async () => {
     const b = (bus = await busBehind(proxy, cluster));
 
     // Someone re-declared the cluster's exchange with another type: the publisher's setup will be refused.
@@ -154,12 +154,17 @@ describe('AmqpNodeBus: a channel whose setup fails on a reconnect', () => {
     const ch = await admin.createChannel();
     await ch.deleteExchange(`${cluster}.direct`);
     await ch.assertExchange(`${cluster}.direct`, 'fanout', { durable: true });
+    // Readiness the moment the connection is back each time, before any channel is set up on it.
+    const readinessOnReconnect: Array<Promise<string | null>> = [];
+    b.onReconnected(() => readinessOnReconnect.push(b.check()));
     proxy.cutAll();
     await waitFor(
-      () => warn.mock.calls.some(([message]) => String(message).includes("publish channel's setup failed")),
-      'the refused setup to be logged',
+      () => warn.mock.calls.some(([message]) => String(message).includes("publish channel's setup failed")) && readinessOnReconnect.length >= 2,
+      'the refused setup to be logged, and a second reconnect',
       15_000,
     );
+    // The connection comes and goes, but a node whose channels are not set up is not ready.
+    expect(await Promise.all(readinessOnReconnect)).not.toContain(null);
 
     // Put right, the next reconnect sets the channels up again (the node queue's binding included).
     await ch.deleteExchange(`${cluster}.direct`);

@@ -8,6 +8,7 @@ import { ReadinessCheck } from '../health/readiness';
 import { MetricsService } from '../metrics/metrics.service';
 import { NodeBus, NodeBusHandler, NodeUnreachableError, PublishOptions, PublishOutcome } from './node-bus';
 import { ChannelAcks } from './channel-acks';
+import { ChannelReadiness } from './channel-readiness';
 import { packFrames, unpackFrames } from './frames';
 import { AmqpTopology } from './topology';
 
@@ -63,6 +64,8 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   /** Acks of the current consumer channel. */
   private acks?: ChannelAcks;
   private consuming = false;
+  private readonly publisherReadiness = new ChannelReadiness();
+  private readonly consumerReadiness = new ChannelReadiness();
   private readonly reconnectListeners: Array<() => void> = [];
   private everConnected = false;
   private readonly inFlight = new Set<Promise<void>>();
@@ -112,25 +115,27 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       name: 'publish',
       confirm: true,
       publishTimeout: PUBLISH_TIMEOUT_MS,
-      setup: async (ch: ConfirmChannel) => {
+      setup: this.publisherReadiness.setup(async (ch: ConfirmChannel) => {
         ch.on('return', (msg: Message) => {
           const id = msg.properties.messageId as string | undefined;
           if (id) this.returned.add(id);
         });
         await this.topology.declareExchange(ch);
-      },
+      }),
     });
     this.consumer = connection.createChannel({
       name: 'consume',
       confirm: false,
-      setup: async (ch: ConfirmChannel) => {
+      setup: this.consumerReadiness.setup(async (ch: ConfirmChannel) => {
         this.acks?.close();
         const acks = (this.acks = new ChannelAcks(ch, ACK_DELAY_MS, ACK_BATCH));
         ch.once('close', () => acks.close());
         await this.topology.declareQueues(ch);
         await ch.prefetch(PREFETCH);
-      },
+      }),
     });
+    this.publisherReadiness.watch(this.publisher);
+    this.consumerReadiness.watch(this.consumer);
     // A channel whose setup failed (its connection dropped midway, a declare refused) says so with 'error'.
     // Unheard, that event would throw out of amqp-connection-manager's reconnect and end the process.
     for (const channel of [this.publisher, this.consumer]) {
@@ -233,7 +238,8 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
 
   async check(): Promise<string | null> {
     if (!this.connection?.isConnected()) return 'rabbitmq is disconnected';
-    if (this.handler && !this.consuming) return 'not consuming the node queue';
+    if (!this.publisherReadiness.isReady) return 'the rabbitmq channel for publishing is not set up';
+    if (this.handler && !(this.consuming && this.consumerReadiness.isReady)) return 'not consuming the node queue';
     return null;
   }
 
