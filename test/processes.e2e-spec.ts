@@ -143,6 +143,22 @@ describe('nodes as separate processes', () => {
     expect(answers.get('connection refused or closed')).toBeGreaterThan(0);
   });
 
+  it('on SIGTERM exits 0 within 10 s though a client stopped reading', async () => {
+    const p = start(clusterEnv(cluster, `${cluster}-stalled`, { LOG_LEVEL: 'info' }));
+    const url = await p.listening();
+    const reading = await clients.connect(url, 'drain-reading');
+    const stalled = await clients.connect(url, 'drain-stalled');
+    // Its websocket's close will never be answered, as from a phone that lost its network.
+    stalled.stopReading();
+
+    const t0 = Date.now();
+    p.signal('SIGTERM');
+    const code = await p.exitCode(15_000);
+    expect({ code, within10s: Date.now() - t0 < 10_000 }).toEqual({ code: 0, within10s: true });
+    await reading.disconnected();
+    expect(reading.ended).toEqual(['shutdown']);
+  });
+
   it('a node paused past its lease delivers, once back, what was stored for its users meanwhile', async () => {
     const lease = { LOG_LEVEL: 'info', NODE_LEASE_MS: '1000' };
     const paused = start(clusterEnv(cluster, `${cluster}-paused`, lease));

@@ -1,9 +1,13 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import type { Socket as TcpSocket } from 'node:net';
 import { INestApplicationContext } from '@nestjs/common';
 import { IoAdapter } from '@nestjs/platform-socket.io';
 import type { Server, ServerOptions } from 'socket.io';
 import { AppConfig, maxPacketBytes } from '../config/config';
 import { switchboardParser } from './pre-encoded';
+
+/** How long connections may take to close at shutdown before they are destroyed (SwitchboardIoAdapter.close). */
+const CLOSE_GRACE_MS = 2_000;
 
 /**
  * Socket.IO server options from the node's config: both transports, packets up to maxPacketBytes, and the Origin check of CORS_ORIGINS
@@ -11,11 +15,18 @@ import { switchboardParser } from './pre-encoded';
  * stored messages into their packets as they are (pre-encoded.ts); on the wire it is Socket.IO's own.
  */
 export class SwitchboardIoAdapter extends IoAdapter {
+  /** The HTTP server's open TCP connections, websockets included (close). */
+  private readonly connections = new Set<TcpSocket>();
+
   constructor(
     app: INestApplicationContext,
     private readonly config: AppConfig,
   ) {
     super(app);
+    (this.httpServer as HttpServer | undefined)?.on('connection', (socket: TcpSocket) => {
+      this.connections.add(socket);
+      socket.once('close', () => this.connections.delete(socket));
+    });
   }
 
   override createIOServer(port: number, options?: ServerOptions): Server {
@@ -29,6 +40,24 @@ export class SwitchboardIoAdapter extends IoAdapter {
       allowRequest: (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void) =>
         callback(null, originAllowed(req, allowed)),
     }) as Server;
+  }
+
+  /**
+   * At shutdown, after the gateway ended every session: Socket.IO closes its connections and then the HTTP
+   * server, which waits for every TCP connection to end. A client that stopped reading (a phone that lost its
+   * network without a word, say) never answers the websocket's close, which `ws` gives 30 s, so the drain
+   * would overrun its 10 s. What is still open CLOSE_GRACE_MS after the close began is destroyed: by then
+   * every reading client has gone, and requests still in hand have had their time.
+   */
+  override async close(server: Server): Promise<void> {
+    const grace = setTimeout(() => {
+      for (const socket of this.connections) socket.destroy();
+    }, CLOSE_GRACE_MS);
+    try {
+      await super.close(server);
+    } finally {
+      clearTimeout(grace);
+    }
   }
 
   /**

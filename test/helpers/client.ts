@@ -1,4 +1,5 @@
 import jwt from 'jsonwebtoken';
+import type { Socket as NetSocket } from 'node:net';
 import { io, Socket } from 'socket.io-client';
 import type { ChatMessage, MessageStatusEvent } from '../../src/messaging/message.types';
 import { JWT_SECRET } from './env';
@@ -34,6 +35,8 @@ export class TestClient {
   session?: { userId: string; nodeId: string; sessionId: string };
   /** Acks of messages not confirmed (autoConfirm false), by message id. */
   readonly unconfirmed = new Map<string, () => void>();
+  /** Its TCP connection, once it stopped reading. */
+  private stalled?: NetSocket;
 
   private constructor(
     readonly socket: Socket,
@@ -98,8 +101,22 @@ export class TestClient {
     await within(new Promise<void>((resolve) => this.socket.once('disconnect', () => resolve())), `disconnect of ${this.userId}`, timeoutMs);
   }
 
+  /**
+   * The client stops reading, as a frozen device or one whose network went away does: its end of the
+   * websocket's TCP connection is paused. What it sends still goes out.
+   */
+  stopReading(): void {
+    const engine = this.socket.io.engine as unknown as { transport: { ws?: { _socket?: NetSocket } } };
+    const tcp = engine.transport.ws?._socket;
+    if (!tcp) throw new Error(`${this.userId} is not on a websocket`);
+    tcp.pause();
+    this.stalled = tcp;
+  }
+
   close(): void {
     this.socket.close();
+    // A client that does not read would wait for the server's answer to its close until ws gives up (30 s).
+    this.stalled?.destroy();
   }
 }
 
