@@ -222,6 +222,28 @@ describe('bad input', () => {
       }
     });
 
+    it('closes the connection of a client that sends and never reads, and keeps its messages for its next one', async () => {
+      const closed = () => counter('switchboard_slow_connections_closed_total');
+      const before = await closed();
+      const stalled = await clients.connect(node.url, user('stalled'));
+      stalled.stopReading();
+      // Each junk event earns an error ack, which piles up once the kernel's buffers are full.
+      for (let sent = 0; (await closed()) === before; sent += 5000) {
+        if (sent > 300_000) throw new Error('the node never closed the connection of a client that does not read');
+        for (let i = 0; i < 5000; i++) stalled.socket.emit('message:send', 'junk', () => undefined);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      expect(await closed()).toBe(before + 1);
+
+      // Its session is over, the node serves the others, and what was sent to it meanwhile waits in its inbox.
+      const presence = async () => (await request(node.url).get(`/presence/${stalled.userId}`).set('X-API-Key', API_KEY).expect(200)).body as { online: boolean };
+      await waitFor(async () => !(await presence()).online, 'the stalled session to end');
+      const meanwhile = await a.send(stalled.userId, 'while you were away');
+      expect(meanwhile.status).toBe('stored');
+      const again = await clients.connect(node.url, stalled.userId);
+      expect((await again.waitForMessages(1)).map((m) => m.id)).toEqual([meanwhile.id]);
+    }, 20_000);
+
     it('keeps stored messages intact through all of it', async () => {
       const kept = await a.send(bob, 'keep me');
       await a.emit('message:send', 'junk');

@@ -13,10 +13,12 @@ import { DeliveredRef, MessageService } from '../messaging/message.service';
 import { ChatMessage, MessageStatusEvent } from '../messaging/message.types';
 import { StoredMessage } from '../messaging/stored-message';
 import { Lifecycle } from '../health/lifecycle';
+import { MetricsService } from '../metrics/metrics.service';
 import { PresenceService } from '../presence/presence.service';
 import { ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
 import { PreEncoded } from './pre-encoded';
 import { SessionStream } from './session-stream';
+import { limitWriteBacklog, maxWriteBacklog } from './write-backlog';
 
 type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
 
@@ -32,6 +34,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private readonly logger = new Logger('Gateway');
   private readonly byUser = new Map<string, Set<SwitchboardSocket>>();
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
+  private readonly maxBacklog: number;
 
   private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
     'message:send': (socket, payload) =>
@@ -49,7 +52,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     private readonly messages: MessageService,
     private readonly presence: PresenceService,
     private readonly lifecycle: Lifecycle,
-  ) {}
+    private readonly metrics: MetricsService,
+  ) {
+    this.maxBacklog = maxWriteBacklog(config);
+  }
 
   afterInit(server: SwitchboardServer): void {
     server.use((socket, next) => {
@@ -87,6 +93,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       this.config.offlineMaxPerUser,
     );
     socket.data.stream = stream;
+    limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
+      this.metrics.slowConnectionsClosed.inc();
+      this.logger.warn(`closed a connection of ${userId}: ${waiting} packets were waiting to be written (its client does not read)`);
+    });
     this.listen(socket);
     this.track(socket);
     // Live messages from here on wait in the stream until the stored ones are out.

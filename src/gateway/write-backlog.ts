@@ -1,0 +1,37 @@
+import type { Socket } from 'socket.io';
+
+/** A Socket.IO socket's engine.io connection. */
+type Connection = Socket['conn'];
+
+/**
+ * The packets a connection may have waiting to be written (engine.io's write buffer, which grows while the
+ * transport is still busy with the last batch) before the node closes it, for a config whose sessions may
+ * each have OFFLINE_MAX_PER_USER unconfirmed messages out: a reading client never comes near it, since a
+ * session's pushes stop at that window, plus one inbox that a catch-up owes.
+ */
+export function maxWriteBacklog(config: { readonly offlineMaxPerUser: number }): number {
+  return Math.max(10_000, 4 * config.offlineMaxPerUser);
+}
+
+/**
+ * Closes a connection whose client does not read. Each client event gets an answer, so a client that sends
+ * and never reads (a stalled device, or on purpose) would pile the answers up in the node's memory with no
+ * bound: one client flooding `message:send` on a paused socket grew a node by about 25 MB a second. At
+ * `maxPackets` waiting, the connection is closed instead and `onClosed` told. Nothing is lost: unconfirmed
+ * messages stay in the inbox, and Socket.IO clients reconnect after a transport close and get them again.
+ *
+ * Counted from engine.io's public events: `packetCreate` as a packet joins the write buffer, `flush` as the
+ * buffer is handed to the transport.
+ */
+export function limitWriteBacklog(conn: Connection, maxPackets: number, onClosed: (waiting: number) => void): void {
+  let waiting = 0;
+  conn.on('packetCreate', () => {
+    if (++waiting !== maxPackets + 1) return;
+    onClosed(waiting);
+    // Discarding: a close that waits for the buffer to drain would wait for a client that does not read.
+    conn.close(true);
+  });
+  conn.on('flush', (buffer: readonly unknown[]) => {
+    waiting -= buffer.length;
+  });
+}
