@@ -17,19 +17,17 @@ const CLOSE_GRACE_MS = 2_000;
 export class SwitchboardIoAdapter extends IoAdapter {
   /** The HTTP server's open TCP connections, websockets included (close). */
   private readonly connections = new Set<TcpSocket>();
+  private tracking = false;
 
   constructor(
     app: INestApplicationContext,
     private readonly config: AppConfig,
   ) {
     super(app);
-    (this.httpServer as HttpServer | undefined)?.on('connection', (socket: TcpSocket) => {
-      this.connections.add(socket);
-      socket.once('close', () => this.connections.delete(socket));
-    });
   }
 
   override createIOServer(port: number, options?: ServerOptions): Server {
+    this.trackConnections();
     const allowed = new Set(this.config.corsOrigins);
     return super.createIOServer(port, {
       ...options,
@@ -40,6 +38,16 @@ export class SwitchboardIoAdapter extends IoAdapter {
       allowRequest: (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void) =>
         callback(null, originAllowed(req, allowed)),
     }) as Server;
+  }
+
+  private trackConnections(): void {
+    const http = this.httpServer as HttpServer | undefined;
+    if (this.tracking || !http) return;
+    this.tracking = true;
+    http.on('connection', (socket: TcpSocket) => {
+      this.connections.add(socket);
+      socket.once('close', () => this.connections.delete(socket));
+    });
   }
 
   /**
