@@ -1,7 +1,9 @@
 import { AddressInfo, Server, Socket, connect, createServer } from 'node:net';
 import { Logger } from '@nestjs/common';
-import amqplib from 'amqplib';
+import amqp, { AmqpConnectionManager } from 'amqp-connection-manager';
+import amqplib, { ConfirmChannel } from 'amqplib';
 import { AmqpNodeBus } from '../src/amqp/amqp-node-bus';
+import { publishAgainOnNewChannel, reportThrownPublishes } from '../src/amqp/thrown-publishes';
 import { loadConfig } from '../src/config/config';
 import { MetricsService } from '../src/metrics/metrics.service';
 import { forgetCluster } from './helpers/cleanup';
@@ -174,4 +176,44 @@ describe('AmqpNodeBus: a channel whose setup fails on a reconnect', () => {
     await waitFor(async () => (await b.check()) === null, 'the bus to be ready again', 20_000);
     await expect(within(b.publishToNode('n1', Buffer.from('after')), 'the publish')).resolves.toBe('routed');
   }, 40_000);
+});
+
+describe('a publish on a channel that closed behind amqp-connection-manager', () => {
+  const proxy = new SwallowingProxy();
+  let manager: AmqpConnectionManager | undefined;
+
+  afterAll(async () => {
+    await manager?.close();
+    await proxy.close();
+  });
+
+  it('fails at once instead of hanging, and goes through once the channel is set up anew', async () => {
+    const url = new URL(AMQP_URL);
+    url.port = String(await proxy.listen());
+    manager = amqp.connect([url.toString()], { reconnectTimeInSeconds: 0.1 });
+    let first = true;
+    const wrapper = manager.createChannel({
+      confirm: true,
+      setup: async (ch: ConfirmChannel) => {
+        reportThrownPublishes(ch);
+        if (!first) return;
+        first = false;
+        // The state a reconnect racing a connection loss can leave: the manager holds a channel that has closed.
+        ch.removeAllListeners('close');
+        await ch.close();
+      },
+    });
+    // Heard, as AmqpNodeBus hears it (unheard, the manager's 'error' would reject this publish by throwing).
+    wrapper.on('error', () => undefined);
+    await wrapper.waitForConnect();
+
+    // amqplib throws, and the manager's publish is rejected with it rather than kept until its timeout.
+    const publish = (timeout: number) => wrapper.publish('', uniqueName('t-no-such-queue'), Buffer.from('x'), { timeout });
+    await expect(within(publish(60_000), 'the publish on the closed channel')).rejects.toThrow('Channel closed');
+
+    // Sent again on the next channel, it is confirmed (the default exchange confirms an unroutable publish too).
+    const again = publishAgainOnNewChannel(wrapper, 10_000, () => false, publish);
+    proxy.cutAll();
+    await expect(within(again, 'the publish on the new channel', 10_000)).resolves.toBeDefined();
+  });
 });

@@ -9,6 +9,7 @@ import { MetricsService } from '../metrics/metrics.service';
 import { NodeBus, NodeBusHandler, NodeUnreachableError, PublishOptions, PublishOutcome } from './node-bus';
 import { ChannelAcks } from './channel-acks';
 import { ChannelReadiness } from './channel-readiness';
+import { publishAgainOnNewChannel, reportThrownPublishes } from './thrown-publishes';
 import { packFrames, unpackFrames } from './frames';
 import { AmqpTopology } from './topology';
 
@@ -75,6 +76,8 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   /** Payloads waiting for the end of this event-loop turn, per destination node. */
   private readonly outbox = new Map<string, Batch>();
   private flushScheduled = false;
+  /** Set once the connections are being closed: nothing is published again. */
+  private closing = false;
 
   constructor(
     @InjectConfig() private readonly config: AppConfig,
@@ -116,6 +119,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       confirm: true,
       publishTimeout: PUBLISH_TIMEOUT_MS,
       setup: this.publisherReadiness.setup(async (ch: ConfirmChannel) => {
+        reportThrownPublishes(ch);
         ch.on('return', (msg: Message) => {
           const id = msg.properties.messageId as string | undefined;
           if (id) this.returned.add(id);
@@ -217,12 +221,18 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     this.publishPacked(nodeId, packFrames(batch.payloads)).then(batch.settle.resolve, batch.settle.reject);
   }
 
+  /**
+   * Publishes and awaits the broker's confirm, for up to PUBLISH_TIMEOUT_MS in all. A publish that met a closed
+   * channel (reportThrownPublishes) was never sent, and goes again once the publisher is set up on a new one.
+   */
   private async publishPacked(nodeId: string, body: Buffer): Promise<PublishOutcome> {
     const publisher = this.publisher;
     if (!publisher) throw new NodeUnreachableError(nodeId, 'bus not connected');
     const messageId = `${this.config.nodeId}.${++this.publishCounter}`;
     try {
-      await publisher.publish(this.topology.exchange, nodeId, body, { mandatory: true, messageId, persistent: false });
+      await publishAgainOnNewChannel(publisher, PUBLISH_TIMEOUT_MS, () => this.closing, (timeout) =>
+        publisher.publish(this.topology.exchange, nodeId, body, { mandatory: true, messageId, persistent: false, timeout }),
+      );
     } catch (err) {
       this.returned.delete(messageId);
       throw new NodeUnreachableError(nodeId, err instanceof Error ? err.message : String(err));
@@ -264,8 +274,10 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   }
 
   async onApplicationShutdown(): Promise<void> {
+    this.closing = true;
     await this.publisher?.close().catch(() => undefined);
     await this.consumer?.close().catch(() => undefined);
     await this.connection?.close().catch(() => undefined);
   }
 }
+
