@@ -170,10 +170,12 @@ describe('AmqpNodeBus: a channel whose setup fails on a reconnect', () => {
     expect(await Promise.all(readinessOnReconnect)).not.toContain(null);
 
     // Put right, the next reconnect of the loop sets the channels up again (the node queue's binding included).
-    // The publish waits for that: one made as a channel closes can hang in amqp-connection-manager until its
-    // publish timeout (a minute), since the message stays among the unconfirmed ones when amqplib throws.
     await ch.deleteExchange(`${cluster}.direct`);
+    // A publish made meanwhile may meet a channel as it closes; it is not held for the manager's minute but
+    // sent again on the next channel (routed, or unroutable if the queue's binding is not back yet).
+    const meanwhile = b.publishToNode('n1', Buffer.from('meanwhile'));
     await waitFor(async () => (await b.check()) === null, 'the bus to be ready again', 20_000);
+    expect(['routed', 'unroutable']).toContain(await within(meanwhile, 'the publish made meanwhile', 10_000));
     await expect(within(b.publishToNode('n1', Buffer.from('after')), 'the publish')).resolves.toBe('routed');
   }, 40_000);
 });
