@@ -1,9 +1,14 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { BeforeApplicationShutdown, Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
 import { Lifecycle } from '../health/lifecycle';
 import { LeaseLostError, LocalSession, NodeIdInUseError, PresenceStore, SessionRef } from './presence.store';
+
+/** How long a boot tries to take the node lease while the store fails (acquireLeaseAtBoot), and how often. */
+const BOOT_RETRY_MS = 10_000;
+const BOOT_RETRY_PAUSE_MS = 250;
 
 /**
  * This node's side of presence: holds the node lease, records the sessions the gateway opens and closes,
@@ -28,13 +33,32 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   ) {}
 
   async onModuleInit(): Promise<void> {
-    await this.store.acquireLease(this.config.nodeId);
+    await this.acquireLeaseAtBoot();
     this.timers = [
       setInterval(() => void this.renewLease(), Math.floor(this.config.nodeLeaseMs / 3)),
       setInterval(() => void this.heartbeat(), Math.floor(this.config.presenceTtlMs / 3)),
     ];
     this.timers.forEach((t) => t.unref());
     this.store.onReconnected(() => void this.reassert());
+  }
+
+  /**
+   * The boot waited for Redis to be ready, but it may go away again before the lease is taken (both restarting
+   * after a host reboot, say): a store error other than the NODE_ID refusal is tried again for up to
+   * BOOT_RETRY_MS, as the wait for Redis itself is.
+   */
+  private async acquireLeaseAtBoot(): Promise<void> {
+    const deadline = Date.now() + BOOT_RETRY_MS;
+    for (;;) {
+      try {
+        await this.store.acquireLease(this.config.nodeId);
+        return;
+      } catch (err) {
+        if (err instanceof NodeIdInUseError || Date.now() >= deadline) throw err;
+        this.logger.warn(`could not take the node lease yet, trying again: ${String(err)}`);
+        await delay(BOOT_RETRY_PAUSE_MS);
+      }
+    }
   }
 
   /**
