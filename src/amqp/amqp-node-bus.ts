@@ -280,4 +280,3 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     await this.connection?.close().catch(() => undefined);
   }
 }
-
