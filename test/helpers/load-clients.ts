@@ -576,12 +576,18 @@ export interface Collected {
   move(): Promise<void>;
 }
 
+/** Each recipient's messages by id, read once per user: a user of several sessions merges them on each read. */
+function uniquesOf(byUser: Map<string, Collected>): Map<string, ReadonlyMap<string, Received>> {
+  return new Map([...byUser].map(([userId, r]) => [userId, r.unique]));
+}
+
 function missingOf(senders: readonly LoadSender[], byUser: Map<string, Collected>): SentRecord[] {
+  const uniques = uniquesOf(byUser);
   const missing: SentRecord[] = [];
   for (const s of senders) {
     for (const rec of s.records) {
       if (rec.ackedId === undefined) continue;
-      if (!byUser.get(rec.to)?.unique.has(rec.ackedId)) missing.push(rec);
+      if (!uniques.get(rec.to)?.has(rec.ackedId)) missing.push(rec);
     }
   }
   return missing;
@@ -628,13 +634,14 @@ export async function account(senders: readonly LoadSender[], recipients: readon
   const ackedRecs = records.filter((r) => r.ackedId !== undefined);
   const lostRecs = missingOf(senders, byUser);
   const lostSet = new Set(lostRecs);
+  const uniques = uniquesOf(byUser);
   let late = 0;
   let maxDelayMs = 0;
   const statuses: Record<string, number> = {};
   for (const rec of ackedRecs) {
     statuses[rec.status ?? '?'] = (statuses[rec.status ?? '?'] ?? 0) + 1;
     if (lostSet.has(rec)) continue;
-    const got = byUser.get(rec.to)?.unique.get(rec.ackedId!);
+    const got = uniques.get(rec.to)?.get(rec.ackedId!);
     if (!got) continue;
     if (got.at >= collectStart) late++;
     maxDelayMs = Math.max(maxDelayMs, got.at - (rec.ackedAt ?? got.at));
