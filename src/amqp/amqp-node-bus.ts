@@ -2,7 +2,7 @@ import { BeforeApplicationShutdown, Injectable, Logger, OnApplicationBootstrap, 
 import amqp, { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage, Message } from 'amqplib';
 import { redactUrl } from '../common/redact-url';
-import { AppConfig } from '../config/config';
+import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
 import { MetricsService } from '../metrics/metrics.service';
@@ -13,7 +13,6 @@ import { publishAgainOnNewChannel, reportThrownPublishes } from './thrown-publis
 import { packFrames, unpackFrames } from './frames';
 import { AmqpTopology } from './topology';
 
-const CONNECT_TIMEOUT_MS = 10_000;
 /**
  * One connection attempt's limit, handshake included. Without it, an attempt that reaches a broker which
  * accepts the connection but does not answer (hung, or still booting) waits forever, and the manager never
@@ -108,7 +107,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     });
     this.connection = connection;
     try {
-      await connection.connect({ timeout: CONNECT_TIMEOUT_MS });
+      await connection.connect({ timeout: BOOT_WAIT_MS });
     } catch (err) {
       await connection.close().catch(() => undefined);
       this.connection = undefined;

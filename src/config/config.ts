@@ -157,6 +157,12 @@ export interface AppConfig {
   readonly logLevel: LogLevel;
 }
 
+/**
+ * How long a boot waits for Redis and RabbitMQ (both may be restarting with the node, after a host reboot, say),
+ * and keeps trying to take its node lease, before it gives up and names the variable at fault.
+ */
+export const BOOT_WAIT_MS = 10_000;
+
 /** Room for what surrounds a body in a request or a Socket.IO packet, so that a body a little over MAX_MESSAGE_BYTES still gets its own clear error. */
 const ENVELOPE_ROOM_BYTES = 16 * 1024;
 

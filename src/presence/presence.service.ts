@@ -1,13 +1,12 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { BeforeApplicationShutdown, Injectable, Logger, OnModuleInit } from '@nestjs/common';
-import { AppConfig } from '../config/config';
+import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
 import { Lifecycle } from '../health/lifecycle';
 import { LeaseLostError, LocalSession, NodeIdInUseError, PresenceStore, SessionRef } from './presence.store';
 
-/** How long a boot tries to take the node lease while the store fails (acquireLeaseAtBoot), and how often. */
-const BOOT_RETRY_MS = 10_000;
+/** How often a boot tries to take the node lease while the store fails (acquireLeaseAtBoot). */
 const BOOT_RETRY_PAUSE_MS = 250;
 
 /**
@@ -45,10 +44,10 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   /**
    * The boot waited for Redis to be ready, but it may go away again before the lease is taken (both restarting
    * after a host reboot, say): a store error other than the NODE_ID refusal is tried again for up to
-   * BOOT_RETRY_MS, as the wait for Redis itself is.
+   * BOOT_WAIT_MS, as the wait for Redis itself is.
    */
   private async acquireLeaseAtBoot(): Promise<void> {
-    const deadline = Date.now() + BOOT_RETRY_MS;
+    const deadline = Date.now() + BOOT_WAIT_MS;
     for (;;) {
       try {
         await this.store.acquireLease(this.config.nodeId);

@@ -1,7 +1,7 @@
 import { Global, Inject, Injectable, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
 import Redis from 'ioredis';
 import { redactUrl } from '../common/redact-url';
-import { AppConfig } from '../config/config';
+import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { SWITCHBOARD_CONFIG } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
 import { RedisKeys } from './redis-keys';
@@ -9,11 +9,10 @@ import { RedisKeys } from './redis-keys';
 export const REDIS_CLIENT = Symbol('REDIS_CLIENT');
 export const InjectRedis = (): ParameterDecorator => Inject(REDIS_CLIENT);
 
-const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
  * Connects before the app boots. A Redis that is still starting (both restarted after a host reboot) is waited
- * for: ioredis retries by itself, and the boot waits for it to be ready for up to CONNECT_TIMEOUT_MS; after that
+ * for: ioredis retries by itself, and the boot waits for it to be ready for up to BOOT_WAIT_MS; after that
  * it fails with a message that names REDIS_URL and the last connection error.
  */
 async function connectRedis(config: AppConfig): Promise<Redis> {
@@ -34,13 +33,13 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
   // Reconnects by itself; readiness reports the state.
   client.on('error', (err: Error) => {
     if (!booting) return;
-    if (lastError === undefined) logger.warn(`Redis is not answering yet; retrying for up to ${CONNECT_TIMEOUT_MS / 1000} s: ${err.message}`);
+    if (lastError === undefined) logger.warn(`Redis is not answering yet; retrying for up to ${BOOT_WAIT_MS / 1000} s: ${err.message}`);
     lastError = err.message;
   });
   let timer: NodeJS.Timeout | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(lastError ?? `no answer within ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
+      timer = setTimeout(() => reject(new Error(lastError ?? `no answer within ${BOOT_WAIT_MS / 1000} s`)), BOOT_WAIT_MS);
       client.once('ready', resolve);
       // A first attempt that fails rejects here, but ioredis goes on retrying: 'ready' (or the timer) decides.
       client.connect().catch(() => undefined);
