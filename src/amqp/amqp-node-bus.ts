@@ -1,6 +1,8 @@
 import { BeforeApplicationShutdown, Injectable, Logger, OnApplicationBootstrap, OnApplicationShutdown } from '@nestjs/common';
 import amqp, { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage, Message } from 'amqplib';
+import type { Socket } from 'node:net';
+import { finishesWithin, SHUTDOWN_CLOSE_MS, SHUTDOWN_STEP_MS } from '../common/finishes-within';
 import { redactUrl } from '../common/redact-url';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { InjectConfig } from '../config/config.module';
@@ -49,7 +51,7 @@ function newBatch(): Batch {
 /**
  * NodeBus over RabbitMQ: a durable direct exchange, one queue per node bound with routing key = node id.
  * Publishes are confirmed and mandatory, so an unroutable one (the node's queue is gone) comes back as
- * 'unroutable'. The connection and both channels come back by themselves (amqp-connection-manager replays
+ * 'unroutable'. Both connections and their channels come back by themselves (amqp-connection-manager replays
  * the topology and the consumer).
  */
 @Injectable()
@@ -57,13 +59,14 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   readonly name = 'rabbitmq';
   private readonly logger = new Logger('AmqpNodeBus');
   private readonly topology: AmqpTopology;
-  private connection?: AmqpConnectionManager;
+  private publishConnection?: AmqpConnectionManager;
+  private consumeConnection?: AmqpConnectionManager;
   private publisher?: ChannelWrapper;
   private consumer?: ChannelWrapper;
   private handler?: NodeBusHandler;
   /** Acks of the current consumer channel. */
   private acks?: ChannelAcks;
-  private consuming = false;
+  private isConsuming = false;
   private readonly publisherReadiness = new ChannelReadiness();
   private readonly consumerReadiness = new ChannelReadiness();
   private readonly reconnectListeners: Array<() => void> = [];
@@ -86,34 +89,33 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     this.topology = new AmqpTopology(config.clusterName, config.nodeId);
   }
 
-  /** Connects and declares the topology; a wrong address fails the boot with a message that names AMQP_URL. */
+  /**
+   * Connects and declares the topology; a wrong address fails the boot with a message that names AMQP_URL.
+   * Publishing and consuming get a connection each, as RabbitMQ advises: under a memory or disk alarm the broker
+   * blocks connections that publish (it stops reading from them), and a consumer on a connection of its own
+   * goes on taking and acking its queue meanwhile.
+   */
   async connect(): Promise<void> {
     const url = this.config.amqpUrl;
     if (!url) throw new Error('AMQP_URL is not set');
-    const connection = amqp.connect([url], {
-      heartbeatIntervalInSeconds: 5,
-      reconnectTimeInSeconds: 1,
-      connectionOptions: {
-        noDelay: true,
-        timeout: ATTEMPT_TIMEOUT_MS,
-        clientProperties: { connection_name: `${this.config.clusterName}:${this.config.nodeId}` },
-      },
-    });
-    connection.on('disconnect', ({ err }: { err?: Error }) => this.logger.warn(`disconnected from RabbitMQ: ${err?.message ?? 'closed'}`));
-    connection.on('connectFailed', () => undefined);
-    connection.on('connect', () => {
+    const publishing = (this.publishConnection = this.managerFor(url, 'publish'));
+    const consuming = (this.consumeConnection = this.managerFor(url, 'consume'));
+    publishing.on('blocked', ({ reason }: { reason?: string }) =>
+      this.logger.warn(`RabbitMQ blocks publishing (${reason ?? 'no reason given'}): sends are answered "stored" until it unblocks`),
+    );
+    publishing.on('unblocked', () => this.logger.log('RabbitMQ unblocked publishing'));
+    consuming.on('connect', () => {
       if (this.everConnected) this.reconnectListeners.forEach((l) => l());
       this.everConnected = true;
     });
-    this.connection = connection;
     try {
-      await connection.connect({ timeout: BOOT_WAIT_MS });
+      await Promise.all([publishing, consuming].map((c) => c.connect({ timeout: BOOT_WAIT_MS })));
     } catch (err) {
-      await connection.close().catch(() => undefined);
-      this.connection = undefined;
+      await Promise.all([publishing, consuming].map((c) => c.close().catch(() => undefined)));
+      this.publishConnection = this.consumeConnection = undefined;
       throw new Error(`AMQP_URL: cannot connect to RabbitMQ at ${redactUrl(url)}: ${err instanceof Error ? err.message : String(err)}`);
     }
-    this.publisher = connection.createChannel({
+    this.publisher = publishing.createChannel({
       name: 'publish',
       confirm: true,
       publishTimeout: PUBLISH_TIMEOUT_MS,
@@ -126,7 +128,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
         await this.topology.declareExchange(ch);
       }),
     });
-    this.consumer = connection.createChannel({
+    this.consumer = consuming.createChannel({
       name: 'consume',
       confirm: false,
       setup: this.consumerReadiness.setup(async (ch: ConfirmChannel) => {
@@ -147,6 +149,21 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     await Promise.all([this.publisher.waitForConnect(), this.consumer.waitForConnect()]);
   }
 
+  private managerFor(url: string, role: 'publish' | 'consume'): AmqpConnectionManager {
+    const manager = amqp.connect([url], {
+      heartbeatIntervalInSeconds: 5,
+      reconnectTimeInSeconds: 1,
+      connectionOptions: {
+        noDelay: true,
+        timeout: ATTEMPT_TIMEOUT_MS,
+        clientProperties: { connection_name: `${this.config.clusterName}:${this.config.nodeId}:${role}` },
+      },
+    });
+    manager.on('disconnect', ({ err }: { err?: Error }) => this.logger.warn(`disconnected from RabbitMQ (${role}): ${err?.message ?? 'closed'}`));
+    manager.on('connectFailed', () => undefined);
+    return manager;
+  }
+
   onMessage(handler: NodeBusHandler): void {
     this.handler = handler;
   }
@@ -160,7 +177,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     if (!this.handler || !this.consumer) return;
     await this.consumer.consume(this.topology.nodeQueue, (msg) => this.handle(msg, false), { noAck: false });
     await this.consumer.consume(this.topology.rerouteQueue, (msg) => this.handle(msg, true), { noAck: false });
-    this.consuming = true;
+    this.isConsuming = true;
   }
 
   private handle(msg: ConsumeMessage, rerouted: boolean): void {
@@ -246,27 +263,31 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   }
 
   async check(): Promise<string | null> {
-    if (!this.connection?.isConnected()) return 'rabbitmq is disconnected';
+    if (!this.publishConnection?.isConnected() || !this.consumeConnection?.isConnected()) return 'rabbitmq is disconnected';
     if (!this.publisherReadiness.isReady) return 'the rabbitmq channel for publishing is not set up';
-    if (this.handler && !(this.consuming && this.consumerReadiness.isReady)) return 'not consuming the node queue';
+    if (this.handler && !(this.isConsuming && this.consumerReadiness.isReady)) return 'not consuming the node queue';
     return null;
   }
 
   /**
    * Drain, after the gateway closed the sessions: stop taking payloads, finish the ones being handled (each is
    * acked, or returned to the queue), then delete the node queue if it is empty. What is left in it
-   * dead-letters to the reroute queue when its TTL passes, and other nodes take it from there.
+   * dead-letters to the reroute queue when its TTL passes, and other nodes take it from there; so it does
+   * when a broker that does not answer cuts the drain short.
    */
   async beforeApplicationShutdown(): Promise<void> {
     const consumer = this.consumer;
-    if (!this.consuming || !consumer) return;
-    this.consuming = false;
-    try {
+    if (!this.consumeConnection || !consumer || !this.isConsuming) return;
+    this.isConsuming = false;
+    const drain = async () => {
       await consumer.cancelAll();
       await Promise.allSettled([...this.inFlight]);
       this.acks?.flush();
       const { messageCount } = await consumer.checkQueue(this.topology.nodeQueue);
       if (messageCount === 0) await consumer.deleteQueue(this.topology.nodeQueue, { ifEmpty: true });
+    };
+    try {
+      if (!(await finishesWithin(drain(), SHUTDOWN_STEP_MS))) this.logger.warn(`drain of the node queue incomplete: RabbitMQ did not answer within ${SHUTDOWN_STEP_MS} ms`);
     } catch (err) {
       this.logger.warn(`drain of the node queue incomplete: ${String(err)}`);
     }
@@ -274,8 +295,17 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
 
   async onApplicationShutdown(): Promise<void> {
     this.closing = true;
-    await this.publisher?.close().catch(() => undefined);
-    await this.consumer?.close().catch(() => undefined);
-    await this.connection?.close().catch(() => undefined);
+    const managers = [this.publishConnection, this.consumeConnection].filter((m): m is AmqpConnectionManager => m !== undefined);
+    await Promise.all(managers.map((manager) => this.close(manager)));
+  }
+
+  /**
+   * Closes a connection and its channels. A broker that does not read (blocking the connection, or hung) never
+   * answers a channel's close; past SHUTDOWN_CLOSE_MS the socket is destroyed, which settles everything pending.
+   */
+  private async close(manager: AmqpConnectionManager): Promise<void> {
+    if (await finishesWithin(manager.close().catch(() => undefined), SHUTDOWN_CLOSE_MS)) return;
+    const socket = (manager.connection?.connection as { stream?: Socket } | undefined)?.stream;
+    socket?.destroy(new Error(`RabbitMQ did not answer the close within ${SHUTDOWN_CLOSE_MS} ms`));
   }
 }

@@ -3,6 +3,7 @@ import { Delivery, NodeBus, PublishOutcome } from '../amqp/node-bus';
 import { AppError } from '../common/app-error';
 import { Batcher } from '../common/batcher';
 import { jsonShapeProblem } from '../common/json-shape';
+import { finishesWithin, SHUTDOWN_STEP_MS } from '../common/finishes-within';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
@@ -86,9 +87,16 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     this.bus.onReconnected(() => this.local.catchUpAll());
   }
 
-  /** The sessions are closed by now: their last confirmations go before the stores disconnect. */
+  /**
+   * The sessions are closed by now: their last confirmations go before the stores disconnect. Not written (the
+   * store does not answer), those messages are delivered again, as after any lost confirmation.
+   */
   async beforeApplicationShutdown(): Promise<void> {
-    await this.confirms.flush();
+    try {
+      if (!(await finishesWithin(this.confirms.flush(), SHUTDOWN_STEP_MS))) this.logger.warn(`the last confirmations were not written within ${SHUTDOWN_STEP_MS} ms`);
+    } catch (err) {
+      this.logger.warn(`the last confirmations were not written: ${String(err)}`);
+    }
   }
 
   /** The gateway hands over its sessions once its server exists. */

@@ -1,5 +1,6 @@
 import { Global, Inject, Injectable, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
 import Redis from 'ioredis';
+import { finishesWithin, SHUTDOWN_CLOSE_MS } from '../common/finishes-within';
 import { redactUrl } from '../common/redact-url';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { SWITCHBOARD_CONFIG } from '../config/config.module';
@@ -71,11 +72,12 @@ export class RedisLifecycle implements OnApplicationShutdown, ReadinessCheck {
 
   async onApplicationShutdown(): Promise<void> {
     try {
-      await this.client.quit();
+      if (await finishesWithin(this.client.quit(), SHUTDOWN_CLOSE_MS)) return;
+      this.logger.warn(`Redis did not answer QUIT within ${SHUTDOWN_CLOSE_MS} ms`);
     } catch (err) {
       this.logger.warn(`quit failed: ${String(err)}`);
-      this.client.disconnect();
     }
+    this.client.disconnect();
   }
 }
 
