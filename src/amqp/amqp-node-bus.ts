@@ -101,7 +101,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     const publishing = (this.publishConnection = this.managerFor(url, 'publish'));
     const consuming = (this.consumeConnection = this.managerFor(url, 'consume'));
     publishing.on('blocked', ({ reason }: { reason?: string }) =>
-      this.logger.warn(`RabbitMQ blocks publishing (${reason ?? 'no reason given'}): sends are answered "stored" until it unblocks`),
+      this.logger.warn(`RabbitMQ blocks publishing (${reason ?? 'no reason given'}): sends to users on other nodes are answered "stored" until it unblocks`),
     );
     publishing.on('unblocked', () => this.logger.log('RabbitMQ unblocked publishing'));
     consuming.on('connect', () => {

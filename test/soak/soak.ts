@@ -325,6 +325,19 @@ async function main(): Promise<void> {
         },
       },
       {
+        // The broker blocks every connection that publishes (it stops reading from it) until the alarm clears.
+        name: 'RabbitMQ memory alarm for 0.5-4 s',
+        part: 'rabbitmq',
+        run: async () => {
+          await rabbit.ctl(['set_vm_memory_high_watermark', '0.000001']);
+          try {
+            await delay(500 + rand() * 3500);
+          } finally {
+            await rabbit.ctl(['set_vm_memory_high_watermark', '0.4']);
+          }
+        },
+      },
+      {
         name: 'RabbitMQ stop_app and start_app',
         part: 'rabbitmq',
         run: async () => {
