@@ -2,7 +2,7 @@ import { BeforeApplicationShutdown, Injectable, Logger, OnApplicationBootstrap, 
 import amqp, { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage, Message } from 'amqplib';
 import type { Socket } from 'node:net';
-import { finishesWithin, SHUTDOWN_CLOSE_MS, SHUTDOWN_STEP_MS } from '../common/finishes-within';
+import { finishesWithin, SHUTDOWN_CLOSE_MS, shutdownStep } from '../common/finishes-within';
 import { redactUrl } from '../common/redact-url';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { InjectConfig } from '../config/config.module';
@@ -279,18 +279,13 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     const consumer = this.consumer;
     if (!this.consumeConnection || !consumer || !this.isConsuming) return;
     this.isConsuming = false;
-    const drain = async () => {
+    await shutdownStep(this.logger, 'drain of the node queue', async () => {
       await consumer.cancelAll();
       await Promise.allSettled([...this.inFlight]);
       this.acks?.flush();
       const { messageCount } = await consumer.checkQueue(this.topology.nodeQueue);
       if (messageCount === 0) await consumer.deleteQueue(this.topology.nodeQueue, { ifEmpty: true });
-    };
-    try {
-      if (!(await finishesWithin(drain(), SHUTDOWN_STEP_MS))) this.logger.warn(`drain of the node queue incomplete: RabbitMQ did not answer within ${SHUTDOWN_STEP_MS} ms`);
-    } catch (err) {
-      this.logger.warn(`drain of the node queue incomplete: ${String(err)}`);
-    }
+    });
   }
 
   async onApplicationShutdown(): Promise<void> {

@@ -3,7 +3,7 @@ import { Delivery, NodeBus, PublishOutcome } from '../amqp/node-bus';
 import { AppError } from '../common/app-error';
 import { Batcher } from '../common/batcher';
 import { jsonShapeProblem } from '../common/json-shape';
-import { finishesWithin, SHUTDOWN_STEP_MS } from '../common/finishes-within';
+import { shutdownStep } from '../common/finishes-within';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
@@ -92,11 +92,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
    * store does not answer), those messages are delivered again, as after any lost confirmation.
    */
   async beforeApplicationShutdown(): Promise<void> {
-    try {
-      if (!(await finishesWithin(this.confirms.flush(), SHUTDOWN_STEP_MS))) this.logger.warn(`the last confirmations were not written within ${SHUTDOWN_STEP_MS} ms`);
-    } catch (err) {
-      this.logger.warn(`the last confirmations were not written: ${String(err)}`);
-    }
+    await shutdownStep(this.logger, 'writing the last confirmations', () => this.confirms.flush());
   }
 
   /** The gateway hands over its sessions once its server exists. */

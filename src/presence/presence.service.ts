@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { BeforeApplicationShutdown, Injectable, Logger, OnModuleInit } from '@nestjs/common';
-import { finishesWithin, SHUTDOWN_STEP_MS } from '../common/finishes-within';
+import { shutdownStep } from '../common/finishes-within';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
@@ -156,16 +156,11 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   /** Runs after the gateway closed its sessions: removes what is left, then gives the lease back. */
   async beforeApplicationShutdown(): Promise<void> {
     this.timers.forEach((t) => clearInterval(t));
-    const cleanup = async () => {
+    // A store that does not answer leaves the sessions to the lease's expiry.
+    await shutdownStep(this.logger, 'presence cleanup', async () => {
       await this.store.removeSessions(this.config.nodeId, this.sessions());
       this.local.clear();
       await this.store.releaseLease(this.config.nodeId);
-    };
-    try {
-      // A store that does not answer leaves the sessions to the lease's expiry.
-      if (!(await finishesWithin(cleanup(), SHUTDOWN_STEP_MS))) this.logger.warn(`presence cleanup incomplete: the store did not answer within ${SHUTDOWN_STEP_MS} ms`);
-    } catch (err) {
-      this.logger.warn(`presence cleanup failed: ${String(err)}`);
-    }
+    });
   }
 }
