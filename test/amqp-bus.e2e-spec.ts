@@ -1,4 +1,3 @@
-import { AddressInfo, Server, Socket, connect, createServer } from 'node:net';
 import { Logger } from '@nestjs/common';
 import amqp, { AmqpConnectionManager } from 'amqp-connection-manager';
 import amqplib, { ConfirmChannel } from 'amqplib';
@@ -8,6 +7,7 @@ import { loadConfig } from '../src/config/config';
 import { MetricsService } from '../src/metrics/metrics.service';
 import { forgetCluster } from './helpers/cleanup';
 import { AMQP_URL, clusterEnv } from './helpers/env';
+import { TcpProxy } from './helpers/proxy';
 import { uniqueName, waitFor, within } from './helpers/wait';
 
 /** AmqpNodeBus against the real RabbitMQ: what one event-loop turn publishes to one node. */
@@ -44,58 +44,9 @@ describe('AmqpNodeBus: the payloads of one turn for one node', () => {
   });
 });
 
-/**
- * A TCP proxy in front of RabbitMQ that can cut every connection, and swallow new ones: accept them, then never
- * answer, like a broker that hangs or is still booting.
- */
-class SwallowingProxy {
-  swallowing = false;
-  /** Connections accepted while swallowing. */
-  swallowed = 0;
-  private readonly sockets = new Set<Socket>();
-  private readonly server: Server;
-  private readonly target = new URL(AMQP_URL);
-
-  constructor() {
-    this.server = createServer((client) => {
-      this.track(client);
-      if (this.swallowing) {
-        this.swallowed++;
-        return;
-      }
-      const upstream = this.track(connect(Number(this.target.port || 5672), this.target.hostname));
-      client.pipe(upstream).pipe(client);
-      client.on('close', () => upstream.destroy());
-      upstream.on('close', () => client.destroy());
-    });
-  }
-
-  async listen(): Promise<number> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    return (this.server.address() as AddressInfo).port;
-  }
-
-  cutAll(): void {
-    for (const s of this.sockets) s.destroy();
-  }
-
-  async close(): Promise<void> {
-    this.cutAll();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-
-  private track(socket: Socket): Socket {
-    this.sockets.add(socket);
-    socket.on('error', () => undefined);
-    socket.on('close', () => this.sockets.delete(socket));
-    return socket;
-  }
-}
-
 /** A bus of node n1 of `cluster`, connected through `proxy` and consuming. */
-async function busBehind(proxy: SwallowingProxy, cluster: string): Promise<AmqpNodeBus> {
-  const url = new URL(AMQP_URL);
-  url.port = String(await proxy.listen());
+async function busBehind(proxy: TcpProxy, cluster: string): Promise<AmqpNodeBus> {
+  const url = await proxy.listen();
   const config = loadConfig(clusterEnv(cluster, 'n1', { AMQP_URL: url.toString() }));
   const bus = new AmqpNodeBus(config, new MetricsService(config));
   bus.onMessage(async () => undefined);
@@ -106,7 +57,7 @@ async function busBehind(proxy: SwallowingProxy, cluster: string): Promise<AmqpN
 
 describe('AmqpNodeBus: reconnecting', () => {
   const cluster = uniqueName('t-bus-re');
-  const proxy = new SwallowingProxy();
+  const proxy = new TcpProxy(new URL(AMQP_URL));
   let bus: AmqpNodeBus | undefined;
 
   afterAll(async () => {
@@ -134,7 +85,7 @@ describe('AmqpNodeBus: reconnecting', () => {
 
 describe('AmqpNodeBus: a channel whose setup fails on a reconnect', () => {
   const cluster = uniqueName('t-bus-setup');
-  const proxy = new SwallowingProxy();
+  const proxy = new TcpProxy(new URL(AMQP_URL));
   let bus: AmqpNodeBus | undefined;
   let admin: amqplib.ChannelModel | undefined;
   const warn = jest.spyOn(Logger.prototype, 'warn');
@@ -181,7 +132,7 @@ describe('AmqpNodeBus: a channel whose setup fails on a reconnect', () => {
 });
 
 describe('a publish on a channel that closed behind amqp-connection-manager', () => {
-  const proxy = new SwallowingProxy();
+  const proxy = new TcpProxy(new URL(AMQP_URL));
   let manager: AmqpConnectionManager | undefined;
 
   afterAll(async () => {
@@ -190,8 +141,7 @@ describe('a publish on a channel that closed behind amqp-connection-manager', ()
   });
 
   it('fails at once instead of hanging, and goes through once the channel is set up anew', async () => {
-    const url = new URL(AMQP_URL);
-    url.port = String(await proxy.listen());
+    const url = await proxy.listen();
     manager = amqp.connect([url.toString()], { reconnectTimeInSeconds: 0.1 });
     let first = true;
     const wrapper = manager.createChannel({

@@ -1,9 +1,10 @@
 import { Injectable } from '@nestjs/common';
 import type Redis from 'ioredis';
+import { AppError } from '../common/app-error';
 import { Batcher } from '../common/batcher';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
-import { LuaScript } from '../redis/lua-script';
+import { LuaScript, redisStateError } from '../redis/lua-script';
 import { LUA_LIVE_NODES, LUA_NOW, RedisKeys } from '../redis/redis-keys';
 import { InjectRedis } from '../redis/redis.module';
 import {
@@ -112,9 +113,15 @@ const WRITES = new LuaScript(
       ok, reply = pcall(confirm, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
       k, a = k + ${CONFIRM_KEYS}, a + ${CONFIRM_ARGS}
     end
-    -- One command's failure (a key of the wrong type, say) is its own answer, not the whole batch's.
+    -- One command's failure (a key of the wrong type, say) is its own answer, not the whole batch's. But on a
+    -- replica every write fails, and none of this call's did: the whole call is refused, so that the client
+    -- reconnects (reconnectOnError) to where the address leads now.
     if ok then out[i] = reply
-    else out[i] = {'failed', type(reply) == 'table' and reply.err or tostring(reply)} end
+    else
+      local err = type(reply) == 'table' and reply.err or tostring(reply)
+      if string.sub(err, 1, 9) == 'READONLY ' then return redis.error_reply(err) end
+      out[i] = {'failed', err}
+    end
   end
   return out`,
 );
@@ -261,6 +268,7 @@ function confirmResult(reply: ReadonlyArray<string | number>): ConfirmResult {
 function acceptResult(reply: string[]): AcceptResult | Error {
   switch (reply[0]) {
     case 'failed':
+      if (redisStateError(reply[1])) return new AppError('unavailable', `Redis refused this send for now: ${reply[1]}`);
       return new Error(`Redis refused the commands of this send: ${reply[1]}`);
     case 'duplicate': {
       const [, id, status, json, ...nodes] = reply;

@@ -18,8 +18,9 @@ export class LuaScript {
 
   /**
    * Runs the script, written with the rest of this event-loop turn's commands (writeAtEndOfTurn). A failure to
-   * reach Redis becomes AppError('unavailable'), which callers pass on so that clients retry (idempotently,
-   * with the same clientMsgId); an error Redis replied with is a bug and stays.
+   * reach Redis, or a refusal for the state Redis is in (redisStateError), becomes AppError('unavailable'),
+   * which callers pass on so that clients retry (idempotently, with the same clientMsgId); any other error Redis
+   * replied with is a bug and stays.
    */
   run(client: Redis, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
     writeAtEndOfTurn(client);
@@ -38,7 +39,7 @@ export class LuaScript {
         throw err;
       }
     } catch (err) {
-      if (isReplyError(err)) throw err;
+      if (isReplyError(err) && !redisStateError(err.message)) throw err;
       throw new AppError('unavailable', `Redis is unavailable (${this.name}): ${err instanceof Error ? err.message : String(err)}`);
     }
   }
@@ -51,4 +52,17 @@ export class LuaScript {
 /** An error Redis answered with (as opposed to not answering at all). */
 function isReplyError(err: unknown): err is Error {
   return err instanceof Error && err.name === 'ReplyError';
+}
+
+/**
+ * Error prefixes with which Redis refuses a command for the state it is in, not for the command: a replica
+ * (READONLY: a failover demoted the server this connection reached), a dataset still loading, a replica without
+ * its master, a script running too long, memory full. Worth a retry, later or elsewhere.
+ */
+const STATE_ERRORS = ['READONLY', 'LOADING', 'MASTERDOWN', 'BUSY', 'OOM', 'TRYAGAIN'];
+
+/** Whether an error Redis replied with (a script's own refusal included) is about its state: see STATE_ERRORS. */
+export function redisStateError(message: string): boolean {
+  const code = message.slice(0, message.search(/\s|$/));
+  return STATE_ERRORS.includes(code);
 }

@@ -27,6 +27,10 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
     // turn ends, see turn-writes.ts); ioredis' auto-pipelining did the same at a cost in garbage.
     enableAutoPipelining: false,
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+    // After a failover behind one address (a managed Redis' primary endpoint, a virtual IP, a proxy) this
+    // connection still reaches the old primary, now a replica, which refuses every write with READONLY. A new
+    // connection reaches the new primary. The command that met it fails ('unavailable', so clients retry).
+    reconnectOnError: (err) => err.message.startsWith('READONLY '),
   });
   const logger = new Logger('Redis');
   let booting = true;

@@ -2,11 +2,13 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import Redis from 'ioredis';
 import { PrivateRabbit, PrivateRedis } from '../helpers/brokers';
 import { forgetCluster } from '../helpers/cleanup';
 import { Env, clusterEnv } from '../helpers/env';
 import { FaultReport, LoadRecipient, LoadSender, account, summaryLine } from '../helpers/load-clients';
 import { NodeProcess, readiness } from '../helpers/processes';
+import { TcpProxy } from '../helpers/proxy';
 import { uniqueName, waitFor, within } from '../helpers/wait';
 
 /**
@@ -454,6 +456,51 @@ describe('fault injection: nothing acked is lost', () => {
         down = Date.now() - t;
       });
       console.log(`FAULT Redis stop/start: Redis down ${(down / 1000).toFixed(1)}s`);
+      expectNothingLost(outcome);
+    });
+  });
+
+  describe('with a private Redis and its replica, behind one address', () => {
+    let primary: PrivateRedis | undefined;
+    let replica: PrivateRedis | undefined;
+    let proxy: TcpProxy | undefined;
+    const admins: Redis[] = [];
+
+    beforeAll(async () => {
+      [primary, replica] = await Promise.all([PrivateRedis.start({ appendonly: true }), PrivateRedis.start({ appendonly: true })]);
+      proxy = new TcpProxy(new URL(primary.url));
+    });
+
+    afterAll(async () => {
+      admins.forEach((a) => a.disconnect());
+      await proxy?.close();
+      await Promise.all([primary?.destroy(), replica?.destroy()]);
+    });
+
+    it('d. Redis fails over to its replica mid-burst; the address leads to the new primary', async () => {
+      const [first, second] = [primary!, replica!];
+      const [toFirst, toSecond] = [new Redis(first.url), new Redis(second.url)];
+      admins.push(toFirst, toSecond);
+      await toSecond.replicaof('127.0.0.1', first.port);
+      await waitFor(async () => (await toSecond.info('replication')).includes('master_link_status:up'), 'the replica to sync');
+      const address = await proxy!.listen();
+      const nodes = cluster('df', { REDIS_URL: address.toString() });
+      const [f1, f2] = await nodes.start('df1', 'df2');
+      const l = load('df', {
+        senderUrls: () => [f1, f2],
+        recipientUrls: () => [f2, f1],
+      });
+      const outcome = await run('Redis failover behind one address', l, [nodes], async (clock) => {
+        await midBurst(l);
+        clock.inject();
+        // FAILOVER lets the replica catch up first (no acked write is lost), then swaps the roles. The old
+        // primary keeps its clients' connections and refuses their writes with READONLY; new connections
+        // reach the new primary, as a managed service's address or a virtual IP leads them after a failover.
+        await toFirst.call('FAILOVER');
+        await waitFor(async () => (await toSecond.info('replication')).includes('role:master'), 'the replica to be promoted');
+        proxy!.target = new URL(second.url);
+      });
+      expect(await toFirst.info('replication')).toContain('role:slave');
       expectNothingLost(outcome);
     });
   });

@@ -1,0 +1,57 @@
+import { AddressInfo, Server, Socket, connect, createServer } from 'node:net';
+
+const DEFAULT_PORTS: Record<string, number> = { 'amqp:': 5672, 'redis:': 6379 };
+
+/**
+ * A TCP proxy on loopback in front of a broker. It can cut every connection; swallow new ones (accept them,
+ * then never answer, like a broker that hangs or is still booting); and lead new connections elsewhere while
+ * the old ones stay where they were, as a managed service's address does after a failover.
+ */
+export class TcpProxy {
+  swallowing = false;
+  /** Connections accepted while swallowing. */
+  swallowed = 0;
+  private readonly sockets = new Set<Socket>();
+  private readonly server: Server;
+
+  /** `target`: where new connections go (a broker's URL). */
+  constructor(public target: URL) {
+    this.server = createServer((client) => {
+      this.track(client);
+      if (this.swallowing) {
+        this.swallowed++;
+        return;
+      }
+      const port = Number(this.target.port || DEFAULT_PORTS[this.target.protocol]);
+      const upstream = this.track(connect(port, this.target.hostname));
+      client.pipe(upstream).pipe(client);
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+    });
+  }
+
+  /** Listens on an ephemeral port; resolves with the target's URL with this proxy's port instead. */
+  async listen(): Promise<URL> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    const url = new URL(this.target.toString());
+    url.hostname = '127.0.0.1';
+    url.port = String((this.server.address() as AddressInfo).port);
+    return url;
+  }
+
+  cutAll(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
+  async close(): Promise<void> {
+    this.cutAll();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private track(socket: Socket): Socket {
+    this.sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.on('close', () => this.sockets.delete(socket));
+    return socket;
+  }
+}
