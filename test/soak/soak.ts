@@ -5,8 +5,9 @@
  * docker/compose.yaml does) while its queue still holds messages, a broker restart while a node drains, a
  * node paused past its lease just after Redis came back.
  *
- * A private Redis (appendonly) and a private RabbitMQ, 3 nodes on fixed ports with fixed NODE_IDs, senders
- * and recipients from test/helpers/load-clients.ts (senders, over Socket.IO or, `--rest` of them, over
+ * A private Redis (appendonly) with its replica, both behind one address (a TCP proxy), a private RabbitMQ,
+ * 3 nodes on fixed ports with fixed NODE_IDs, senders and recipients from test/helpers/load-clients.ts
+ * (senders, over Socket.IO or, `--rest` of them, over
  * `POST /messages` as a backend, resend unacked messages with the same clientMsgId; recipients confirm
  * everything and drop repeated ids). Every few seconds one fault, picked by
  * the seed, runs to its end before the next. Then the CONTRACT section 4 count: every acked message
@@ -25,6 +26,7 @@ import { PrivateRabbit, PrivateRedis, freePorts } from '../helpers/brokers';
 import { API_KEY, clusterEnv } from '../helpers/env';
 import { Collected, LoadRecipient, LoadSender, Received, account, summaryLine } from '../helpers/load-clients';
 import { NodeProcess, readiness } from '../helpers/processes';
+import { TcpProxy } from '../helpers/proxy';
 import { uniqueName, waitFor } from '../helpers/wait';
 
 interface Options {
@@ -176,6 +178,15 @@ async function presenceOf(url: string, userId: string): Promise<Presence | undef
   }
 }
 
+async function withClient<T>(client: Redis, use: (c: Redis) => Promise<T>): Promise<T> {
+  try {
+    await client.connect();
+    return await use(client);
+  } finally {
+    client.disconnect();
+  }
+}
+
 async function main(): Promise<void> {
   const opts = options(process.argv.slice(2));
   const rand = random(opts.seed);
@@ -191,7 +202,18 @@ async function main(): Promise<void> {
       process.exit(130);
     });
   }
-  const [redis, rabbit] = await Promise.all([PrivateRedis.start({ appendonly: true }), PrivateRabbit.start()]);
+  // Redis is a primary and its replica behind one address (a TCP proxy), as a managed service gives it: the
+  // failover fault swaps their roles and leads the address to the new primary. The other Redis faults strike
+  // whichever is primary at the time.
+  const [first, second, rabbit] = await Promise.all([PrivateRedis.start({ appendonly: true }), PrivateRedis.start({ appendonly: true }), PrivateRabbit.start()]);
+  const pair = { primary: first, replica: second };
+  const admin = (r: PrivateRedis) => new Redis(r.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  const replicaInSync = () => withClient(admin(pair.replica), async (c) => (await c.info('replication')).includes('master_link_status:up'));
+  await withClient(admin(second), (c) => c.replicaof('127.0.0.1', first.port));
+  await waitFor(replicaInSync, 'the replica to sync', 10_000);
+  const address = new TcpProxy(new URL(first.url));
+  const redisUrl = (await address.listen()).toString();
+  const redis = { stop: () => pair.primary.stop(), start: () => pair.primary.start(), kill9: () => pair.primary.kill9(), signal: (sig: 'SIGSTOP' | 'SIGCONT') => pair.primary.signal(sig) };
   const firstPort = await freePorts(3);
   const nodes = ['n1', 'n2', 'n3'].map(
     (name, i) =>
@@ -199,7 +221,7 @@ async function main(): Promise<void> {
         name,
         firstPort + i,
         clusterEnv(run, `${run}-${name}`, {
-          REDIS_URL: redis.url,
+          REDIS_URL: redisUrl,
           AMQP_URL: rabbit.url,
           PORT: String(firstPort + i),
           LOG_LEVEL: 'info',
@@ -310,6 +332,19 @@ async function main(): Promise<void> {
           redis.signal('SIGSTOP');
           await delay(500 + rand() * 2500);
           redis.signal('SIGCONT');
+        },
+      },
+      {
+        name: 'Redis fails over to its replica (FAILOVER), the address then leads there',
+        part: 'redis',
+        run: async () => {
+          // After a restart of the primary its replica takes a moment to resync; FAILOVER needs it in sync.
+          await waitFor(replicaInSync, 'the replica to be in sync', 15_000);
+          await withClient(admin(pair.primary), (c) => c.call('FAILOVER'));
+          const promoted = pair.replica;
+          await waitFor(() => withClient(admin(promoted), async (c) => (await c.info('replication')).includes('role:master')), 'the replica to be promoted', 10_000);
+          address.target = new URL(promoted.url);
+          [pair.primary, pair.replica] = [promoted, pair.primary];
         },
       },
       {
@@ -439,7 +474,7 @@ async function main(): Promise<void> {
     // delivered again; this is where it would show if it stayed for good.
     await Promise.all(recipients.map((r) => r.move()));
     const keys = new RedisKeys(run);
-    const redisClient = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    const redisClient = new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
     const stuck: string[] = [];
     try {
       await redisClient.connect();
@@ -501,7 +536,8 @@ async function main(): Promise<void> {
       n.proc?.signal('SIGCONT');
       await n.proc?.kill();
     }
-    await Promise.all([redis.destroy(), rabbit.destroy()]);
+    await address.close();
+    await Promise.all([first.destroy(), second.destroy(), rabbit.destroy()]);
   }
   process.exitCode = failed ? 1 : 0;
 }
