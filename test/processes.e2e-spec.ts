@@ -1,3 +1,4 @@
+import Redis from 'ioredis';
 import request from 'supertest';
 import { PrivateRedis } from './helpers/brokers';
 import { forgetCluster } from './helpers/cleanup';
@@ -70,6 +71,23 @@ describe('nodes as separate processes', () => {
       const res = await request(url).get('/health/ready');
       expect(res.status).toBe(200);
     } finally {
+      await Promise.all(started.splice(0).map((p) => p.kill()));
+      await redis.destroy();
+    }
+  });
+
+  it('warns at boot of a Redis that may evict keys, and not of one that may not', async () => {
+    const redis = await PrivateRedis.start({ appendonly: false });
+    const admin = new Redis(redis.url);
+    try {
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      const evicting = start(clusterEnv(cluster, `${cluster}-evicting`, { LOG_LEVEL: 'info', REDIS_URL: redis.url }));
+      const keeping = start(clusterEnv(cluster, `${cluster}-keeping`, { LOG_LEVEL: 'info' }));
+      await Promise.all([evicting.listening(), keeping.listening()]);
+      expect(evicting.stdout).toContain('Redis runs with maxmemory-policy allkeys-lru');
+      expect(keeping.stdout).not.toContain('maxmemory-policy');
+    } finally {
+      admin.disconnect();
       await Promise.all(started.splice(0).map((p) => p.kill()));
       await redis.destroy();
     }

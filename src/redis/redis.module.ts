@@ -58,7 +58,29 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
     booting = false;
     clearTimeout(timer);
   }
+  await warnIfEvicting(client, logger);
   return client;
+}
+
+/**
+ * Redis is where messages are kept (inboxes, seq counters, idempotency records): one that evicts keys under
+ * memory pressure (any maxmemory-policy but noeviction, Redis' default) drops them silently. Said at boot;
+ * a Redis that hides CONFIG (some managed services) is taken on trust.
+ */
+async function warnIfEvicting(client: Redis, logger: Logger): Promise<void> {
+  let policy: string | undefined;
+  try {
+    const reply = (await client.call('CONFIG', 'GET', 'maxmemory-policy')) as string[];
+    policy = reply[1];
+  } catch {
+    return;
+  }
+  if (policy !== undefined && policy !== 'noeviction') {
+    logger.warn(
+      `Redis runs with maxmemory-policy ${policy}: under memory pressure it may evict stored messages, seq counters and idempotency records; ` +
+        'set maxmemory-policy noeviction (a full Redis then refuses sends, which are answered "unavailable")',
+    );
+  }
 }
 
 
