@@ -4,7 +4,7 @@ import { PrivateRedis } from './helpers/brokers';
 import { forgetCluster } from './helpers/cleanup';
 import { ClientPool } from './helpers/client';
 import { AMQP_URL, API_KEY, Env, JWT_SECRET, REDIS_URL, clusterEnv } from './helpers/env';
-import { NodeProcess } from './helpers/processes';
+import { NodeProcess, readiness } from './helpers/processes';
 import { uniqueName, waitFor } from './helpers/wait';
 
 /** Nodes started with `node dist/main.js` (run `npm run build` first; `npm test` does). */
@@ -90,6 +90,36 @@ describe('nodes as separate processes', () => {
       admin.disconnect();
       await Promise.all(started.splice(0).map((p) => p.kill()));
       await redis.destroy();
+    }
+  });
+
+  it('is unready while its Redis hangs or is a replica, and ready again once it is a primary that answers', async () => {
+    const redis = await PrivateRedis.start({ appendonly: false });
+    const other = await PrivateRedis.start({ appendonly: false });
+    const admin = new Redis(redis.url);
+    try {
+      const p = start(clusterEnv(cluster, `${cluster}-role`, { LOG_LEVEL: 'info', REDIS_URL: redis.url }));
+      const url = await p.listening();
+      expect(await readiness(url)).toBe('ok');
+
+      // The address now leads to a replica (a failover demoted it): connected, answering reads, refusing writes.
+      await admin.replicaof('127.0.0.1', other.port);
+      expect(await readiness(url)).toMatch(/^503 .*redis is a slave, which refuses writes/);
+      await admin.replicaof('NO', 'ONE');
+      await waitFor(async () => (await readiness(url)) === 'ok', 'readiness once Redis is a primary again', 10_000);
+
+      // Hung: its connections stay open and nothing answers.
+      redis.signal('SIGSTOP');
+      try {
+        expect(await readiness(url)).toMatch(/^503 .*redis does not answer within/);
+      } finally {
+        redis.signal('SIGCONT');
+      }
+      await waitFor(async () => (await readiness(url)) === 'ok', 'readiness once Redis answers again', 10_000);
+    } finally {
+      admin.disconnect();
+      await Promise.all(started.splice(0).map((p) => p.kill()));
+      await Promise.all([redis.destroy(), other.destroy()]);
     }
   });
 

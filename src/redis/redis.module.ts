@@ -8,6 +8,8 @@ import { ReadinessCheck } from '../health/readiness';
 import { RedisKeys } from './redis-keys';
 
 export const REDIS_CLIENT = Symbol('REDIS_CLIENT');
+/** How long readiness waits for Redis to answer. */
+const READY_CHECK_MS = 1_000;
 export const InjectRedis = (): ParameterDecorator => Inject(REDIS_CLIENT);
 
 
@@ -91,8 +93,21 @@ export class RedisLifecycle implements OnApplicationShutdown, ReadinessCheck {
 
   constructor(@InjectRedis() private readonly client: Redis) {}
 
+  /**
+   * Connected is not enough: a Redis that hangs keeps its connections open, and a replica (the address leads
+   * to one, or a failover demoted the server) answers reads but refuses every write. So readiness asks its role.
+   */
   async check(): Promise<string | null> {
     if (this.client.status !== 'ready') return `redis is ${this.client.status}`;
+    let role: unknown;
+    try {
+      if (!(await finishesWithin(this.client.call('ROLE').then((r) => (role = r)), READY_CHECK_MS))) return `redis does not answer within ${READY_CHECK_MS} ms`;
+    } catch (err) {
+      // A Redis that does not offer ROLE (renamed away on some managed services) is taken on trust.
+      if (err instanceof Error && err.name === 'ReplyError') return null;
+      return `redis: ${err instanceof Error ? err.message : String(err)}`;
+    }
+    if (Array.isArray(role) && role[0] !== 'master') return `redis is a ${String(role[0])}, which refuses writes`;
     return null;
   }
 
