@@ -5,6 +5,7 @@ import { redactUrl } from '../common/redact-url';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { SWITCHBOARD_CONFIG } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
+import { redisStateError } from './lua-script';
 import { RedisKeys } from './redis-keys';
 
 export const REDIS_CLIENT = Symbol('REDIS_CLIENT');
@@ -103,9 +104,10 @@ export class RedisLifecycle implements OnApplicationShutdown, ReadinessCheck {
     try {
       if (!(await finishesWithin(this.client.call('ROLE').then((r) => (role = r)), READY_CHECK_MS))) return `redis does not answer within ${READY_CHECK_MS} ms`;
     } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
       // A Redis that does not offer ROLE (renamed away on some managed services) is taken on trust.
-      if (err instanceof Error && err.name === 'ReplyError') return null;
-      return `redis: ${err instanceof Error ? err.message : String(err)}`;
+      if (err instanceof Error && err.name === 'ReplyError' && !redisStateError(message)) return null;
+      return `redis: ${message}`;
     }
     if (Array.isArray(role) && role[0] !== 'master') return `redis is a ${String(role[0])}, which refuses writes`;
     return null;
