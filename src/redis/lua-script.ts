@@ -50,7 +50,7 @@ export class LuaScript {
 }
 
 /** An error Redis answered with (as opposed to not answering at all). */
-function isReplyError(err: unknown): err is Error {
+export function isReplyError(err: unknown): err is Error {
   return err instanceof Error && err.name === 'ReplyError';
 }
 

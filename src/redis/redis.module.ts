@@ -5,13 +5,13 @@ import { redactUrl } from '../common/redact-url';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { SWITCHBOARD_CONFIG } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
-import { redisStateError } from './lua-script';
+import { isReplyError, redisStateError } from './lua-script';
 import { RedisKeys } from './redis-keys';
 
 export const REDIS_CLIENT = Symbol('REDIS_CLIENT');
+export const InjectRedis = (): ParameterDecorator => Inject(REDIS_CLIENT);
 /** How long readiness waits for Redis to answer. */
 const READY_CHECK_MS = 1_000;
-export const InjectRedis = (): ParameterDecorator => Inject(REDIS_CLIENT);
 
 
 /**
@@ -106,7 +106,7 @@ export class RedisLifecycle implements OnApplicationShutdown, ReadinessCheck {
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       // A Redis that does not offer ROLE (renamed away on some managed services) is taken on trust.
-      if (err instanceof Error && err.name === 'ReplyError' && !redisStateError(message)) return null;
+      if (isReplyError(err) && !redisStateError(message)) return null;
       return `redis: ${message}`;
     }
     if (Array.isArray(role) && role[0] !== 'master') return `redis is a ${String(role[0])}, which refuses writes`;
