@@ -481,8 +481,10 @@ describe('fault injection: nothing acked is lost', () => {
       const [first, second] = [primary!, replica!];
       const [toFirst, toSecond] = [new Redis(first.url), new Redis(second.url)];
       admins.push(toFirst, toSecond);
+      // Redis 7 holds a replica's first sync 5 s for others to join (repl-diskless-sync-delay): not here.
+      await toFirst.config('SET', 'repl-diskless-sync-delay', '0');
       await toSecond.replicaof('127.0.0.1', first.port);
-      await waitFor(async () => (await toSecond.info('replication')).includes('master_link_status:up'), 'the replica to sync');
+      await waitFor(async () => (await toSecond.info('replication')).includes('master_link_status:up'), 'the replica to sync', 20_000);
       const address = await proxy!.listen();
       const nodes = cluster('df', { REDIS_URL: address.toString() });
       const [f1, f2] = await nodes.start('df1', 'df2');

@@ -239,10 +239,13 @@ export class PrivateRedis {
     await exitOf(child);
   }
 
-  /** Kills it if running and removes its directory. */
+  /**
+   * Kills it if running and removes its directory. A process it forked (Redis: a snapshot for a replica, an AOF
+   * rewrite) outlives it for a moment and may still write there: the removal is tried again for a second.
+   */
   async destroy(): Promise<void> {
     await this.kill9();
-    rmSync(this.dir, { recursive: true, force: true });
+    rmSync(this.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     leftovers.delete(this);
   }
 
@@ -431,10 +434,13 @@ export class PrivateRabbit {
     }
   }
 
-  /** Kills it if running and removes its directory. */
+  /**
+   * Kills it if running and removes its directory. A process it forked (Redis: a snapshot for a replica, an AOF
+   * rewrite) outlives it for a moment and may still write there: the removal is tried again for a second.
+   */
   async destroy(): Promise<void> {
     await this.kill9();
-    rmSync(this.dir, { recursive: true, force: true });
+    rmSync(this.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
     leftovers.delete(this);
   }
 

@@ -209,8 +209,10 @@ async function main(): Promise<void> {
   const pair = { primary: first, replica: second };
   const admin = (r: PrivateRedis) => new Redis(r.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   const replicaInSync = () => withClient(admin(pair.replica), async (c) => (await c.info('replication')).includes('master_link_status:up'));
+  // Redis 7 holds a replica's sync 5 s for others to join (repl-diskless-sync-delay); either may be primary.
+  for (const r of [first, second]) await withClient(admin(r), (c) => c.config('SET', 'repl-diskless-sync-delay', '0'));
   await withClient(admin(second), (c) => c.replicaof('127.0.0.1', first.port));
-  await waitFor(replicaInSync, 'the replica to sync', 10_000);
+  await waitFor(replicaInSync, 'the replica to sync', 20_000);
   const address = new TcpProxy(new URL(first.url));
   const redisUrl = (await address.listen()).toString();
   const redis = { stop: () => pair.primary.stop(), start: () => pair.primary.start(), kill9: () => pair.primary.kill9(), signal: (sig: 'SIGSTOP' | 'SIGCONT') => pair.primary.signal(sig) };
