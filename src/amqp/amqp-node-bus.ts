@@ -277,7 +277,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
    */
   async beforeApplicationShutdown(): Promise<void> {
     const consumer = this.consumer;
-    if (!this.consumeConnection || !consumer || !this.isConsuming) return;
+    if (!this.isConsuming || !consumer) return;
     this.isConsuming = false;
     await shutdownStep(this.logger, 'drain of the node queue', async () => {
       await consumer.cancelAll();

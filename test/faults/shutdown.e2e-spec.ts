@@ -15,14 +15,6 @@ jest.setTimeout(60_000);
 
 const cluster = uniqueName('t-stop');
 
-/** SIGTERMs the node and resolves with its exit code and whether it came within 10 s. */
-async function terminate(p: NodeProcess): Promise<{ code: number | null; within10s: boolean }> {
-  const t0 = Date.now();
-  p.signal('SIGTERM');
-  const code = await p.exitCode(20_000);
-  return { code, within10s: Date.now() - t0 < 10_000 };
-}
-
 describe('SIGTERM while a broker does not answer', () => {
   const clients = new ClientPool();
   const started: NodeProcess[] = [];
@@ -65,7 +57,7 @@ describe('SIGTERM while a broker does not answer', () => {
         expect((await alice.send('alarm-bob', { during: 'the alarm' })).status).toBe('stored');
         await waitFor(() => a.stdout.includes('RabbitMQ blocks publishing'), 'node a to log the block');
 
-        expect(await terminate(a)).toEqual({ code: 0, within10s: true });
+        expect(await a.terminate()).toEqual({ code: 0, within10s: true });
         expect(a.stdout).not.toContain('drain of the node queue incomplete');
         const admin = await amqplib.connect(broker.url);
         try {
@@ -87,7 +79,7 @@ describe('SIGTERM while a broker does not answer', () => {
       await clients.connect(url, 'rabbit-hung-alice');
       await broker.signal('SIGSTOP');
       try {
-        expect(await terminate(p)).toEqual({ code: 0, within10s: true });
+        expect(await p.terminate()).toEqual({ code: 0, within10s: true });
         expect(p.stdout).toContain('drain of the node queue incomplete: no answer within');
       } finally {
         await broker.signal('SIGCONT');
@@ -116,7 +108,7 @@ describe('SIGTERM while a broker does not answer', () => {
       await alice.send('redis-hung-bob', 'kept before the hang');
       store.signal('SIGSTOP');
       try {
-        expect(await terminate(p)).toEqual({ code: 0, within10s: true });
+        expect(await p.terminate()).toEqual({ code: 0, within10s: true });
         expect(p.stdout).toContain('presence cleanup incomplete: no answer within');
       } finally {
         store.signal('SIGCONT');

@@ -47,6 +47,14 @@ export class NodeProcess {
     return within(this.exited, 'the node process to exit', timeoutMs);
   }
 
+  /** SIGTERM, then the exit code and whether it came within the contract's 10 s. */
+  async terminate(): Promise<{ code: number | null; within10s: boolean }> {
+    const t0 = Date.now();
+    this.signal('SIGTERM');
+    const code = await this.exitCode(20_000);
+    return { code, within10s: Date.now() - t0 < 10_000 };
+  }
+
   signal(sig: NodeJS.Signals): void {
     this.child.kill(sig);
   }
