@@ -3,6 +3,7 @@ import amqp, { AmqpConnectionManager } from 'amqp-connection-manager';
 import amqplib, { ConfirmChannel } from 'amqplib';
 import { AmqpNodeBus } from '../src/amqp/amqp-node-bus';
 import { publishAgainOnNewChannel, reportThrownPublishes } from '../src/amqp/thrown-publishes';
+import { AmqpTopology } from '../src/amqp/topology';
 import { loadConfig } from '../src/config/config';
 import { MetricsService } from '../src/metrics/metrics.service';
 import { forgetCluster } from './helpers/cleanup';
@@ -129,6 +130,54 @@ describe('AmqpNodeBus: a channel whose setup fails on a reconnect', () => {
     expect(['routed', 'unroutable']).toContain(await within(meanwhile, 'the publish made meanwhile', 10_000));
     await expect(within(b.publishToNode('n1', Buffer.from('after')), 'the publish')).resolves.toBe('routed');
   }, 40_000);
+});
+
+describe('AmqpNodeBus: its node queue deleted under it (by an operator, say)', () => {
+  const cluster = uniqueName('t-bus-qdel');
+  const config = loadConfig(clusterEnv(cluster, 'n1'));
+  const bus = new AmqpNodeBus(config, new MetricsService(config));
+  const queue = new AmqpTopology(cluster, 'n1').nodeQueue;
+  let admin: amqplib.ChannelModel | undefined;
+
+  afterAll(async () => {
+    await bus.beforeApplicationShutdown();
+    await bus.onApplicationShutdown();
+    await admin?.close();
+    await forgetCluster(cluster, ['n1']);
+  });
+
+  /** The queue's consumers, or 0 when it does not exist (a failed check closes its channel, hence one each). */
+  async function consumersOf(name: string): Promise<number> {
+    const ch = await admin!.createChannel();
+    ch.on('error', () => undefined);
+    try {
+      const { consumerCount } = await ch.checkQueue(name);
+      await ch.close();
+      return consumerCount;
+    } catch {
+      return 0;
+    }
+  }
+
+  it('is declared again, consumed again, and what is published to the node then arrives', async () => {
+    const received: string[] = [];
+    bus.onMessage(async (payload) => void received.push(payload.toString()));
+    await bus.connect();
+    await bus.onApplicationBootstrap();
+    admin = await amqplib.connect(AMQP_URL);
+    expect(await consumersOf(queue)).toBe(1);
+
+    const ch = await admin.createChannel();
+    await ch.deleteQueue(queue);
+    await ch.close();
+
+    // The broker cancels the consumer. amqp-connection-manager consumes again, the broker refuses (no such queue)
+    // and the connection is made anew: the consume channel's setup declares the queue again.
+    await waitFor(async () => (await consumersOf(queue)) === 1, 'the queue to be declared and consumed again', 10_000);
+    expect(await bus.check()).toBeNull();
+    await expect(within(bus.publishToNode('n1', Buffer.from('after')), 'the publish')).resolves.toBe('routed');
+    await waitFor(() => received.includes('after'), 'the payload to arrive');
+  }, 20_000);
 });
 
 describe('a publish on a channel that closed behind amqp-connection-manager', () => {
