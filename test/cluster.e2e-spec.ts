@@ -1,7 +1,8 @@
+import amqplib from 'amqplib';
 import request from 'supertest';
 import { MESSAGE_ID_PATTERN } from '../src/messaging/message-id';
 import { ClientPool, tokenFor } from './helpers/client';
-import { API_KEY } from './helpers/env';
+import { AMQP_URL, API_KEY } from './helpers/env';
 import { forgetCluster } from './helpers/cleanup';
 import { TestNode, closeAll, startCluster } from './helpers/nodes';
 import { uniqueName, waitFor } from './helpers/wait';
@@ -209,4 +210,42 @@ describe('a three-node cluster', () => {
     expect(metrics.text).toContain('switchboard_messages_accepted_total');
     expect((await request(n1.url).get('/docs-json').expect(200)).body.paths).toHaveProperty('/messages');
   });
+});
+
+/** Two nodes of a cluster of their own: this one's exchange is deleted under it. */
+describe('a cluster whose exchange an operator deleted', () => {
+  const cluster = uniqueName('t-xdel');
+  const clients = new ClientPool();
+  let n1: TestNode, n2: TestNode;
+  let admin: amqplib.ChannelModel | undefined;
+
+  beforeAll(async () => {
+    [n1, n2] = await startCluster(cluster, 2, { SEND_RATE_PER_SECOND: '100000' });
+  });
+  afterAll(async () => {
+    clients.closeAll();
+    await admin?.close();
+    await closeAll([n1, n2]);
+    await forgetCluster(cluster, [n1, n2].map((n) => n.nodeId));
+  });
+
+  it('routes again once the nodes find their routes broken, and a recipient who stayed connected gets what was stored meanwhile', async () => {
+    const alice = await clients.connect(n1.url, 'alice');
+    const bob = await clients.connect(n2.url, 'bob');
+    admin = await amqplib.connect(AMQP_URL);
+    const ch = await admin.createChannel();
+    // The node queues' bindings go with it. Publishing declares the exchange again, but without them every
+    // publish comes back unroutable: the send is stored, not pushed.
+    await ch.deleteExchange(`${cluster}.direct`);
+    const meanwhile = await alice.send('bob', { text: 'meanwhile' });
+    expect(meanwhile.ok).toBe(true);
+
+    // Bob's node checks its route (every 5 s), declares it again and catches bob up, on the same connection.
+    const [got] = await bob.waitForMessages(1, 15_000);
+    expect(got.id).toBe(meanwhile.id);
+    expect(bob.socket.connected).toBe(true);
+    const after = await alice.send('bob', { text: 'after' });
+    expect(after.status).toBe('sent');
+    await bob.waitForMessage((m) => m.id === after.id, 'the message sent after');
+  }, 30_000);
 });

@@ -29,6 +29,10 @@ const ACK_DELAY_MS = 10;
 const ACK_BATCH = PREFETCH / 2;
 /** A batch for one node is sent at the end of the event-loop turn (or its patient payloads' delay), or earlier once it holds this much. */
 const MAX_BATCH_BYTES = 256 * 1024;
+/** How often a consuming node sends itself an empty message to see that its route works (checkRoute). */
+const ROUTE_CHECK_MS = 5_000;
+const NO_PAYLOADS = packFrames([]);
+const ROUTE_CHECK_DRAIN_WAIT_MS = 500;
 
 interface Batch {
   readonly payloads: Buffer[];
@@ -80,6 +84,9 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   private flushScheduled = false;
   /** Set once the connections are being closed: nothing is published again. */
   private closing = false;
+  private routeCheckTimer?: NodeJS.Timeout;
+  /** The route check under way, if any (the drain waits for it: its message must not be left in the queue). */
+  private routeCheck?: Promise<void>;
 
   constructor(
     @InjectConfig() private readonly config: AppConfig,
@@ -178,6 +185,34 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     await this.consumer.consume(this.topology.nodeQueue, (msg) => this.handle(msg, false), { noAck: false });
     await this.consumer.consume(this.topology.rerouteQueue, (msg) => this.handle(msg, true), { noAck: false });
     this.isConsuming = true;
+    this.routeCheckTimer = setInterval(() => {
+      this.routeCheck ??= this.checkRoute().finally(() => (this.routeCheck = undefined));
+    }, ROUTE_CHECK_MS);
+    this.routeCheckTimer.unref();
+  }
+
+  /**
+   * The node's own route, checked end to end: a message without payloads, to itself, mandatory and confirmed.
+   * With its exchange or its queue's binding deleted (by an operator, say), the connections stay up and nothing
+   * else notices: every publish to this node comes back unroutable, and its users' messages wait in their
+   * inboxes until they reconnect. Unroutable, the route is declared again (on a channel of its own, so that a
+   * refusal closes only that one) and the sessions are caught up, as after a reconnect.
+   */
+  private async checkRoute(): Promise<void> {
+    if (this.closing || !this.isConsuming || (await this.check()) !== null) return;
+    try {
+      if ((await this.publishPacked(this.config.nodeId, NO_PAYLOADS, false)) === 'routed') return;
+      this.logger.warn("a message to this node came back unroutable (its exchange or its queue's binding is gone): declaring them again");
+      const connection = this.consumeConnection?.connection;
+      if (!connection) return;
+      const channel = await connection.createChannel();
+      channel.on('error', () => undefined);
+      await this.topology.declareQueues(channel);
+      await channel.close();
+      this.reconnectListeners.forEach((l) => l());
+    } catch (err) {
+      this.logger.warn(`route check failed: ${String(err)}`);
+    }
   }
 
   private handle(msg: ConsumeMessage, rerouted: boolean): void {
@@ -241,7 +276,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
    * Publishes and awaits the broker's confirm, for up to PUBLISH_TIMEOUT_MS in all. A publish that met a closed
    * channel (reportThrownPublishes) was never sent, and goes again once the publisher is set up on a new one.
    */
-  private async publishPacked(nodeId: string, body: Buffer): Promise<PublishOutcome> {
+  private async publishPacked(nodeId: string, body: Buffer, counted = true): Promise<PublishOutcome> {
     const publisher = this.publisher;
     if (!publisher) throw new NodeUnreachableError(nodeId, 'bus not connected');
     const messageId = `${this.config.nodeId}.${++this.publishCounter}`;
@@ -253,10 +288,10 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       this.returned.delete(messageId);
       throw new NodeUnreachableError(nodeId, err instanceof Error ? err.message : String(err));
     }
-    this.metrics.amqpPublished.inc();
+    if (counted) this.metrics.amqpPublished.inc();
     // basic.return precedes the basic.ack of the same publish on the channel.
     if (this.returned.delete(messageId)) {
-      this.metrics.amqpReturned.inc();
+      if (counted) this.metrics.amqpReturned.inc();
       return 'unroutable';
     }
     return 'routed';
@@ -276,10 +311,14 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
    * when a broker that does not answer cuts the drain short.
    */
   async beforeApplicationShutdown(): Promise<void> {
+    clearInterval(this.routeCheckTimer);
     const consumer = this.consumer;
     if (!this.isConsuming || !consumer) return;
     this.isConsuming = false;
     await shutdownStep(this.logger, 'drain of the node queue', async () => {
+      // A route check's message must not land in the queue after the drain looked at it. Under an alarm it is not
+      // read at all, and is not waited for.
+      if (this.routeCheck) await finishesWithin(this.routeCheck, ROUTE_CHECK_DRAIN_WAIT_MS);
       await consumer.cancelAll();
       await Promise.allSettled([...this.inFlight]);
       this.acks?.flush();
@@ -290,6 +329,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
 
   async onApplicationShutdown(): Promise<void> {
     this.closing = true;
+    clearInterval(this.routeCheckTimer);
     const managers = [this.publishConnection, this.consumeConnection].filter((m): m is AmqpConnectionManager => m !== undefined);
     await Promise.all(managers.map((manager) => this.close(manager)));
   }

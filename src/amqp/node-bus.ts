@@ -35,7 +35,8 @@ export class NodeUnreachableError extends Error {
  * - The handler given to `onMessage` receives every payload addressed to this node, in publish order per
  *   sender, and its share of payloads that other nodes did not consume in time (`rerouted`); a payload is
  *   acknowledged to the transport after the handler's promise settles.
- * - `onReconnected` listeners run each time the transport comes back after a loss of connection.
+ * - `onReconnected` listeners run each time the transport comes back after a loss of connection, or after its
+ *   route to this node was found broken and repaired: what was sent to its users meanwhile was stored.
  */
 export abstract class NodeBus {
   abstract publishToNode(nodeId: string, payload: Buffer, options?: PublishOptions): Promise<PublishOutcome>;
