@@ -32,6 +32,7 @@ const MAX_BATCH_BYTES = 256 * 1024;
 /** How often a consuming node sends itself an empty message to see that its route works (checkRoute). */
 const ROUTE_CHECK_MS = 5_000;
 const NO_PAYLOADS = packFrames([]);
+/** How long the drain waits for a route check under way (it takes a round trip, unless the broker blocks it). */
 const ROUTE_CHECK_DRAIN_WAIT_MS = 500;
 
 interface Batch {
@@ -85,7 +86,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   /** Set once the connections are being closed: nothing is published again. */
   private closing = false;
   private routeCheckTimer?: NodeJS.Timeout;
-  /** The route check under way, if any (the drain waits for it: its message must not be left in the queue). */
+  /** The route check under way, if any (the drain waits for it a little: its message must not land in the queue after). */
   private routeCheck?: Promise<void>;
 
   constructor(
