@@ -113,7 +113,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     );
     publishing.on('unblocked', () => this.logger.log('RabbitMQ unblocked publishing'));
     consuming.on('connect', () => {
-      if (this.everConnected) this.reconnectListeners.forEach((l) => l());
+      if (this.everConnected) this.reconnected();
       this.everConnected = true;
     });
     try {
@@ -180,6 +180,11 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     this.reconnectListeners.push(listener);
   }
 
+  /** After a new consume connection, or a repaired route: what was sent to this node's users meanwhile was stored. */
+  private reconnected(): void {
+    this.reconnectListeners.forEach((l) => l());
+  }
+
   /** Consumes only once the whole app is up, so no payload arrives before its handler and sockets exist. */
   async onApplicationBootstrap(): Promise<void> {
     if (!this.handler || !this.consumer) return;
@@ -210,7 +215,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       channel.on('error', () => undefined);
       await this.topology.declareQueues(channel);
       await channel.close();
-      this.reconnectListeners.forEach((l) => l());
+      this.reconnected();
     } catch (err) {
       this.logger.warn(`route check failed: ${String(err)}`);
     }
