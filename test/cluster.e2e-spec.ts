@@ -1,6 +1,8 @@
 import amqplib from 'amqplib';
+import Redis from 'ioredis';
 import request from 'supertest';
 import { MESSAGE_ID_PATTERN } from '../src/messaging/message-id';
+import { PrivateRedis } from './helpers/brokers';
 import { ClientPool, tokenFor } from './helpers/client';
 import { AMQP_URL, API_KEY } from './helpers/env';
 import { forgetCluster } from './helpers/cleanup';
@@ -247,5 +249,60 @@ describe('a cluster whose exchange an operator deleted', () => {
     const after = await alice.send('bob', { text: 'after' });
     expect(after.status).toBe('sent');
     await bob.waitForMessage((m) => m.id === after.id, 'the message sent after');
+  }, 30_000);
+});
+
+describe('a cluster whose Redis is full for a while', () => {
+  const cluster = uniqueName('t-full');
+  const clients = new ClientPool();
+  let redis: PrivateRedis;
+  let admin: Redis;
+  let n1: TestNode, n2: TestNode;
+
+  beforeAll(async () => {
+    redis = await PrivateRedis.start({ appendonly: false });
+    admin = new Redis(redis.url);
+    // Heartbeats every second; an entry not refreshed for 3 s is offline, its user's key gone after 6 s.
+    [n1, n2] = await startCluster(cluster, 2, { REDIS_URL: redis.url, PRESENCE_TTL_SECONDS: '3', SEND_RATE_PER_SECOND: '100000' });
+  });
+  afterAll(async () => {
+    clients.closeAll();
+    await closeAll([n1, n2]);
+    admin.disconnect();
+    await forgetCluster(cluster, [n1, n2].map((n) => n.nodeId), { redisUrl: redis.url });
+    await redis.destroy();
+  });
+
+  it('answers sends "unavailable"; once it has room again, a recipient who stayed connected is online and gets his messages', async () => {
+    const alice = await clients.connect(n1.url, 'alice');
+    const bob = await clients.connect(n2.url, 'bob');
+    const before = await alice.send('bob', { text: 'before' });
+    expect(before.status).toBe('sent');
+    await bob.waitForMessage((m) => m.id === before.id, 'the message sent before');
+
+    // An operator's key fills it: maxmemory is below what it holds (maxmemory-policy noeviction, the default).
+    const used = Number(/used_memory:(\d+)/.exec(await admin.info('memory'))?.[1]);
+    await admin.set('ballast', 'x'.repeat(512 * 1024));
+    await admin.config('SET', 'maxmemory', String(used + 128 * 1024));
+    const refused = await alice.send('bob', { text: 'refused' });
+    expect(refused).toMatchObject({ ok: false, error: { code: 'unavailable', message: expect.stringContaining('OOM') as string } });
+    const overRest = await request(n1.url).post('/messages').set('X-API-Key', API_KEY).send({ to: 'bob', body: 'refused', from: 'alice' });
+    expect(overRest.status).toBe(503);
+    expect(overRest.body.error.code).toBe('unavailable');
+
+    // Full for longer than twice the presence TTL: bob's entry, never refreshed, and then his key are gone.
+    await waitFor(async () => (await admin.exists(`${cluster}:ps:bob`)) === 0, "bob's presence key to expire", 10_000);
+    await admin.del('ballast');
+
+    // A heartbeat only extends entries that exist; after failed ones bob's node writes its sessions whole and
+    // catches them up, so what is sent now reaches bob whether it was answered "sent" or "stored".
+    const after = await alice.send('bob', { text: 'after' });
+    expect(after.ok).toBe(true);
+    await bob.waitForMessage((m) => m.id === after.id, 'the message sent once Redis had room');
+    expect(bob.socket.connected).toBe(true);
+    expect(alice.socket.connected).toBe(true);
+    expect(bob.messages.map((m) => m.seq)).toEqual([1, 2]);
+    const presence = await request(n1.url).get('/presence/bob').set('X-API-Key', API_KEY).expect(200);
+    expect(presence.body.sessions).toEqual([{ nodeId: n2.nodeId, sessionId: bob.session?.sessionId }]);
   }, 30_000);
 });

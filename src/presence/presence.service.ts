@@ -24,6 +24,11 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   private readonly reassertedListeners: Array<() => void> = [];
   /** One lease recovery at a time: the renewal timer, the heartbeat and a reconnect may all notice the loss. */
   private recovering: Promise<void> | undefined;
+  /**
+   * A heartbeat failed while the connection stayed up (Redis refused the writes: full, say). Entries not
+   * refreshed expire, and a refresh only extends entries that exist: the next heartbeat writes them whole.
+   */
+  private heartbeatFailed = false;
 
   constructor(
     @InjectConfig() private readonly config: AppConfig,
@@ -106,13 +111,25 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     if (this.beating) return;
     this.beating = true;
     try {
-      await this.store.refreshSessions(this.config.nodeId, this.sessions());
+      if (this.heartbeatFailed) await this.restoreAfterFailedHeartbeat();
+      else await this.store.refreshSessions(this.config.nodeId, this.sessions());
     } catch (err) {
       if (err instanceof LeaseLostError) await this.recoverLease();
-      else this.logger.warn(`presence heartbeat failed: ${String(err)}`);
+      else {
+        this.heartbeatFailed = true;
+        this.logger.warn(`presence heartbeat failed: ${String(err)}`);
+      }
     } finally {
       this.beating = false;
     }
+  }
+
+  /** Its users may have looked offline since the failed heartbeat, and what was sent to them meanwhile was stored. */
+  private async restoreAfterFailedHeartbeat(): Promise<void> {
+    await this.store.restoreSessions(this.config.nodeId, this.sessions());
+    this.heartbeatFailed = false;
+    this.logger.log('presence written whole after a failed heartbeat');
+    this.reasserted();
   }
 
   /**
@@ -130,6 +147,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     try {
       await this.store.acquireLease(this.config.nodeId);
       await this.store.restoreSessions(this.config.nodeId, this.sessions());
+      this.heartbeatFailed = false;
       // While the lease was out, this node's users looked offline: what was sent to them meanwhile was stored.
       this.reasserted();
     } catch (err) {
@@ -143,6 +161,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     try {
       if (await this.store.renewLease(this.config.nodeId)) {
         await this.store.restoreSessions(this.config.nodeId, this.sessions());
+        this.heartbeatFailed = false;
         this.logger.log('presence re-asserted after a reconnect');
         this.reasserted();
       } else {
