@@ -337,6 +337,22 @@ async function main(): Promise<void> {
         },
       },
       {
+        // maxmemory below what it holds (noeviction, the default): Redis refuses every command that may grow
+        // it, sends and presence heartbeats among them. Longer than twice PRESENCE_TTL_SECONDS (3 s here) at
+        // times, so that presence entries not refreshed expire.
+        name: 'Redis full (at its maxmemory) for 1-8 s',
+        part: 'redis',
+        run: async () => {
+          const full = pair.primary;
+          await withClient(admin(full), (c) => c.config('SET', 'maxmemory', '1'));
+          try {
+            await delay(1000 + rand() * 7000);
+          } finally {
+            await withClient(admin(full), (c) => c.config('SET', 'maxmemory', '0'));
+          }
+        },
+      },
+      {
         name: 'Redis fails over to its replica (FAILOVER), the address then leads there',
         part: 'redis',
         run: async () => {
