@@ -307,6 +307,19 @@ describe('bad input', () => {
       expect(second.body.id).not.toBe(first.body.id);
     });
 
+    it('answers a backend whose from is null, or not a user id, with 400, and stores nothing from it', async () => {
+      const backend = { 'X-API-Key': API_KEY };
+      const recipient = user('rest-to');
+      const none = await request(node.url).post('/messages').set(backend).send({ to: recipient, from: null, body: 1 }).expect(400);
+      expect(none.body.error).toEqual({ code: 'invalid_payload', message: 'from is required when calling with an API key' });
+      const bad = await request(node.url).post('/messages').set(backend).send({ to: recipient, from: 7, body: 1 }).expect(400);
+      expect(bad.body.error).toEqual({ code: 'invalid_payload', message: 'from must be a string' });
+      const sent = await request(node.url).post('/messages').set(backend).send({ to: recipient, from: 'a-backend', body: 'only this' }).expect(202);
+      const r = await clients.connect(node.url, recipient);
+      const [got] = await r.waitForMessages(1);
+      expect(got).toMatchObject({ id: sent.body.id, from: 'a-backend', body: 'only this', seq: 1 });
+    });
+
     it('answers a body over MAX_MESSAGE_BYTES with 413, and a request far over it too', async () => {
       const res = await request(node.url).post('/messages').set(auth()).send({ to: 'bob', body: 'x'.repeat(2000) }).expect(413);
       expect(res.body.error.code).toBe('payload_too_large');

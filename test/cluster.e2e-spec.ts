@@ -67,6 +67,20 @@ describe('a three-node cluster', () => {
     expect(noFrom.body).toEqual({ error: { code: 'invalid_payload', message: expect.stringContaining('from') as string } });
   });
 
+  it('delivers a body as it was sent, whatever its keys are named, over REST and Socket.IO', async () => {
+    const [alice, bob] = [user('alice'), user('bob')];
+    const b = await clients.connect(n2.url, bob);
+    const a = await clients.connect(n1.url, alice);
+    // Keys named like Object.prototype's members, at any depth: user data, not a class to build.
+    const bodyJson = '{"toString":1,"valueOf":"v","hasOwnProperty":[true],"nested":{"constructor":"c","__proto__":{"k":3}},"keep":2}';
+    const body: unknown = JSON.parse(bodyJson);
+    const overRest = await request(n1.url).post('/messages').set('X-API-Key', API_KEY).set('Content-Type', 'application/json').send(`{"to":"${bob}","from":"${alice}","body":${bodyJson}}`).expect(202);
+    const overSocket = await a.send(bob, body);
+    const got = await b.waitForMessages(2);
+    expect(got.map((m) => m.id)).toEqual([overRest.body.id, overSocket.id]);
+    for (const m of got) expect(JSON.stringify(m.body)).toBe(bodyJson);
+  });
+
   it('gives every session of a user, on any node, each message', async () => {
     const [alice, bob] = [user('alice'), user('bob')];
     const a = await clients.connect(n1.url, alice);

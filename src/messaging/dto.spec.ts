@@ -1,14 +1,15 @@
 import 'reflect-metadata';
 import { AppError } from '../common/app-error';
 import { validatePayload } from '../common/validate';
-import { SendMessageDto, parseSendMessage } from './dto';
+import { RestSendMessageDto, SendMessageDto, parseRestSendMessage, parseSendMessage } from './dto';
 
 type Answer = { ok: true; dto: Record<string, unknown> } | { ok: false; code: string; message: string };
 
 function answer(check: (payload: unknown) => SendMessageDto, payload: unknown): Answer {
   try {
     const dto = { ...check(payload) } as Record<string, unknown>;
-    if (dto.clientMsgId === null) delete dto.clientMsgId; // @IsOptional lets null through; parseSendMessage drops it
+    // @IsOptional lets null through; the parsers drop it
+    for (const optional of ['clientMsgId', 'from']) if (dto[optional] === null) delete dto[optional];
     return { ok: true, dto };
   } catch (err) {
     if (!(err instanceof AppError)) throw err;
@@ -50,5 +51,28 @@ describe('parseSendMessage', () => {
 
   it('returns only the declared fields, and no clientMsgId for a null one', () => {
     expect({ ...parseSendMessage({ to: 'bob', body: [1], clientMsgId: null, from: 'x' }) }).toEqual({ to: 'bob', body: [1] });
+  });
+});
+
+describe('parseRestSendMessage', () => {
+  it.each<[string, unknown]>([
+    ['a message from a backend', { to: 'bob', from: 'alice', body: { text: 'hi' }, clientMsgId: 'c-1' }],
+    ['no from (a user JWT)', { to: 'bob', body: 1 }],
+    ['a null from', { to: 'bob', from: null, body: 1 }],
+    ['a number from', { to: 'bob', from: 7, body: 1 }],
+    ['an empty from', { to: 'bob', from: '', body: 1 }],
+    ['a from with a space', { to: 'bob', from: 'al ice', body: 1 }],
+    ['a from of 129 characters', { to: 'bob', from: 'a'.repeat(129), body: 1 }],
+    ['a bad recipient and a bad from', { to: 'bob smith', from: 7, body: 1 }],
+    ['a missing body and a bad from', { to: 'bob', from: 7 }],
+    ['an array payload', [{ to: 'bob', body: 1 }]],
+    ['an empty object', {}],
+  ])('answers %s as the DTO decorators do', (_, payload) => {
+    expect(answer(parseRestSendMessage, payload)).toEqual(answer((p) => validatePayload(RestSendMessageDto, p), payload));
+  });
+
+  it('keeps the body as it came, keys named like Object.prototype members included', () => {
+    const body: unknown = JSON.parse('{"toString":1,"nested":{"constructor":"c","__proto__":{"k":3}}}');
+    expect(parseRestSendMessage({ to: 'bob', from: 'alice', body }).body).toBe(body);
   });
 });
