@@ -186,6 +186,18 @@ describe('a three-node cluster', () => {
     for (const a of [a1, a2]) expect(await a.waitForStatus(ack.id!, 'read')).toEqual({ id: ack.id, to: bob, status: 'read' });
   });
 
+  it('sends the read receipt of a message read in the same breath as it is confirmed', async () => {
+    const [alice, bob] = [user('alice'), user('bob')];
+    const a = await clients.connect(n1.url, alice);
+    const b = await clients.connect(n2.url, bob, { autoConfirm: false });
+    const ack = await a.send(bob, 'read at once');
+    await b.waitForMessages(1);
+    // The confirmation is gathered with others for a few ms before it is written; the read must not miss it.
+    b.unconfirmed.get(ack.id!)?.();
+    expect(await b.emit('message:read', { ids: [ack.id] })).toEqual({ ok: true });
+    expect(await a.waitForStatus(ack.id!, 'read')).toEqual({ id: ack.id, to: bob, status: 'read' });
+  });
+
   it('reports presence online and offline, from any node', async () => {
     const erin = user('erin');
     const before = await request(n2.url).get(`/presence/${erin}`).set('Authorization', `Bearer ${tokenFor('someone')}`).expect(200);

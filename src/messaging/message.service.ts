@@ -231,6 +231,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<void> {
+    // A message read as soon as it is confirmed: its confirmation, still gathered here, must be written first.
+    await this.confirms.flush();
     const bySender = new Map<string, string[]>();
     for (const r of await this.store.markRead(userId, ids)) bySender.set(r.from, [...(bySender.get(r.from) ?? []), r.id]);
     await Promise.all(
