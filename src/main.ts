@@ -45,7 +45,11 @@ async function main(): Promise<void> {
   // The node lost its NODE_ID to another live node: drain like on SIGTERM, but exit 1.
   app.get(Lifecycle).onShutdownRequest(() => stop('shutdown request', 1));
 
-  await app.listen(config.port, config.host);
+  try {
+    await app.listen(config.port, config.host);
+  } catch (err) {
+    throw new Error(`cannot listen on HOST ${config.host}, PORT ${config.port}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   const url = await app.getUrl();
   if (config.mode === 'embedded') {
     logger.log(

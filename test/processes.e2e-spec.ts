@@ -50,6 +50,8 @@ describe('nodes as separate processes', () => {
       ['a bad NODE_ID', { NODE_ID: 'has spaces' }, /NODE_ID must match/],
       ['an unparsable REDIS_URL', { REDIS_URL: 'redis://[::1', AMQP_URL, JWT_SECRET }, /REDIS_URL is not a parsable URL/],
       ['an AMQP_URL of another scheme', { REDIS_URL, AMQP_URL: 'http://127.0.0.1', JWT_SECRET }, /AMQP_URL must start with amqp:\/\/ or amqps:\/\//],
+      ['a JWT_PUBLIC_KEY that is no PEM key', { JWT_PUBLIC_KEY: 'not a pem' }, /JWT_PUBLIC_KEY is not a PEM public key/],
+      ['a HOST that does not resolve', { HOST: 'not a host!' }, /cannot listen on HOST not a host!, PORT 0/],
       ['an unreachable Redis', { ...clusterEnv(cluster, 'x1'), REDIS_URL: 'redis://127.0.0.1:1' }, /REDIS_URL: cannot connect to Redis/],
       ['an unreachable RabbitMQ', { ...clusterEnv(cluster, 'x2'), AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' }, /AMQP_URL: cannot connect to RabbitMQ/],
     ])('%s', async (_, env, message) => {

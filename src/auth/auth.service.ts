@@ -29,7 +29,7 @@ export class AuthService {
 
   constructor(@InjectConfig() private readonly config: AppConfig) {
     if (config.jwt.publicKey) {
-      this.key = createPublicKey(config.jwt.publicKey);
+      this.key = publicKeyOf(config.jwt.publicKey);
       const kind = this.key.asymmetricKeyType;
       if (kind === 'rsa') this.algorithms = ['RS256'];
       else if (kind === 'ec' && this.key.asymmetricKeyDetails?.namedCurve === 'prime256v1') this.algorithms = ['ES256'];
@@ -70,4 +70,13 @@ export class AuthService {
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
+}
+
+/** The JWT_PUBLIC_KEY as a KeyObject; a value that is no key stops the boot naming the variable. */
+function publicKeyOf(pem: string): KeyObject {
+  try {
+    return createPublicKey(pem);
+  } catch (err) {
+    throw new Error(`JWT_PUBLIC_KEY is not a PEM public key: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
