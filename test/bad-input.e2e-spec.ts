@@ -1,5 +1,6 @@
 import Redis from 'ioredis';
 import { gzipSync } from 'node:zlib';
+import { io } from 'socket.io-client';
 import request from 'supertest';
 import { ClientPool, TestClient, refusal, tokenFor } from './helpers/client';
 import { API_KEY, REDIS_URL, clusterEnv } from './helpers/env';
@@ -59,6 +60,23 @@ describe('bad input', () => {
       const userId = user('handshake');
       const c = await clients.connect(node.url, userId, { tokenIn, transports: [transport] });
       expect(c.session?.userId).toBe(userId);
+    });
+
+    it('takes an empty auth.token as none, and the token from the Authorization header', async () => {
+      const userId = user('handshake');
+      const socket = io(node.url, { auth: { token: '' }, extraHeaders: { Authorization: `Bearer ${tokenFor(userId)}` }, transports: ['websocket'], reconnection: false, forceNew: true });
+      try {
+        const session = await within(
+          new Promise<{ userId: string }>((resolve, reject) => {
+            socket.once('session', resolve);
+            socket.once('connect_error', reject);
+          }),
+          'the session',
+        );
+        expect(session.userId).toBe(userId);
+      } finally {
+        socket.close();
+      }
     });
   });
 
@@ -331,7 +349,8 @@ describe('bad input', () => {
       const res = await request(node.url).post('/messages').send({ to: 'bob', body: 1 }).expect(401);
       expect(res.body.error.code).toBe('unauthorized');
       await request(node.url).post('/messages').set('Authorization', 'Bearer nope').send({ to: 'bob', body: 1 }).expect(401);
-      await request(node.url).post('/messages').set('X-API-Key', 'wrong').send({ to: 'bob', body: 1, from: 'a' }).expect(401);
+      const wrongKey = await request(node.url).post('/messages').set('X-API-Key', 'wrong').send({ to: 'bob', body: 1, from: 'a' }).expect(401);
+      expect(wrongKey.body.error).toEqual({ code: 'unauthorized', message: 'invalid X-API-Key' });
       await request(node.url).get('/presence/bob').expect(401);
     });
 

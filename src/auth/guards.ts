@@ -18,11 +18,15 @@ export class UserOrApiKeyGuard implements CanActivate {
 
   canActivate(context: ExecutionContext): boolean {
     const req = context.switchToHttp().getRequest<AuthedRequest>();
-    if (this.auth.isApiKey(req.header('x-api-key'))) {
+    const apiKey = req.header('x-api-key');
+    if (this.auth.isApiKey(apiKey)) {
       req.principal = { kind: 'backend' };
       return true;
     }
-    const { userId } = this.auth.verifyToken(bearerToken(req.header('authorization')));
+    const token = bearerToken(req.header('authorization'));
+    // A backend whose key is wrong is told so, not that it lacks a token.
+    if (token === undefined && apiKey !== undefined) throw new AppError('unauthorized', 'invalid X-API-Key');
+    const { userId } = this.auth.verifyToken(token);
     req.principal = { kind: 'user', userId };
     return true;
   }

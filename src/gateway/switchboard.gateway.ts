@@ -64,11 +64,9 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
         return;
       }
       const { auth, headers, query } = socket.handshake;
-      const fromAuth: unknown = (auth as Record<string, unknown> | undefined)?.token;
-      const token =
-        (typeof fromAuth === 'string' ? fromAuth : undefined) ??
-        bearerToken(headers.authorization) ??
-        (typeof query.token === 'string' ? query.token : undefined);
+      // The first place that holds a token; an empty one (a client's unset variable, say) is none.
+      const given = (t: unknown) => (typeof t === 'string' && t !== '' ? t : undefined);
+      const token = given((auth as Record<string, unknown> | undefined)?.token) ?? bearerToken(headers.authorization) ?? given(query.token);
       try {
         const user = this.auth.verifyToken(token);
         socket.data.userId = user.userId;
