@@ -11,6 +11,7 @@ import {
   MessageStore,
   PendingMessages,
   ReadReceipt,
+  SettledBy,
 } from './message.store';
 import { SendStatus } from './message.types';
 import { timeOfId } from './message-id';
@@ -125,9 +126,9 @@ export class MemoryMessageStore extends MessageStore {
     return { kind: 'accepted', seq, json, nodes, dropped };
   }
 
-  async settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
+  async settle(from: string, clientMsgId: string, id: string, status: SendStatus, by: SettledBy): Promise<void> {
     const rec = this.idempotency.get(`${from}\n${clientMsgId}`);
-    if (rec?.id === id) {
+    if (rec?.id === id && !(by === 'repeat' && rec.settled)) {
       rec.status = status;
       rec.settled = true;
     }

@@ -1,4 +1,5 @@
 import { MemoryNodeBus } from '../amqp/memory-node-bus';
+import { NodeBus, PublishOutcome } from '../amqp/node-bus';
 import { loadConfig } from '../config/config';
 import { MetricsService } from '../metrics/metrics.service';
 import { MemoryPresenceStore } from '../presence/memory-presence.store';
@@ -6,6 +7,16 @@ import { MemoryMessageStore } from './memory-message.store';
 import { MessageService } from './message.service';
 
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+/** Resolves once `condition` holds, checking once per event-loop turn (for at most 1000 turns). */
+async function waitFor<T>(condition: () => T | false, what: string): Promise<T> {
+  for (let i = 0; i < 1000; i++) {
+    const value = condition();
+    if (value !== false) return value;
+    await nextTurn();
+  }
+  throw new Error(`never saw ${what}`);
+}
 
 describe('MessageService: confirmations', () => {
   const config = loadConfig({ LOG_LEVEL: 'silent' });
@@ -78,5 +89,46 @@ describe('MessageService: confirmations', () => {
     await jest.advanceTimersByTimeAsync(5);
     await confirmed();
     expect((await store.pending('bob')).messages).toEqual([]);
+  });
+});
+
+describe('MessageService: a repeated clientMsgId while the first send is still pushing', () => {
+  const config = loadConfig({ LOG_LEVEL: 'silent' });
+
+  /** A bus to another node whose publishes the test settles one by one. */
+  class HeldBus extends NodeBus {
+    readonly held: Array<(outcome: PublishOutcome) => void> = [];
+    publishToNode(): Promise<PublishOutcome> {
+      return new Promise((resolve) => this.held.push(resolve));
+    }
+    onMessage(): void {}
+    onReconnected(): void {}
+  }
+
+  async function bobOnAnotherNode() {
+    const presence = new MemoryPresenceStore(config);
+    await presence.acquireLease('n2');
+    await presence.addSession('bob', { nodeId: 'n2', sessionId: 's1' }, 'multi');
+    const store = new MemoryMessageStore(config, presence);
+    const bus = new HeldBus();
+    const service = new MessageService(config, store, presence, bus, new MetricsService(config));
+    const send = () => service.send('alice', { to: 'bob', body: 'hi', clientMsgId: 'c-1' }, 'socket');
+    const published = (count: number) => waitFor(() => bus.held.length >= count && bus.held, `${count} publishes`);
+    return { send, published };
+  }
+
+  it("answers the repeat with its own push, and leaves the record with the first send's final status", async () => {
+    const { send, published } = await bobOnAnotherNode();
+    const first = send();
+    const repeat = send();
+    const [settleFirst, settleRepeat] = await published(2);
+    // The first push comes back unroutable (bob's node queue went away): stored. Then the repeat's goes through.
+    settleFirst('unroutable');
+    expect(await first).toMatchObject({ status: 'stored' });
+    settleRepeat('routed');
+    expect(await repeat).toMatchObject({ status: 'sent', duplicate: true });
+    // Every later repeat gets the first send's status, as the contract says.
+    const later = await send();
+    expect(later).toEqual({ id: (await first).id, status: 'stored', duplicate: true });
   });
 });

@@ -20,7 +20,7 @@ import {
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { CoarseTimeouts } from './coarse-timeouts';
 import { MessageIdGenerator } from './message-id';
-import { AcceptCommand, ConfirmCommand, ConfirmResult, MessageStore } from './message.store';
+import { AcceptCommand, ConfirmCommand, ConfirmResult, MessageStore, SettledBy } from './message.store';
 import { InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
 import { StoredMessage, readStoredMessage } from './stored-message';
 
@@ -135,9 +135,14 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     const { from, to, id, clientMsgId } = cmd;
     if (result.kind === 'duplicate') {
       this.metrics.messagesDuplicate.inc();
-      if (result.repush && result.repush.nodes.length > 0 && clientMsgId !== undefined) {
-        await this.push(readStoredMessage(result.repush.json), result.repush.nodes, 0);
-        this.settle(from, clientMsgId, result.id, result.status);
+      if (result.repush && clientMsgId !== undefined) {
+        // The first send has not settled: its node died mid-send, or its push is still under way. The record's
+        // status is only what it expected, so this repeat pushes again and answers what its own push did; the
+        // first send's status, if it ever settles, overrides it.
+        const { json, nodes } = result.repush;
+        const status = nodes.length > 0 && (await this.push(readStoredMessage(json), nodes, 0)) ? 'sent' : 'stored';
+        this.settle(from, clientMsgId, result.id, status, 'repeat');
+        return { id: result.id, status, duplicate: true };
       }
       return { id: result.id, status: result.status, duplicate: true };
     }
@@ -156,7 +161,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   /** A send's answer once its push is confirmed or given up ('sent' or 'stored'), with its idempotency record settled. */
   private async answerWhenPushed(from: string, id: string, clientMsgId: string | undefined, pushed: Promise<boolean>): Promise<SendResult> {
     const status = (await pushed) ? 'sent' : 'stored';
-    if (clientMsgId !== undefined) this.settle(from, clientMsgId, id, status);
+    if (clientMsgId !== undefined) this.settle(from, clientMsgId, id, status, 'send');
     return { id, status };
   }
 
@@ -172,8 +177,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   /** Not awaited: it needs no answer, and it reaches Redis before any repeat of this send can. */
-  private settle(from: string, clientMsgId: string, id: string, status: SendResult['status']): void {
-    this.store.settle(from, clientMsgId, id, status).catch((err: unknown) => this.logger.warn(`settle of ${id} failed: ${String(err)}`));
+  private settle(from: string, clientMsgId: string, id: string, status: SendResult['status'], by: SettledBy): void {
+    this.store.settle(from, clientMsgId, id, status, by).catch((err: unknown) => this.logger.warn(`settle of ${id} failed: ${String(err)}`));
   }
 
   /**

@@ -79,12 +79,19 @@ export interface PendingMessages {
  */
 export abstract class MessageStore {
   abstract accept(cmd: AcceptCommand): Promise<AcceptResult>;
-  /** The send of `id` finished pushing, with this final status: a repeat will not push it again. */
-  abstract settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void>;
+  /**
+   * The send of `id` finished pushing, with this final status: a repeat will not push it again. `by: 'repeat'`
+   * (a repeat that pushed again, the first send not settled when it looked) changes only a record still
+   * unsettled, so the first send's own status wins whenever it comes.
+   */
+  abstract settle(from: string, clientMsgId: string, id: string, status: SendStatus, by: SettledBy): Promise<void>;
   abstract pending(userId: string): Promise<PendingMessages>;
   abstract confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]>;
   /** Marks confirmed messages of `userId` read; returns who sent each one found. */
   abstract markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]>;
 }
+
+/** Who settles an idempotency record: the send that stored the message, or a repeat that pushed it again. */
+export type SettledBy = 'send' | 'repeat';
 
 export const IDEMPOTENCY_WINDOW_MS = 24 * 3600 * 1000;

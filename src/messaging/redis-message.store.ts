@@ -16,6 +16,7 @@ import {
   MessageStore,
   PendingMessages,
   ReadReceipt,
+  SettledBy,
 } from './message.store';
 import { SendStatus } from './message.types';
 
@@ -126,13 +127,16 @@ const WRITES = new LuaScript(
   return out`,
 );
 
-/** KEYS: idempotency.  ARGV: id, status.  Marks the record `id|status|seq|settled|to` settled with a final status, keeping its TTL. */
+/**
+ * KEYS: idempotency.  ARGV: id, status, by (`send` or `repeat`).  Marks the record `id|status|seq|settled|to`
+ * settled with a final status, keeping its TTL; a repeat's settle leaves a settled record as it is.
+ */
 const SETTLE = new LuaScript(
   'settle',
   `local rec = redis.call('GET', KEYS[1])
   if not rec then return 0 end
-  local id, seq, to = string.match(rec, '^([^|]*)|[^|]*|([^|]*)|[^|]*|(.*)$')
-  if id ~= ARGV[1] then return 0 end
+  local id, seq, settled, to = string.match(rec, '^([^|]*)|[^|]*|([^|]*)|([^|]*)|(.*)$')
+  if id ~= ARGV[1] or (ARGV[3] == 'repeat' and settled == '1') then return 0 end
   redis.call('SET', KEYS[1], id .. '|' .. ARGV[2] .. '|' .. seq .. '|1|' .. to, 'KEEPTTL')
   return 1`,
 );
@@ -237,8 +241,8 @@ export class RedisMessageStore extends MessageStore {
     return replies.map((reply, i) => (batch[i].kind === 'accept' ? acceptResult(reply as string[]) : confirmResult(reply)));
   }
 
-  async settle(from: string, clientMsgId: string, id: string, status: SendStatus): Promise<void> {
-    await SETTLE.run(this.redis, [this.keys.idempotency(from, clientMsgId)], [id, status]);
+  async settle(from: string, clientMsgId: string, id: string, status: SendStatus, by: SettledBy): Promise<void> {
+    await SETTLE.run(this.redis, [this.keys.idempotency(from, clientMsgId)], [id, status, by]);
   }
 
   async pending(userId: string): Promise<PendingMessages> {

@@ -258,13 +258,36 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
         status: 'sent',
         repush: { json: stored.json, nodes: [n] },
       });
-      await b.messages.settle(from, 'c-1', ids.next(), 'stored');
+      await b.messages.settle(from, 'c-1', ids.next(), 'stored', 'send');
       expect(await b.messages.accept(command(from, to, 'x', 'c-1'))).toHaveProperty('repush');
-      await b.messages.settle(from, 'c-1', first.id, 'stored');
+      await b.messages.settle(from, 'c-1', first.id, 'stored', 'send');
       expect(await b.messages.accept(command(from, to, 'x', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
 
-      await b.messages.settle(from, 'never-sent', first.id, 'stored');
+      await b.messages.settle(from, 'never-sent', first.id, 'stored', 'send');
       expect((await b.messages.accept(command(from, to, 'y', 'never-sent'))).kind).toBe('accepted');
+    });
+
+    it("settle by a repeat: changes only an unsettled record, and the first send's settle overrides it, before or after", async () => {
+      const b = open();
+      const [from, to] = [user(), user()];
+      await online(b, to);
+      const statusAfter = async (clientMsgId: string) => {
+        const dup = await b.messages.accept(command(from, to, 'x', clientMsgId));
+        return dup.kind === 'duplicate' ? dup.status : dup.kind;
+      };
+      // The repeat settles first (its push went through), then the first send with its own final status.
+      const early = command(from, to, 'x', 'r-1');
+      await accepted(b.messages, early);
+      await b.messages.settle(from, 'r-1', early.id, 'sent', 'repeat');
+      expect(await statusAfter('r-1')).toBe('sent');
+      await b.messages.settle(from, 'r-1', early.id, 'stored', 'send');
+      expect(await statusAfter('r-1')).toBe('stored');
+      // The first send settled first: a later repeat's settle leaves it.
+      const late = command(from, to, 'x', 'r-2');
+      await accepted(b.messages, late);
+      await b.messages.settle(from, 'r-2', late.id, 'stored', 'send');
+      await b.messages.settle(from, 'r-2', late.id, 'sent', 'repeat');
+      expect(await statusAfter('r-2')).toBe('stored');
     });
 
     it('rate limit: 5/s allows a burst of 10, then rate_limited with retryAfterMs > 0, storing nothing; other senders unaffected', async () => {
