@@ -48,8 +48,14 @@ export class MemoryPresenceStore extends PresenceStore {
       await delay(Math.min(250, this.config.nodeLeaseMs / 4));
     }
     this.leases.set(nodeId, { token: this.token, expiresAt: Date.now() + this.config.nodeLeaseMs });
-    // The sessions a previous holder of this node id left behind go with it.
-    for (const [sessionId, userId] of this.nodeSessions.get(nodeId) ?? []) this.entries.get(userId)?.delete(`${nodeId}|${sessionId}`);
+    // The sessions a previous holder of this node id left behind go with it; their last heartbeat is their users' lastSeen.
+    for (const [sessionId, userId] of this.nodeSessions.get(nodeId) ?? []) {
+      const member = `${nodeId}|${sessionId}`;
+      const expiry = this.entries.get(userId)?.get(member);
+      if (expiry === undefined) continue;
+      this.seen.set(userId, Math.max(this.seen.get(userId) ?? 0, expiry - this.config.presenceTtlMs));
+      this.entries.get(userId)?.delete(member);
+    }
     this.nodeSessions.set(nodeId, new Map());
   }
 

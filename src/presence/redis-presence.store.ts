@@ -34,14 +34,25 @@ const RELEASE_LEASE = new LuaScript(
 );
 
 /**
- * KEYS: lease, nodeSessions, nodes.  ARGV: token, leaseMs, nodeId, presencePrefix.
- * Takes a free lease; the sessions a previous holder of the node id left behind are removed with it.
+ * KEYS: lease, nodeSessions, nodes.  ARGV: token, leaseMs, nodeId, presencePrefix, lastSeenPrefix, presenceTtlMs.
+ * Takes a free lease; the sessions a previous holder of the node id left behind are removed with it, and
+ * each one's last heartbeat becomes its user's lastSeen (unless a later one is there).
  */
 const ACQUIRE_LEASE = new LuaScript(
   'acquireLease',
   `if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 0 end
   local left = redis.call('HGETALL', KEYS[2])
-  for i = 1, #left, 2 do redis.call('ZREM', ARGV[4] .. left[i + 1], ARGV[3] .. '|' .. left[i]) end
+  local presenceTtl = tonumber(ARGV[6])
+  for i = 1, #left, 2 do
+    local key, member, seen = ARGV[4] .. left[i + 1], ARGV[3] .. '|' .. left[i], ARGV[5] .. left[i + 1]
+    -- The session ended with the node that held it: its last heartbeat is the user's lastSeen, unless a later end is.
+    local expiry = redis.call('ZSCORE', key, member)
+    if expiry then
+      local last = math.floor(tonumber(expiry) - presenceTtl)
+      if last > tonumber(redis.call('GET', seen) or '0') then redis.call('SET', seen, tostring(last)) end
+      redis.call('ZREM', key, member)
+    end
+  end
   redis.call('DEL', KEYS[2])
   redis.call('SADD', KEYS[3], ARGV[3])
   return 1`,
@@ -176,7 +187,7 @@ export class RedisPresenceStore extends PresenceStore {
     await Promise.all(SCRIPTS.map((s) => s.load(this.redis)));
     const leaseMs = this.config.nodeLeaseMs;
     const keys = [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId), this.keys.nodes];
-    const args = [this.token, leaseMs, nodeId, this.keys.presence('')];
+    const args = [this.token, leaseMs, nodeId, this.keys.presence(''), this.keys.lastSeen(''), this.config.presenceTtlMs];
     const deadline = Date.now() + leaseMs + 500;
     while ((await ACQUIRE_LEASE.run(this.redis, keys, args)) !== 1) {
       if (Date.now() > deadline) throw new NodeIdInUseError(nodeId);

@@ -247,6 +247,22 @@ export function presenceStoreContract(
       }
     }, LONG);
 
+    it("a NODE_ID taken again after its holder died: the sessions it left go, and their users' lastSeen is their last heartbeat", async () => {
+      const a = backend.node();
+      const n = node();
+      const u = user();
+      await a.acquireLease(n);
+      const connectedAt = Date.now();
+      await a.addSession(u, { nodeId: n, sessionId: sid() }, 'multi');
+      const b = backend.node();
+      await b.acquireLease(n); // a's lease lapses: the node "died" without removing its session
+      const p = await b.presenceOf(u);
+      expect(p.online).toBe(false);
+      expect(p.sessions).toEqual([]);
+      expect(p.lastSeen).toBeGreaterThanOrEqual(connectedAt - 1000);
+      expect(p.lastSeen).toBeLessThanOrEqual(Date.now());
+    }, LONG);
+
     it('addSession: nodesOf returns the node; presenceOf is online with the session and lastSeen null', async () => {
       const a = backend.node();
       const n = node();
