@@ -39,3 +39,35 @@ describe('PresenceService at boot', () => {
     expect(acquireLease).toHaveBeenCalledTimes(1);
   });
 });
+
+describe('PresenceService: a session that ended while the store failed', () => {
+  const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
+  beforeEach(() => jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] }));
+  afterEach(() => jest.useRealTimers());
+
+  it('is removed again at the next heartbeat, so it neither counts as online nor leaves its user without a lastSeen', async () => {
+    const removeSessions = jest.fn(async (): Promise<void> => undefined).mockRejectedValueOnce(new Error('Connection is closed.'));
+    const store = {
+      acquireLease: jest.fn(async () => undefined),
+      renewLease: jest.fn(async () => true),
+      onReconnected: jest.fn(),
+      addSession: jest.fn(async () => []),
+      refreshSessions: jest.fn(async () => undefined),
+      removeSessions,
+      releaseLease: jest.fn(async () => undefined),
+    };
+    const service = new PresenceService(config, store as unknown as PresenceStore, new MetricsService(config), new Lifecycle());
+    await service.onModuleInit();
+    await service.sessionStarted('u1', 's1');
+    await expect(service.sessionEnded('u1', 's1')).rejects.toThrow('Connection is closed.');
+
+    await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
+    expect(removeSessions.mock.calls).toEqual([
+      ['n1', [{ userId: 'u1', sessionId: 's1' }]],
+      ['n1', [{ userId: 'u1', sessionId: 's1' }]],
+    ]);
+    await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
+    expect(removeSessions).toHaveBeenCalledTimes(2); // once removed, not again
+    await service.beforeApplicationShutdown();
+  });
+});

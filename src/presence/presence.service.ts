@@ -29,6 +29,8 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
    * refreshed expire, and a refresh only extends entries that exist: the next heartbeat writes them whole.
    */
   private heartbeatFailed = false;
+  /** Sessions that ended while the store failed to remove them: removed again at the next heartbeat. */
+  private unremoved: LocalSession[] = [];
 
   constructor(
     @InjectConfig() private readonly config: AppConfig,
@@ -88,10 +90,16 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     return this.store.addSession(userId, { nodeId: this.config.nodeId, sessionId }, this.config.sessionPolicy);
   }
 
+  /** A removal the store fails (Redis away for a moment) is tried again at the next heartbeat; the caller hears of the failure. */
   async sessionEnded(userId: string, sessionId: string): Promise<void> {
     if (!this.local.delete(sessionId)) return;
     this.metrics.sessions.set(this.local.size);
-    await this.store.removeSessions(this.config.nodeId, [{ userId, sessionId }]);
+    try {
+      await this.store.removeSessions(this.config.nodeId, [{ userId, sessionId }]);
+    } catch (err) {
+      this.unremoved.push({ userId, sessionId });
+      throw err;
+    }
   }
 
   private sessions(): LocalSession[] {
@@ -111,6 +119,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     if (this.beating) return;
     this.beating = true;
     try {
+      await this.removeAgain();
       if (this.heartbeatFailed) await this.restoreAfterFailedHeartbeat();
       else await this.store.refreshSessions(this.config.nodeId, this.sessions());
     } catch (err) {
@@ -121,6 +130,22 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       }
     } finally {
       this.beating = false;
+    }
+  }
+
+  /**
+   * Left in the store, an ended session would count in `GET /presence` for as long as this node holds its
+   * lease, and its user would get no lastSeen.
+   */
+  private async removeAgain(): Promise<void> {
+    if (this.unremoved.length === 0) return;
+    const sessions = this.unremoved;
+    this.unremoved = [];
+    try {
+      await this.store.removeSessions(this.config.nodeId, sessions);
+    } catch (err) {
+      this.unremoved.push(...sessions);
+      throw err;
     }
   }
 
