@@ -2,7 +2,7 @@ import Redis from 'ioredis';
 import request from 'supertest';
 import { PrivateRedis } from './helpers/brokers';
 import { forgetCluster } from './helpers/cleanup';
-import { ClientPool } from './helpers/client';
+import { ClientPool, TestClient } from './helpers/client';
 import { AMQP_URL, API_KEY, Env, JWT_SECRET, REDIS_URL, clusterEnv } from './helpers/env';
 import { NodeProcess, readiness } from './helpers/processes';
 import { uniqueName, waitFor } from './helpers/wait';
@@ -225,6 +225,29 @@ describe('nodes as separate processes', () => {
     // No reconnect: the node catches its sessions up once it holds its lease again.
     const [msg] = await bob.waitForMessages(1, 10_000);
     expect(msg.body).toEqual({ while: 'paused' });
+  });
+
+  it('SESSION_POLICY=single: a session replaced while its node was paused past its lease is ended once the node is back', async () => {
+    const single = { LOG_LEVEL: 'info', NODE_LEASE_MS: '1000', SESSION_POLICY: 'single' };
+    const paused = start(clusterEnv(cluster, `${cluster}-single-paused`, single));
+    const other = start(clusterEnv(cluster, `${cluster}-single-other`, single));
+    const [u1, u2] = await Promise.all([paused.listening(), other.listening()]);
+    const older = await clients.connect(u1, 'pause-pat');
+    paused.signal('SIGSTOP');
+    let newer: TestClient | undefined;
+    try {
+      await waitFor(async () => (await request(u2).get('/presence/pause-pat').set('X-API-Key', API_KEY)).body.online === false, 'pat to read as offline');
+      // The login's claim removes the paused node's entry, but that node cannot hear it is to end the session.
+      newer = await clients.connect(u2, 'pause-pat');
+    } finally {
+      paused.signal('SIGCONT');
+    }
+    // Back, the node finds the session replaced as it writes its sessions again, and ends it.
+    await waitFor(() => older.ended.includes('replaced'), 'the older session to be ended as replaced', 10_000);
+    await older.disconnected();
+    const presence = await request(u2).get('/presence/pause-pat').set('X-API-Key', API_KEY).expect(200);
+    expect(presence.body.sessions).toEqual([{ nodeId: `${cluster}-single-other`, sessionId: newer?.session?.sessionId }]);
+    expect(newer?.ended).toEqual([]);
   });
 
   it('with no Redis or RabbitMQ runs embedded, says so once, and offers /dev/token', async () => {

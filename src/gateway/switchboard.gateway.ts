@@ -78,6 +78,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     });
     this.messages.attachLocalDelivery(this);
     this.presence.onReasserted(() => this.catchUpAll());
+    this.presence.onReplaced((userId, sessionId) => this.endSession(userId, sessionId, 'replaced'));
   }
 
   async handleConnection(socket: SwitchboardSocket): Promise<void> {

@@ -95,9 +95,15 @@ export class MemoryPresenceStore extends PresenceStore {
     this.write(nodeId, sessions, 'refresh');
   }
 
-  async restoreSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
+  async restoreSessions(nodeId: string, sessions: readonly LocalSession[], policy: SessionPolicy): Promise<LocalSession[]> {
     if (!this.holds(nodeId)) throw new LeaseLostError(nodeId);
-    this.write(nodeId, sessions, 'restore');
+    const now = Date.now();
+    // As the Redis store: with `single`, a session whose user has another live one now was replaced meanwhile.
+    const replaced = (s: LocalSession) =>
+      [...(this.entries.get(s.userId) ?? [])].some(([m, expiry]) => m !== `${nodeId}|${s.sessionId}` && expiry > now && this.leaseAlive(m.slice(0, m.indexOf('|')), now));
+    const skipped = policy === 'single' ? sessions.filter(replaced) : [];
+    this.write(nodeId, policy === 'single' ? sessions.filter((s) => !skipped.includes(s)) : sessions, 'restore');
+    return skipped;
   }
 
   /** In-process: never disconnected. */

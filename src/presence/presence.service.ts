@@ -22,6 +22,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   private timers: NodeJS.Timeout[] = [];
   private beating = false;
   private readonly reassertedListeners: Array<() => void> = [];
+  private readonly replacedListeners: Array<(userId: string, sessionId: string) => void> = [];
   /** One lease recovery at a time: the renewal timer, the heartbeat and a reconnect may all notice the loss. */
   private recovering: Promise<void> | undefined;
   /**
@@ -78,6 +79,20 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
 
   private reasserted(): void {
     this.reassertedListeners.forEach((l) => l());
+  }
+
+  /**
+   * Listeners end a local session that a newer login replaced while this node was cut off (SESSION_POLICY
+   * single): the login's claim could not reach it, so the node finds out as it writes its sessions again.
+   */
+  onReplaced(listener: (userId: string, sessionId: string) => void): void {
+    this.replacedListeners.push(listener);
+  }
+
+  /** Writes this node's sessions whole; the ones a newer login replaced meanwhile are ended instead. */
+  private async restore(): Promise<void> {
+    const replaced = await this.store.restoreSessions(this.config.nodeId, this.sessions(), this.config.sessionPolicy);
+    for (const { userId, sessionId } of replaced) this.replacedListeners.forEach((l) => l(userId, sessionId));
   }
 
   /**
@@ -151,7 +166,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
 
   /** Its users may have looked offline since the failed heartbeat, and what was sent to them meanwhile was stored. */
   private async restoreAfterFailedHeartbeat(): Promise<void> {
-    await this.store.restoreSessions(this.config.nodeId, this.sessions());
+    await this.restore();
     this.heartbeatFailed = false;
     this.logger.log('presence written whole after a failed heartbeat');
     this.reasserted();
@@ -171,7 +186,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.logger.error('node lease was lost; re-acquiring it and re-registering local sessions');
     try {
       await this.store.acquireLease(this.config.nodeId);
-      await this.store.restoreSessions(this.config.nodeId, this.sessions());
+      await this.restore();
       this.heartbeatFailed = false;
       // While the lease was out, this node's users looked offline: what was sent to them meanwhile was stored.
       this.reasserted();
@@ -185,7 +200,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   private async reassert(): Promise<void> {
     try {
       if (await this.store.renewLease(this.config.nodeId)) {
-        await this.store.restoreSessions(this.config.nodeId, this.sessions());
+        await this.restore();
         this.heartbeatFailed = false;
         this.logger.log('presence re-asserted after a reconnect');
         this.reasserted();

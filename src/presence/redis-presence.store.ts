@@ -59,22 +59,38 @@ const ACQUIRE_LEASE = new LuaScript(
 );
 
 /**
- * KEYS: lease, nodeSessions, presence(user)...   ARGV: token, ttlMs, nodeId, mode, then (sessionId, userId) pairs.
- * Fenced: nothing is written unless this node still holds its lease. Mode `refresh` extends only entries
- * that exist (ZADD XX), `restore` writes them whole. Entries dead for a whole TTL go.
+ * KEYS: lease, nodeSessions, presence(user)...   ARGV: token, ttlMs, nodeId, mode, single (1 or 0), leasePrefix,
+ * then (sessionId, userId) pairs. Fenced: nothing is written unless this node still holds its lease; then
+ * answers {1, sessionId...} with the sessions it did not write. Mode `refresh` extends only entries that exist
+ * (ZADD XX), `restore` writes them whole, except, with `single`, a session whose user has a live session of
+ * another node or of this one (a newer login). Entries dead for a whole TTL go.
  */
 const WRITE_SESSIONS = new LuaScript(
   'writeSessions',
   `${LUA_NOW}
-  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
   local ttl = tonumber(ARGV[2])
   local node = ARGV[3]
   local refresh = ARGV[4] == 'refresh'
+  local single, leasePrefix = ARGV[5] == '1', ARGV[6]
+  local out = {1}
+  local function replaced(key, own)
+    local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    for j = 1, #entries, 2 do
+      local m = entries[j]
+      if m ~= own and tonumber(entries[j + 1]) > now and redis.call('EXISTS', leasePrefix .. string.match(m, '^([^|]+)|')) == 1 then return true end
+    end
+    return false
+  end
   for i = 3, #KEYS do
-    local sid, uid = ARGV[(i - 3) * 2 + 5], ARGV[(i - 3) * 2 + 6]
+    local sid, uid = ARGV[(i - 3) * 2 + 7], ARGV[(i - 3) * 2 + 8]
+    local own = node .. '|' .. sid
     local written
-    if refresh then written = redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, node .. '|' .. sid)
-    else written = redis.call('ZADD', KEYS[i], now + ttl, node .. '|' .. sid) + 1 end
+    if refresh then written = redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, own)
+    elseif single and replaced(KEYS[i], own) then
+      written = 0
+      out[#out + 1] = sid
+    else written = redis.call('ZADD', KEYS[i], now + ttl, own) + 1 end
     if written > 0 then
       redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - ttl)
       redis.call('PEXPIRE', KEYS[i], ttl * 2)
@@ -82,7 +98,7 @@ const WRITE_SESSIONS = new LuaScript(
     end
   end
   redis.call('PEXPIRE', KEYS[2], ttl)
-  return 1`,
+  return out`,
 );
 
 /**
@@ -206,7 +222,7 @@ export class RedisPresenceStore extends PresenceStore {
 
   async addSession(userId: string, ref: SessionRef, policy: SessionPolicy): Promise<SessionRef[]> {
     if (policy === 'multi') {
-      await this.writeSessions(ref.nodeId, [{ userId, sessionId: ref.sessionId }], 'restore');
+      await this.writeSessions(ref.nodeId, [{ userId, sessionId: ref.sessionId }], 'restore', 'multi');
       return [];
     }
     const [ok, ...displaced] = (await CLAIM_SESSION.run(
@@ -219,11 +235,11 @@ export class RedisPresenceStore extends PresenceStore {
   }
 
   async refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
-    await this.writeBatches(nodeId, sessions, 'refresh');
+    await this.writeBatches(nodeId, sessions, 'refresh', 'multi');
   }
 
-  async restoreSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
-    await this.writeBatches(nodeId, sessions, 'restore');
+  async restoreSessions(nodeId: string, sessions: readonly LocalSession[], policy: SessionPolicy): Promise<LocalSession[]> {
+    return this.writeBatches(nodeId, sessions, 'restore', policy);
   }
 
   onReconnected(listener: () => void): void {
@@ -231,19 +247,24 @@ export class RedisPresenceStore extends PresenceStore {
     this.redis.on('ready', listener);
   }
 
-  private async writeBatches(nodeId: string, sessions: readonly LocalSession[], mode: WriteMode): Promise<void> {
+  /** Returns the sessions not written (restore with policy single: replaced by a newer login). */
+  private async writeBatches(nodeId: string, sessions: readonly LocalSession[], mode: WriteMode, policy: SessionPolicy): Promise<LocalSession[]> {
+    const skipped: LocalSession[] = [];
     for (let i = 0; i < sessions.length; i += BATCH) {
-      await this.writeSessions(nodeId, sessions.slice(i, i + BATCH), mode);
+      skipped.push(...(await this.writeSessions(nodeId, sessions.slice(i, i + BATCH), mode, policy)));
     }
-    if (sessions.length === 0) await this.writeSessions(nodeId, [], mode);
+    if (sessions.length === 0) await this.writeSessions(nodeId, [], mode, policy);
+    return skipped;
   }
 
-  private async writeSessions(nodeId: string, sessions: readonly LocalSession[], mode: WriteMode): Promise<void> {
+  private async writeSessions(nodeId: string, sessions: readonly LocalSession[], mode: WriteMode, policy: SessionPolicy): Promise<LocalSession[]> {
     const keys = [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId), ...sessions.map((s) => this.keys.presence(s.userId))];
-    const args: Array<string | number> = [this.token, this.config.presenceTtlMs, nodeId, mode];
+    const args: Array<string | number> = [this.token, this.config.presenceTtlMs, nodeId, mode, policy === 'single' ? 1 : 0, this.keys.leasePrefix];
     for (const s of sessions) args.push(s.sessionId, s.userId);
-    const ok = await WRITE_SESSIONS.run(this.redis, keys, args);
+    const [ok, ...skipped] = (await WRITE_SESSIONS.run(this.redis, keys, args)) as [number, ...string[]];
     if (ok !== 1) throw new LeaseLostError(nodeId);
+    const skip = new Set(skipped);
+    return sessions.filter((s) => skip.has(s.sessionId));
   }
 
   async removeSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {

@@ -389,6 +389,27 @@ export function presenceStoreContract(
       expect((await a.cluster()).nodes).toEqual(expect.arrayContaining([{ nodeId: n1, sessions: 0 }, { nodeId: n2, sessions: 1 }]));
     });
 
+    it('SESSION_POLICY=single: a restore does not write back a session that a newer login replaced, and returns it', async () => {
+      const a = backend.node();
+      const b = backend.node();
+      const [n1, n2] = [node(), node()];
+      await a.acquireLease(n1);
+      await b.acquireLease(n2);
+      const [u, alone] = [user(), user()];
+      const [old, newer, other] = [sid(), sid(), sid()];
+      await a.addSession(u, { nodeId: n1, sessionId: old }, 'single');
+      await a.addSession(alone, { nodeId: n1, sessionId: other }, 'single');
+      // A newer login on n2 (n1 was cut off, say: the claim removes n1's entry but cannot end its session).
+      await b.addSession(u, { nodeId: n2, sessionId: newer }, 'single');
+      const replaced = await a.restoreSessions(n1, [{ userId: u, sessionId: old }, { userId: alone, sessionId: other }], 'single');
+      expect(replaced).toEqual([{ userId: u, sessionId: old }]);
+      expect((await a.presenceOf(u)).sessions).toEqual([{ nodeId: n2, sessionId: newer }]);
+      expect((await a.presenceOf(alone)).sessions).toEqual([{ nodeId: n1, sessionId: other }]);
+      // With multi, a restore writes everything back.
+      expect(await a.restoreSessions(n1, [{ userId: u, sessionId: old }], 'multi')).toEqual([]);
+      expect((await a.presenceOf(u)).sessions).toHaveLength(2);
+    });
+
     it('fencing: a store whose lease lapsed gets LeaseLostError from addSession and refreshSessions, and writes nothing', async () => {
       const a = backend.node();
       const n = node();
@@ -403,7 +424,7 @@ export function presenceStoreContract(
       await expect(refused).rejects.toMatchObject({ nodeId: n });
       await expect(a.refreshSessions(n, [{ userId: u, sessionId: s }])).rejects.toBeInstanceOf(LeaseLostError);
       await expect(a.refreshSessions(n, [])).rejects.toBeInstanceOf(LeaseLostError);
-      await expect(a.restoreSessions(n, [{ userId: u, sessionId: s }])).rejects.toBeInstanceOf(LeaseLostError);
+      await expect(a.restoreSessions(n, [{ userId: u, sessionId: s }], 'multi')).rejects.toBeInstanceOf(LeaseLostError);
       expect(await a.renewLease(n)).toBe(false);
       expect(await a.presenceOf(later)).toEqual({ userId: later, online: false, lastSeen: null, sessions: [] });
 
@@ -411,7 +432,7 @@ export function presenceStoreContract(
       await a.acquireLease(n);
       await a.refreshSessions(n, [{ userId: u, sessionId: s }]);
       expect(await a.nodesOf(u)).toEqual([]);
-      await a.restoreSessions(n, [{ userId: u, sessionId: s }]);
+      expect(await a.restoreSessions(n, [{ userId: u, sessionId: s }], 'multi')).toEqual([]);
       await a.addSession(later, { nodeId: n, sessionId: sid() }, 'multi');
       expect(await a.nodesOf(u)).toEqual([n]);
       expect(await a.nodesOf(later)).toEqual([n]);
