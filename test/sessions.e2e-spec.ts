@@ -1,8 +1,11 @@
+import amqplib from 'amqplib';
 import request from 'supertest';
+import { NODE_QUEUE_MESSAGE_TTL_MS } from '../src/amqp/topology';
 import { ClientPool, TestClient, tokenFor } from './helpers/client';
-import { API_KEY } from './helpers/env';
+import { AMQP_URL, API_KEY, clusterEnv } from './helpers/env';
 import { forgetCluster } from './helpers/cleanup';
-import { TestNode, closeAll, startCluster } from './helpers/nodes';
+import { TestNode, closeAll, startCluster, startNode } from './helpers/nodes';
+import { TcpProxy } from './helpers/proxy';
 import { uniqueName, waitFor } from './helpers/wait';
 
 describe('session lifecycle', () => {
@@ -55,6 +58,50 @@ describe('session lifecycle', () => {
         expect(await sessionsOf(u)).toEqual([{ nodeId: alive[0].session?.nodeId, sessionId: alive[0].session?.sessionId }]);
       }
     });
+  });
+
+  describe('SESSION_POLICY=single, a node cut off from RabbitMQ', () => {
+    const cluster = uniqueName('t-single-cut');
+    const proxy = new TcpProxy(new URL(AMQP_URL));
+    let cut: TestNode, other: TestNode;
+
+    beforeAll(async () => {
+      const single = { SESSION_POLICY: 'single' };
+      cut = await startNode(clusterEnv(cluster, `${cluster}-cut`, { ...single, AMQP_URL: (await proxy.listen()).toString() }));
+      other = await startNode(clusterEnv(cluster, `${cluster}-other`, single));
+    });
+    afterAll(async () => {
+      await closeAll([cut, other]);
+      await proxy.close();
+      await forgetCluster(cluster, [cut.nodeId, other.nodeId]);
+    });
+
+    it('ends, once back, a session replaced while the end-session for it waited past its queue TTL and was dropped', async () => {
+      const u = 'cut-off';
+      const older = await clients.connect(cut.url, u);
+      // Cut off from RabbitMQ only (its reconnects hang): it keeps its Redis and its lease, so a login elsewhere
+      // sends it the end-session, which waits in its queue.
+      proxy.swallowing = true;
+      proxy.cutAll();
+      await waitFor(async () => (await request(cut.url).get('/health/ready')).status === 503, 'the node to lose RabbitMQ');
+      const newer = await clients.connect(other.url, u);
+      const admin = await amqplib.connect(AMQP_URL);
+      try {
+        const ch = await admin.createChannel();
+        const held = async () => (await ch.checkQueue(`${cluster}.node.${cut.nodeId}`)).messageCount;
+        await waitFor(async () => (await held()) === 1, 'the end-session in the cut-off node\'s queue');
+        // Past the queue's message TTL it dead-letters to the reroute queue, where no node holds that session.
+        await waitFor(async () => (await held()) === 0, 'the end-session to dead-letter', NODE_QUEUE_MESSAGE_TTL_MS + 5000);
+      } finally {
+        await admin.close();
+      }
+      proxy.swallowing = false;
+      proxy.cutAll();
+      await waitFor(() => older.ended.includes('replaced'), 'the older session to be ended as replaced', 15_000);
+      await older.disconnected();
+      expect(newer.ended).toEqual([]);
+      expect(newer.socket.connected).toBe(true);
+    }, 60_000);
   });
 
   describe('token expiry', () => {

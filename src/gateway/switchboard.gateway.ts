@@ -1,5 +1,6 @@
 import { Logger, OnModuleDestroy } from '@nestjs/common';
 import { OnGatewayConnection, OnGatewayDisconnect, OnGatewayInit, WebSocketGateway } from '@nestjs/websockets';
+import { NodeBus } from '../amqp/node-bus';
 import { AppError, toErrorBody } from '../common/app-error';
 import { takeToken } from '../common/token-bucket';
 import { validatePayload } from '../common/validate';
@@ -53,6 +54,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     private readonly presence: PresenceService,
     private readonly lifecycle: Lifecycle,
     private readonly metrics: MetricsService,
+    private readonly bus: NodeBus,
   ) {
     this.maxBacklog = maxWriteBacklog(config);
   }
@@ -79,6 +81,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     this.messages.attachLocalDelivery(this);
     this.presence.onReasserted(() => this.catchUpAll());
     this.presence.onReplaced((userId, sessionId) => this.endSession(userId, sessionId, 'replaced'));
+    this.bus.onReconnected(() => void this.presence.recheckReplaced());
   }
 
   async handleConnection(socket: SwitchboardSocket): Promise<void> {

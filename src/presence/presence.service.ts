@@ -89,6 +89,21 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.replacedListeners.push(listener);
   }
 
+  /**
+   * After this node's RabbitMQ connection came back. Under SESSION_POLICY single a login elsewhere may have
+   * sent this node an end-session it never got: held in its queue past the queue's message TTL, it
+   * dead-lettered, and no other node holds that session. Writing the sessions again finds those.
+   */
+  async recheckReplaced(): Promise<void> {
+    if (this.config.sessionPolicy !== 'single') return;
+    try {
+      await this.restore();
+    } catch (err) {
+      if (err instanceof LeaseLostError) await this.recoverLease();
+      else this.logger.warn(`could not check the sessions for newer logins: ${String(err)}`);
+    }
+  }
+
   /** Writes this node's sessions whole; the ones a newer login replaced meanwhile are ended instead. */
   private async restore(): Promise<void> {
     const replaced = await this.store.restoreSessions(this.config.nodeId, this.sessions(), this.config.sessionPolicy);
