@@ -104,9 +104,13 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     }
   }
 
-  /** Writes this node's sessions whole; the ones a newer login replaced meanwhile are ended instead. */
+  /**
+   * Writes this node's sessions whole, which makes up for any failed heartbeat; the ones a newer login replaced
+   * meanwhile are ended instead.
+   */
   private async restore(): Promise<void> {
     const replaced = await this.store.restoreSessions(this.config.nodeId, this.sessions(), this.config.sessionPolicy);
+    this.heartbeatFailed = false;
     for (const { userId, sessionId } of replaced) this.replacedListeners.forEach((l) => l(userId, sessionId));
   }
 
@@ -182,7 +186,6 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   /** Its users may have looked offline since the failed heartbeat, and what was sent to them meanwhile was stored. */
   private async restoreAfterFailedHeartbeat(): Promise<void> {
     await this.restore();
-    this.heartbeatFailed = false;
     this.logger.log('presence written whole after a failed heartbeat');
     this.reasserted();
   }
@@ -202,7 +205,6 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     try {
       await this.store.acquireLease(this.config.nodeId);
       await this.restore();
-      this.heartbeatFailed = false;
       // While the lease was out, this node's users looked offline: what was sent to them meanwhile was stored.
       this.reasserted();
     } catch (err) {
@@ -216,7 +218,6 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     try {
       if (await this.store.renewLease(this.config.nodeId)) {
         await this.restore();
-        this.heartbeatFailed = false;
         this.logger.log('presence re-asserted after a reconnect');
         this.reasserted();
       } else {
