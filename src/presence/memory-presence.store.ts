@@ -97,13 +97,15 @@ export class MemoryPresenceStore extends PresenceStore {
 
   async restoreSessions(nodeId: string, sessions: readonly LocalSession[], policy: SessionPolicy): Promise<LocalSession[]> {
     if (!this.holds(nodeId)) throw new LeaseLostError(nodeId);
-    const now = Date.now();
-    // As the Redis store: with `single`, a session whose user has another live one now was replaced meanwhile.
-    const replaced = (s: LocalSession) =>
-      [...(this.entries.get(s.userId) ?? [])].some(([m, expiry]) => m !== `${nodeId}|${s.sessionId}` && expiry > now && this.leaseAlive(m.slice(0, m.indexOf('|')), now));
-    const skipped = policy === 'single' ? sessions.filter(replaced) : [];
-    this.write(nodeId, policy === 'single' ? sessions.filter((s) => !skipped.includes(s)) : sessions, 'restore');
-    return skipped;
+    // As the Redis store: with `single`, a session whose user is live on another node was replaced meanwhile.
+    const kept: LocalSession[] = [];
+    const replaced: LocalSession[] = [];
+    for (const s of sessions) {
+      const elsewhere = policy === 'single' && (await this.nodesOf(s.userId)).some((n) => n !== nodeId);
+      (elsewhere ? replaced : kept).push(s);
+    }
+    this.write(nodeId, kept, 'restore');
+    return replaced;
   }
 
   /** In-process: never disconnected. */

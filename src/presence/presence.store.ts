@@ -70,8 +70,8 @@ export abstract class PresenceStore {
   abstract refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void>;
   /**
    * Writes every listed session of this node again, whether the store still has it or not. With policy
-   * `single`, a session whose user has a live session elsewhere (a newer login while this node was cut off)
-   * is not written: those are returned, for the node to end as replaced.
+   * `single`, a session whose user has a live session on another node (a newer login while this node was cut
+   * off) is not written: those are returned, for the node to end as replaced.
    */
   abstract restoreSessions(nodeId: string, sessions: readonly LocalSession[], policy: SessionPolicy): Promise<LocalSession[]>;
   /** Listeners run each time the store's connection comes back after a loss. */

@@ -62,23 +62,23 @@ const ACQUIRE_LEASE = new LuaScript(
  * KEYS: lease, nodeSessions, presence(user)...   ARGV: token, ttlMs, nodeId, mode, single (1 or 0), leasePrefix,
  * then (sessionId, userId) pairs. Fenced: nothing is written unless this node still holds its lease; then
  * answers {1, sessionId...} with the sessions it did not write. Mode `refresh` extends only entries that exist
- * (ZADD XX), `restore` writes them whole, except, with `single`, a session whose user has a live session of
- * another node or of this one (a newer login). Entries dead for a whole TTL go.
+ * (ZADD XX), `restore` writes them whole, except, with `single`, a session whose user has a live session on
+ * another node (a newer login there; one on this node would have ended it here at once). Entries dead for a
+ * whole TTL go.
  */
 const WRITE_SESSIONS = new LuaScript(
   'writeSessions',
   `${LUA_NOW}
+  ${LUA_LIVE_NODES}
   if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
   local ttl = tonumber(ARGV[2])
   local node = ARGV[3]
   local refresh = ARGV[4] == 'refresh'
-  local single, leasePrefix = ARGV[5] == '1', ARGV[6]
+  local single, leasePrefix, leases = ARGV[5] == '1', ARGV[6], {}
   local out = {1}
-  local function replaced(key, own)
-    local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-    for j = 1, #entries, 2 do
-      local m = entries[j]
-      if m ~= own and tonumber(entries[j + 1]) > now and redis.call('EXISTS', leasePrefix .. string.match(m, '^([^|]+)|')) == 1 then return true end
+  local function replaced(key)
+    for _, other in ipairs(liveNodes(key, leasePrefix, now, leases)) do
+      if other ~= node then return true end
     end
     return false
   end
@@ -87,7 +87,7 @@ const WRITE_SESSIONS = new LuaScript(
     local own = node .. '|' .. sid
     local written
     if refresh then written = redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, own)
-    elseif single and replaced(KEYS[i], own) then
+    elseif single and replaced(KEYS[i]) then
       written = 0
       out[#out + 1] = sid
     else written = redis.call('ZADD', KEYS[i], now + ttl, own) + 1 end
