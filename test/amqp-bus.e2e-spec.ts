@@ -3,6 +3,7 @@ import amqp, { AmqpConnectionManager } from 'amqp-connection-manager';
 import amqplib, { ConfirmChannel } from 'amqplib';
 import { AmqpNodeBus } from '../src/amqp/amqp-node-bus';
 import { publishAgainOnNewChannel, reportThrownPublishes } from '../src/amqp/thrown-publishes';
+import { packFrames } from '../src/amqp/frames';
 import { AmqpTopology } from '../src/amqp/topology';
 import { loadConfig } from '../src/config/config';
 import { MetricsService } from '../src/metrics/metrics.service';
@@ -177,6 +178,55 @@ describe('AmqpNodeBus: its node queue deleted under it (by an operator, say)', (
     expect(await bus.check()).toBeNull();
     await expect(within(bus.publishToNode('n1', Buffer.from('after')), 'the publish')).resolves.toBe('routed');
     await waitFor(() => received.includes('after'), 'the payload to arrive');
+  }, 20_000);
+});
+
+describe('AmqpNodeBus: a rerouted payload still in hand', () => {
+  const cluster = uniqueName('t-bus-hold');
+  const config = loadConfig(clusterEnv(cluster, 'n1'));
+  const bus = new AmqpNodeBus(config, new MetricsService(config));
+  let admin: amqplib.ChannelModel | undefined;
+  let release = (): void => undefined;
+
+  afterAll(async () => {
+    release();
+    await bus.beforeApplicationShutdown();
+    await bus.onApplicationShutdown();
+    await admin?.close();
+    await forgetCluster(cluster, ['n1']);
+  });
+
+  it("holds back none of the node queue's deliveries (more than a prefetch of them arrive meanwhile)", async () => {
+    // Handling a rerouted payload means publishing it again, which under a memory alarm waits for as long as
+    // the push does (2 s). Here it waits until the test ends.
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reroutedArrived = (): void => undefined;
+    const rerouted = new Promise<void>((resolve) => (reroutedArrived = resolve));
+    const COUNT = 250; // the prefetch is 100
+    let direct = 0;
+    let allArrived = (): void => undefined;
+    const all = new Promise<void>((resolve) => (allArrived = resolve));
+    bus.onMessage(async (_payload, delivery) => {
+      if (delivery.rerouted) {
+        reroutedArrived();
+        return held;
+      }
+      if (++direct === COUNT) allArrived();
+    });
+    await bus.connect();
+    await bus.onApplicationBootstrap();
+
+    // A payload some other node's queue dead-lettered.
+    admin = await amqplib.connect(AMQP_URL);
+    const ch = await admin.createConfirmChannel();
+    ch.publish(new AmqpTopology(cluster, 'n1').deadLetterExchange, '', packFrames([Buffer.from('late')]));
+    await ch.waitForConfirms();
+    await within(rerouted, 'the rerouted payload');
+
+    // Each in an AMQP message of its own (one per turn).
+    for (let i = 0; i < COUNT; i++) await bus.publishToNode('n1', Buffer.from(String(i)));
+    await within(all, `all ${COUNT} payloads published to the node`);
+    expect(direct).toBe(COUNT);
   }, 20_000);
 });
 

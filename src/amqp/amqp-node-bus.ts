@@ -47,6 +47,20 @@ interface Batch {
   timer?: NodeJS.Timeout;
 }
 
+/**
+ * One consumed queue on a channel of its own. Acks are cumulative (ChannelAcks), so a delivery still in hand
+ * holds back the acks of every delivery after it on its channel: the reroute queue, whose payloads are
+ * published again (under a memory alarm that waits out the push's 2 s), must not share one with the node queue.
+ */
+interface Consumption {
+  readonly queue: string;
+  readonly rerouted: boolean;
+  readonly channel: ChannelWrapper;
+  readonly readiness: ChannelReadiness;
+  /** Acks of the current channel. */
+  acks?: ChannelAcks;
+}
+
 function newBatch(): Batch {
   let settle!: Batch['settle'];
   const outcome = new Promise<PublishOutcome>((resolve, reject) => (settle = { resolve, reject }));
@@ -67,13 +81,11 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   private publishConnection?: AmqpConnectionManager;
   private consumeConnection?: AmqpConnectionManager;
   private publisher?: ChannelWrapper;
-  private consumer?: ChannelWrapper;
+  /** The node queue's, then the reroute queue's. */
+  private consumptions: Consumption[] = [];
   private handler?: NodeBusHandler;
-  /** Acks of the current consumer channel. */
-  private acks?: ChannelAcks;
   private isConsuming = false;
   private readonly publisherReadiness = new ChannelReadiness();
-  private readonly consumerReadiness = new ChannelReadiness();
   private readonly reconnectListeners: Array<() => void> = [];
   private everConnected = false;
   private readonly inFlight = new Set<Promise<void>>();
@@ -136,25 +148,40 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
         await this.topology.declareExchange(ch);
       }),
     });
-    this.consumer = consuming.createChannel({
-      name: 'consume',
-      confirm: false,
-      setup: this.consumerReadiness.setup(async (ch: ConfirmChannel) => {
-        this.acks?.close();
-        const acks = (this.acks = new ChannelAcks(ch, ACK_DELAY_MS, ACK_BATCH));
-        ch.once('close', () => acks.close());
-        await this.topology.declareQueues(ch);
-        await ch.prefetch(PREFETCH);
-      }),
-    });
     this.publisherReadiness.watch(this.publisher);
-    this.consumerReadiness.watch(this.consumer);
+    this.consumptions = [
+      this.consumption(consuming, this.topology.nodeQueue, false, (ch) => this.topology.declareQueues(ch)),
+      this.consumption(consuming, this.topology.rerouteQueue, true, (ch) => this.topology.declareRerouteQueue(ch)),
+    ];
     // A channel whose setup failed (its connection dropped midway, a declare refused) says so with 'error'.
     // Unheard, that event would throw out of amqp-connection-manager's reconnect and end the process.
-    for (const channel of [this.publisher, this.consumer]) {
+    const channels = [this.publisher, ...this.consumptions.map((c) => c.channel)];
+    for (const channel of channels) {
       channel.on('error', (err: Error, info?: { name?: string }) => this.logger.warn(`${info?.name ?? 'a'} channel's setup failed: ${err.message}`));
     }
-    await Promise.all([this.publisher.waitForConnect(), this.consumer.waitForConnect()]);
+    await Promise.all(channels.map((channel) => channel.waitForConnect()));
+  }
+
+  private consumption(connection: AmqpConnectionManager, queue: string, rerouted: boolean, declare: (ch: ConfirmChannel) => Promise<void>): Consumption {
+    const readiness = new ChannelReadiness();
+    const consumption: Consumption = {
+      queue,
+      rerouted,
+      readiness,
+      channel: connection.createChannel({
+        name: rerouted ? 'reroute' : 'consume',
+        confirm: false,
+        setup: readiness.setup(async (ch: ConfirmChannel) => {
+          consumption.acks?.close();
+          const acks = (consumption.acks = new ChannelAcks(ch, ACK_DELAY_MS, ACK_BATCH));
+          ch.once('close', () => acks.close());
+          await declare(ch);
+          await ch.prefetch(PREFETCH);
+        }),
+      }),
+    };
+    readiness.watch(consumption.channel);
+    return consumption;
   }
 
   private managerFor(url: string, role: 'publish' | 'consume'): AmqpConnectionManager {
@@ -187,9 +214,8 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
 
   /** Consumes only once the whole app is up, so no payload arrives before its handler and sockets exist. */
   async onApplicationBootstrap(): Promise<void> {
-    if (!this.handler || !this.consumer) return;
-    await this.consumer.consume(this.topology.nodeQueue, (msg) => this.handle(msg, false), { noAck: false });
-    await this.consumer.consume(this.topology.rerouteQueue, (msg) => this.handle(msg, true), { noAck: false });
+    if (!this.handler || this.consumptions.length === 0) return;
+    for (const c of this.consumptions) await c.channel.consume(c.queue, (msg) => this.handle(msg, c), { noAck: false });
     this.isConsuming = true;
     this.routeCheckTimer = setInterval(() => {
       this.routeCheck ??= this.checkRoute().finally(() => (this.routeCheck = undefined));
@@ -221,8 +247,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     }
   }
 
-  private handle(msg: ConsumeMessage, rerouted: boolean): void {
-    const acks = this.acks;
+  private handle(msg: ConsumeMessage, { acks, rerouted }: Consumption): void {
     const handler = this.handler;
     if (!acks || !handler) return;
     acks.delivered(msg);
@@ -306,7 +331,8 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   async check(): Promise<string | null> {
     if (!this.publishConnection?.isConnected() || !this.consumeConnection?.isConnected()) return 'rabbitmq is disconnected';
     if (!this.publisherReadiness.isReady) return 'the rabbitmq channel for publishing is not set up';
-    if (this.handler && !(this.isConsuming && this.consumerReadiness.isReady)) return 'not consuming the node queue';
+    const notConsumed = this.handler && this.consumptions.find((c) => !(this.isConsuming && c.readiness.isReady));
+    if (notConsumed) return `not consuming ${notConsumed.rerouted ? 'the reroute queue' : 'the node queue'}`;
     return null;
   }
 
@@ -318,18 +344,18 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
    */
   async beforeApplicationShutdown(): Promise<void> {
     clearInterval(this.routeCheckTimer);
-    const consumer = this.consumer;
-    if (!this.isConsuming || !consumer) return;
+    const [node] = this.consumptions;
+    if (!this.isConsuming || !node) return;
     this.isConsuming = false;
     await shutdownStep(this.logger, 'drain of the node queue', async () => {
       // A route check's message must not land in the queue after the drain looked at it. Under an alarm it is not
       // read at all, and is not waited for.
       if (this.routeCheck) await finishesWithin(this.routeCheck, ROUTE_CHECK_DRAIN_WAIT_MS);
-      await consumer.cancelAll();
+      await Promise.all(this.consumptions.map((c) => c.channel.cancelAll()));
       await Promise.allSettled([...this.inFlight]);
-      this.acks?.flush();
-      const { messageCount } = await consumer.checkQueue(this.topology.nodeQueue);
-      if (messageCount === 0) await consumer.deleteQueue(this.topology.nodeQueue, { ifEmpty: true });
+      for (const c of this.consumptions) c.acks?.flush();
+      const { messageCount } = await node.channel.checkQueue(node.queue);
+      if (messageCount === 0) await node.channel.deleteQueue(node.queue, { ifEmpty: true });
     });
   }
 

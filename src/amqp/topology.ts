@@ -39,11 +39,17 @@ export class AmqpTopology {
     await ch.assertExchange(this.exchange, 'direct', { durable: true });
   }
 
-  async declareQueues(ch: Channel): Promise<void> {
-    await this.declareExchange(ch);
+  /** The dead-letter exchange and the reroute queue bound to it. */
+  async declareRerouteQueue(ch: Channel): Promise<void> {
     await ch.assertExchange(this.deadLetterExchange, 'fanout', { durable: true });
     await ch.assertQueue(this.rerouteQueue, { durable: true });
     await ch.bindQueue(this.rerouteQueue, this.deadLetterExchange, '');
+  }
+
+  /** Everything a node's queue needs: the exchange, the reroute queue its messages dead-letter to, and itself, bound. */
+  async declareQueues(ch: Channel): Promise<void> {
+    await this.declareExchange(ch);
+    await this.declareRerouteQueue(ch);
     await ch.assertQueue(this.nodeQueue, {
       durable: true,
       arguments: {
