@@ -175,8 +175,12 @@ describe('loadConfig', () => {
       expect(refusal({ ...CLUSTER, JWT_SECRET: '   ' }).message).toMatch(/JWT_SECRET/);
     });
 
-    it.each(['-1', '65536', '99999', 'abc', '80.5', '3000abc'])('when PORT is %p', (port) => {
+    it.each(['-1', '65536', '99999', 'abc', '80.5', '3000abc', '0x10', '1e3', '0b11', '3_000'])('when PORT is %p', (port) => {
       expect(refusal({ PORT: port }).message).toMatch(/\bPORT\b/);
+    });
+
+    it('when a number of seconds is written other than in decimal digits', () => {
+      expect(refusal({ OFFLINE_TTL_SECONDS: '1e6' }).message).toMatch(/OFFLINE_TTL_SECONDS must be an integer/);
     });
 
     it.each([

@@ -18,7 +18,8 @@ const intIn = (name: string, min: number, max: number, fallback: number) =>
     .optional()
     .transform((raw, ctx) => {
       if (raw === undefined || raw.trim() === '') return fallback;
-      const n = Number(raw);
+      // Decimal digits only: Number() would also read "0x10", "1e3" and "0b11", which nobody means as a port.
+      const n = /^\s*\d+\s*$/.test(raw) ? Number(raw) : NaN;
       if (!Number.isInteger(n) || n < min || n > max) {
         ctx.addIssue({ code: 'custom', message: `${name} must be an integer from ${min} to ${max}, got "${raw}"` });
         return z.NEVER;
