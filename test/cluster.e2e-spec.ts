@@ -332,3 +332,51 @@ describe('a cluster whose Redis is full for a while', () => {
     expect(presence.body.sessions).toEqual([{ nodeId: n2.nodeId, sessionId: bob.session?.sessionId }]);
   }, 30_000);
 });
+
+describe('a cluster whose Redis hangs', () => {
+  const cluster = uniqueName('t-hang');
+  const clients = new ClientPool();
+  let redis: PrivateRedis;
+  let n1: TestNode, n2: TestNode;
+
+  beforeAll(async () => {
+    redis = await PrivateRedis.start({ appendonly: false });
+    [n1, n2] = await startCluster(cluster, 2, { REDIS_URL: redis.url });
+  });
+  afterAll(async () => {
+    redis.signal('SIGCONT');
+    clients.closeAll();
+    await closeAll([n1, n2]);
+    await forgetCluster(cluster, [n1, n2].map((n) => n.nodeId), { redisUrl: redis.url });
+    await redis.destroy();
+  });
+
+  it('answers sends "unavailable" within the command timeout; a resend once it answers again is delivered once', async () => {
+    const alice = await clients.connect(n1.url, 'alice');
+    const bob = await clients.connect(n2.url, 'bob');
+    // (which also loads the send's script: an EVALSHA that times out never learns NOSCRIPT, nor sends EVAL)
+    const before = await alice.send('bob', 'before');
+    await bob.waitForMessage((m) => m.id === before.id, 'the message sent before');
+
+    // Connections open, nothing answered: a stopped process, or a network that drops every packet.
+    redis.signal('SIGSTOP');
+    const [hung, overRest] = await Promise.all([
+      alice.emit('message:send', { to: 'bob', body: 'while Redis hangs', clientMsgId: 'c-1' }, 15_000),
+      request(n1.url).post('/messages').set('X-API-Key', API_KEY).timeout(15_000).send({ to: 'bob', body: 'over REST', from: 'carol', clientMsgId: 'r-1' }),
+    ]).finally(() => redis.signal('SIGCONT'));
+    expect(hung).toMatchObject({ ok: false, error: { code: 'unavailable', message: expect.stringContaining('did not answer within 5 s') as string } });
+    expect(overRest.status).toBe(503);
+    expect(overRest.body.error.code).toBe('unavailable');
+
+    // The send may have been written after all (Redis read it once it went on): resent with its clientMsgId, it
+    // is answered as a duplicate and bob gets it once.
+    const again = await alice.send('bob', 'while Redis hangs', 'c-1');
+    expect(again).toMatchObject({ ok: true, duplicate: true });
+    const message = await bob.waitForMessage((m) => m.id === again.id, 'the resent message', 10_000);
+    expect(message.body).toBe('while Redis hangs');
+    const afterwards = await alice.send('bob', 'afterwards');
+    await bob.waitForMessage((m) => m.id === afterwards.id, 'the next message', 10_000);
+    expect(bob.messages.filter((m) => m.body === 'while Redis hangs')).toHaveLength(1);
+    expect(alice.socket.connected && bob.socket.connected).toBe(true);
+  }, 40_000);
+});
