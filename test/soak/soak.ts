@@ -328,11 +328,12 @@ async function main(): Promise<void> {
         },
       },
       {
-        name: 'Redis hangs (SIGSTOP) for 0.5-3 s',
+        // At times past the nodes' 5 s command timeout: sends are answered "unavailable", and some were stored.
+        name: 'Redis hangs (SIGSTOP) for 0.5-8 s',
         part: 'redis',
         run: async () => {
           redis.signal('SIGSTOP');
-          await delay(500 + rand() * 2500);
+          await delay(500 + rand() * 7500);
           redis.signal('SIGCONT');
         },
       },
