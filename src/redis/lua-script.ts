@@ -5,15 +5,6 @@ import { writeAtEndOfTurn } from './turn-writes';
 
 type Arg = string | number;
 
-/**
- * How long a Redis command may go unanswered (ioredis' `commandTimeout`). A Redis that hangs, or a network that
- * drops every packet, keeps the connection open for as long as TCP takes to give up (many minutes): without a
- * limit, sends would wait all that time for an answer, and pile up in the node.
- */
-export const REDIS_COMMAND_TIMEOUT_MS = 5_000;
-/** ioredis' error for a command past its `commandTimeout`. */
-const TIMED_OUT = 'Command timed out';
-
 /** A Lua script run by EVALSHA, loaded on first NOSCRIPT. */
 export class LuaScript {
   private readonly sha: string;
@@ -49,11 +40,7 @@ export class LuaScript {
       }
     } catch (err) {
       if (isReplyError(err) && !redisStateError(err.message)) throw err;
-      // Timed out, a command may still be carried out when Redis goes on: the outcome is unknown, and clients
-      // resend with the same clientMsgId.
-      const reason = err instanceof Error ? err.message : String(err);
-      const said = reason === TIMED_OUT ? `did not answer within ${REDIS_COMMAND_TIMEOUT_MS / 1000} s` : reason;
-      throw new AppError('unavailable', `Redis is unavailable (${this.name}): ${said}`);
+      throw new AppError('unavailable', `Redis is unavailable (${this.name}): ${err instanceof Error ? err.message : String(err)}`);
     }
   }
 

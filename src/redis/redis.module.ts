@@ -5,7 +5,7 @@ import { redactUrl } from '../common/redact-url';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { SWITCHBOARD_CONFIG } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
-import { isReplyError, REDIS_COMMAND_TIMEOUT_MS, redisStateError } from './lua-script';
+import { isReplyError, redisStateError } from './lua-script';
 import { RedisKeys } from './redis-keys';
 
 export const REDIS_CLIENT = Symbol('REDIS_CLIENT');
@@ -26,7 +26,6 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
     lazyConnect: true,
     connectionName: `${config.clusterName}:${config.nodeId}`,
     maxRetriesPerRequest: 3,
-    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
     // Commands issued in the same event-loop turn go out in one write (LuaScript.run corks the socket until the
     // turn ends, see turn-writes.ts); ioredis' auto-pipelining did the same at a cost in garbage.
     enableAutoPipelining: false,

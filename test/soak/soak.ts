@@ -328,7 +328,7 @@ async function main(): Promise<void> {
         },
       },
       {
-        // At times past the nodes' 5 s command timeout: sends are answered "unavailable", and some were stored.
+        // At times longer than a send waits for Redis (5 s): sends are answered "unavailable", and some were stored.
         name: 'Redis hangs (SIGSTOP) for 0.5-8 s',
         part: 'redis',
         run: async () => {
