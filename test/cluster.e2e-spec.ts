@@ -341,7 +341,8 @@ describe('a cluster whose Redis hangs', () => {
 
   beforeAll(async () => {
     redis = await PrivateRedis.start({ appendonly: false });
-    [n1, n2] = await startCluster(cluster, 2, { REDIS_URL: redis.url });
+    // A lease longer than the hang: the nodes keep it, so only the late answer tells them Redis is back.
+    [n1, n2] = await startCluster(cluster, 2, { REDIS_URL: redis.url, NODE_LEASE_MS: '20000' });
   });
   afterAll(async () => {
     redis.signal('SIGCONT');
@@ -351,7 +352,7 @@ describe('a cluster whose Redis hangs', () => {
     await redis.destroy();
   });
 
-  it('answers sends "unavailable" after 5 s without an answer; a resend once it answers again is delivered once', async () => {
+  it('answers sends, reads and presence lookups "unavailable" after 5 s without an answer; a resend once it answers again is delivered once', async () => {
     const alice = await clients.connect(n1.url, 'alice');
     const bob = await clients.connect(n2.url, 'bob');
     // (which also loads the send's script: an EVALSHA that times out never learns NOSCRIPT, nor sends EVAL)
@@ -360,13 +361,27 @@ describe('a cluster whose Redis hangs', () => {
 
     // Connections open, nothing answered: a stopped process, or a network that drops every packet.
     redis.signal('SIGSTOP');
-    const [hung, overRest] = await Promise.all([
+    const rest = (req: request.Test) => req.set('X-API-Key', API_KEY).timeout(15_000);
+    const [hung, notResent, overRest, read, presence, cluster] = await Promise.all([
       alice.emit('message:send', { to: 'bob', body: 'while Redis hangs', clientMsgId: 'c-1' }, 15_000),
-      request(n1.url).post('/messages').set('X-API-Key', API_KEY).timeout(15_000).send({ to: 'bob', body: 'over REST', from: 'carol', clientMsgId: 'r-1' }),
+      alice.emit('message:send', { to: 'bob', body: 'never resent' }, 15_000),
+      rest(request(n1.url).post('/messages')).send({ to: 'bob', body: 'over REST', from: 'carol', clientMsgId: 'r-1' }),
+      bob.emit('message:read', { ids: [before.id] }, 15_000),
+      rest(request(n2.url).get('/presence/bob')),
+      rest(request(n2.url).get('/presence')),
     ]).finally(() => redis.signal('SIGCONT'));
-    expect(hung).toMatchObject({ ok: false, error: { code: 'unavailable', message: expect.stringContaining('did not answer within 5 s') as string } });
-    expect(overRest.status).toBe(503);
-    expect(overRest.body.error.code).toBe('unavailable');
+    const unavailable = { code: 'unavailable', message: expect.stringContaining('did not answer within 5 s') as string };
+    expect(hung).toMatchObject({ ok: false, error: unavailable });
+    expect(notResent).toMatchObject({ ok: false, error: unavailable });
+    expect(read).toMatchObject({ ok: false, error: unavailable });
+    for (const answer of [overRest, presence, cluster]) {
+      expect(answer.status).toBe(503);
+      expect(answer.body.error).toMatchObject(unavailable);
+    }
+
+    // Redis carried the sends out once it went on, but their pushes were given up: once a call given up on is
+    // answered, bob's node catches him up, so he gets the one never resent as well.
+    await bob.waitForMessage((m) => m.body === 'never resent', 'the message stored after its sender was told "unavailable"', 10_000);
 
     // The send may have been written after all (Redis read it once it went on): resent with its clientMsgId, it
     // is answered as a duplicate and bob gets it once.

@@ -18,7 +18,7 @@ import {
   encodeStatusEnvelope,
 } from './envelope';
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
-import { CoarseTimeouts } from './coarse-timeouts';
+import { CoarseTimeouts } from '../common/coarse-timeouts';
 import { MessageIdGenerator } from './message-id';
 import { AcceptCommand, ConfirmCommand, ConfirmResult, MessageStore, SettledBy } from './message.store';
 import { InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';

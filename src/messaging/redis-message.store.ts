@@ -4,6 +4,7 @@ import { AppError } from '../common/app-error';
 import { Batcher } from '../common/batcher';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
+import { RedisAnswerWait } from '../redis/answer-wait';
 import { LuaScript, redisStateError } from '../redis/lua-script';
 import { LUA_LIVE_NODES, LUA_NOW, RedisKeys } from '../redis/redis-keys';
 import { InjectRedis } from '../redis/redis.module';
@@ -18,7 +19,6 @@ import {
   ReadReceipt,
   SettledBy,
 } from './message.store';
-import { CoarseTimeouts } from './coarse-timeouts';
 import { SendStatus } from './message.types';
 
 /** Lua: the creation time (ms) of a stored message, read from the UUIDv7 at the start of its JSON. */
@@ -30,15 +30,6 @@ end`;
 
 /** One of the store's writes, gathered for the turn's script call. */
 type Write = { readonly kind: 'accept'; readonly cmd: AcceptCommand } | { readonly kind: 'confirm'; readonly cmd: ConfirmCommand };
-
-/**
- * How long a send (and a read receipt) waits for Redis. A Redis that hangs, or a network that drops every
- * packet, keeps the connection open for as long as TCP takes to give up (many minutes). Past this the send is
- * answered 'unavailable'; Redis may still carry it out once it goes on, so its outcome is unknown, and clients
- * resend with the same clientMsgId. Reads of an inbox are not bounded: a full one takes a second or two, and a
- * catch-up that gave up would only queue the same read again behind the first.
- */
-export const WRITE_ANSWER_MS = 5_000;
 
 /** At most this many commands per script call, so that one call keeps Redis busy for a millisecond or so at most. */
 const WRITES_BATCH = 64;
@@ -188,12 +179,13 @@ const MARK_READ = new LuaScript(
 @Injectable()
 export class RedisMessageStore extends MessageStore {
   private readonly writes = new Batcher<Write, AcceptResult | ConfirmResult>((batch) => this.writeBatch(batch), 0, WRITES_BATCH);
-  private readonly answerWait = new CoarseTimeouts();
 
   constructor(
     @InjectRedis() private readonly redis: Redis,
     private readonly keys: RedisKeys,
     @InjectConfig() private readonly config: AppConfig,
+    /** A send, and a `message:read`, wait at most REDIS_ANSWER_MS for Redis. */
+    private readonly answers: RedisAnswerWait,
   ) {
     super();
   }
@@ -247,7 +239,7 @@ export class RedisMessageStore extends MessageStore {
       }
     }
     args[WRITES_SHARED_ARGS - 1] = kinds;
-    const replies = (await this.answered(WRITES.runNow(this.redis, keys, args), WRITES)) as Array<Array<string | number>>;
+    const replies = await this.answers.within(WRITES.runNow(this.redis, keys, args) as Promise<Array<Array<string | number>>>, WRITES.name);
     // An accept's reply holds strings only; a confirmation's starts with the number 1 when it removed the message.
     return replies.map((reply, i) => (batch[i].kind === 'accept' ? acceptResult(reply as string[]) : confirmResult(reply)));
   }
@@ -267,18 +259,11 @@ export class RedisMessageStore extends MessageStore {
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
     if (ids.length === 0) return [];
-    const found = (await this.answered(MARK_READ.run(this.redis, [this.keys.unread(userId)], ids), MARK_READ)) as string[];
+    const found = await this.answers.within(MARK_READ.run(this.redis, [this.keys.unread(userId)], ids) as Promise<string[]>, MARK_READ.name);
     return found.map((m) => {
       const bar = m.indexOf('|');
       return { id: m.slice(0, bar), from: m.slice(bar + 1) };
     });
-  }
-
-  /** The script's reply, or 'unavailable' once WRITE_ANSWER_MS passed without one. */
-  private async answered(call: Promise<unknown>, script: LuaScript): Promise<unknown> {
-    const reply = await this.answerWait.within(call, WRITE_ANSWER_MS);
-    if (reply === false) throw new AppError('unavailable', `Redis is unavailable (${script.name}): did not answer within ${WRITE_ANSWER_MS / 1000} s`);
-    return reply;
   }
 }
 
