@@ -185,6 +185,7 @@ describe('AmqpNodeBus: a rerouted payload still in hand', () => {
   const cluster = uniqueName('t-bus-hold');
   const config = loadConfig(clusterEnv(cluster, 'n1'));
   const bus = new AmqpNodeBus(config, new MetricsService(config));
+  const topology = new AmqpTopology(cluster, 'n1');
   let admin: amqplib.ChannelModel | undefined;
   let release = (): void => undefined;
 
@@ -196,18 +197,33 @@ describe('AmqpNodeBus: a rerouted payload still in hand', () => {
     await forgetCluster(cluster, ['n1']);
   });
 
-  it("holds back none of the node queue's deliveries (more than a prefetch of them arrive meanwhile)", async () => {
+  /** The queue's ready messages, or null when it does not exist (a failed check closes its channel, hence one each). */
+  async function readyIn(queue: string): Promise<number | null> {
+    const ch = await admin!.createChannel();
+    ch.on('error', () => undefined);
+    try {
+      const { messageCount } = await ch.checkQueue(queue);
+      await ch.close();
+      return messageCount;
+    } catch {
+      return null;
+    }
+  }
+
+  it("holds back none of the node queue's deliveries, nor the drain that deletes it, nor the acks of the rerouted payloads after it", async () => {
     // Handling a rerouted payload means publishing it again, which under a memory alarm waits for as long as
-    // the push does (2 s). Here it waits until the test ends.
+    // the push does (2 s). Here the first one waits until the test ends.
     const held = new Promise<void>((resolve) => (release = resolve));
     let reroutedArrived = (): void => undefined;
     const rerouted = new Promise<void>((resolve) => (reroutedArrived = resolve));
     const COUNT = 250; // the prefetch is 100
     let direct = 0;
+    let reroutedDone = 0;
     let allArrived = (): void => undefined;
     const all = new Promise<void>((resolve) => (allArrived = resolve));
-    bus.onMessage(async (_payload, delivery) => {
+    bus.onMessage(async (payload, delivery) => {
       if (delivery.rerouted) {
+        if (payload.toString() !== 'held') return void reroutedDone++;
         reroutedArrived();
         return held;
       }
@@ -216,10 +232,10 @@ describe('AmqpNodeBus: a rerouted payload still in hand', () => {
     await bus.connect();
     await bus.onApplicationBootstrap();
 
-    // A payload some other node's queue dead-lettered.
+    // Payloads some other node's queue dead-lettered: the first one is held, the three after it are handled.
     admin = await amqplib.connect(AMQP_URL);
     const ch = await admin.createConfirmChannel();
-    ch.publish(new AmqpTopology(cluster, 'n1').deadLetterExchange, '', packFrames([Buffer.from('late')]));
+    for (const p of ['held', 'r1', 'r2', 'r3']) ch.publish(topology.deadLetterExchange, '', packFrames([Buffer.from(p)]));
     await ch.waitForConfirms();
     await within(rerouted, 'the rerouted payload');
 
@@ -227,6 +243,14 @@ describe('AmqpNodeBus: a rerouted payload still in hand', () => {
     for (let i = 0; i < COUNT; i++) await bus.publishToNode('n1', Buffer.from(String(i)));
     await within(all, `all ${COUNT} payloads published to the node`);
     expect(direct).toBe(COUNT);
+    await waitFor(() => reroutedDone === 3, 'the three rerouted payloads after the held one');
+
+    // The drain deletes the empty node queue without waiting for the held payload.
+    await bus.beforeApplicationShutdown();
+    expect(await readyIn(topology.nodeQueue)).toBeNull();
+    // Closed, the bus hands back only the payload it still held: the three after it were acked.
+    await bus.onApplicationShutdown();
+    await waitFor(async () => (await readyIn(topology.rerouteQueue)) === 1, 'the held payload back in the reroute queue, alone');
   }, 20_000);
 });
 

@@ -59,6 +59,8 @@ interface Consumption {
   readonly readiness: ChannelReadiness;
   /** Acks of the current channel. */
   acks?: ChannelAcks;
+  /** Deliveries being handled. */
+  readonly inFlight: Set<Promise<void>>;
 }
 
 function newBatch(): Batch {
@@ -88,7 +90,6 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   private readonly publisherReadiness = new ChannelReadiness();
   private readonly reconnectListeners: Array<() => void> = [];
   private everConnected = false;
-  private readonly inFlight = new Set<Promise<void>>();
   /** messageIds the broker returned as unroutable; read once its publish is confirmed. */
   private readonly returned = new Set<string>();
   private publishCounter = 0;
@@ -168,6 +169,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       queue,
       rerouted,
       readiness,
+      inFlight: new Set(),
       channel: connection.createChannel({
         name: rerouted ? 'reroute' : 'consume',
         confirm: false,
@@ -247,7 +249,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     }
   }
 
-  private handle(msg: ConsumeMessage, { acks, rerouted }: Consumption): void {
+  private handle(msg: ConsumeMessage, { acks, rerouted, inFlight }: Consumption): void {
     const handler = this.handler;
     if (!acks || !handler) return;
     acks.delivered(msg);
@@ -264,9 +266,9 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       payloads.map((p) => handler(p, { rerouted }).catch((err: unknown) => this.logger.error(`handler failed: ${String(err)}`))),
     ).then(() => {
       acks.done(msg);
-      this.inFlight.delete(work);
+      inFlight.delete(work);
     });
-    this.inFlight.add(work);
+    inFlight.add(work);
   }
 
   /** The payloads of one batch share its outcome: callers get the same promise (fewer objects held per payload until the confirm). */
@@ -337,14 +339,15 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   }
 
   /**
-   * Drain, after the gateway closed the sessions: stop taking payloads, finish the ones being handled (each is
-   * acked, or returned to the queue), then delete the node queue if it is empty. What is left in it
+   * Drain, after the gateway closed the sessions: stop taking payloads, finish the node queue's ones being
+   * handled (each is acked, or returned to the queue), then delete the node queue if it is empty; then finish the
+   * reroute queue's, which may take the 2 s of a publish under a memory alarm. What is left in the node queue
    * dead-letters to the reroute queue when its TTL passes, and other nodes take it from there; so it does
    * when a broker that does not answer cuts the drain short.
    */
   async beforeApplicationShutdown(): Promise<void> {
     clearInterval(this.routeCheckTimer);
-    const [node] = this.consumptions;
+    const [node, ...others] = this.consumptions;
     if (!this.isConsuming || !node) return;
     this.isConsuming = false;
     await shutdownStep(this.logger, 'drain of the node queue', async () => {
@@ -352,10 +355,14 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       // read at all, and is not waited for.
       if (this.routeCheck) await finishesWithin(this.routeCheck, ROUTE_CHECK_DRAIN_WAIT_MS);
       await Promise.all(this.consumptions.map((c) => c.channel.cancelAll()));
-      await Promise.allSettled([...this.inFlight]);
-      for (const c of this.consumptions) c.acks?.flush();
+      await Promise.allSettled([...node.inFlight]);
+      node.acks?.flushAll();
       const { messageCount } = await node.channel.checkQueue(node.queue);
       if (messageCount === 0) await node.channel.deleteQueue(node.queue, { ifEmpty: true });
+      // What the reroute queue's handlers finished is acked now, in case the step runs out waiting for the rest.
+      for (const c of others) c.acks?.flushAll();
+      await Promise.allSettled(others.flatMap((c) => [...c.inFlight]));
+      for (const c of others) c.acks?.flushAll();
     });
   }
 
