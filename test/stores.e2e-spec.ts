@@ -6,7 +6,6 @@ import { MessageIdGenerator } from '../src/messaging/message-id';
 import { RedisMessageStore } from '../src/messaging/redis-message.store';
 import { MemoryPresenceStore } from '../src/presence/memory-presence.store';
 import { RedisPresenceStore } from '../src/presence/redis-presence.store';
-import { RedisAnswerWait } from '../src/redis/answer-wait';
 import { RedisKeys } from '../src/redis/redis-keys';
 import { MessageStoreFactory, messageStoreContract } from './contracts/message-store.contract';
 import { PresenceStoreFactory, presenceStoreContract } from './contracts/presence-store.contract';
@@ -34,9 +33,9 @@ class RedisBackends {
 
   constructor(private readonly label: string) {}
 
-  open(env: Readonly<Record<string, string>>): { redis: Redis; keys: RedisKeys; config: AppConfig; answers: RedisAnswerWait } {
+  open(env: Readonly<Record<string, string>>): { redis: Redis; keys: RedisKeys; config: AppConfig } {
     const cluster = `${CLUSTER_NAME}-${this.label}${++this.opened}`;
-    return { redis: this.redis, keys: new RedisKeys(cluster), config: configFor(cluster, env, true), answers: new RedisAnswerWait() };
+    return { redis: this.redis, keys: new RedisKeys(cluster), config: configFor(cluster, env, true) };
   }
 
   async close(): Promise<void> {
@@ -59,8 +58,8 @@ presenceStoreContract(
     const backends = new RedisBackends('p');
     return {
       open(env) {
-        const { redis, keys, config, answers } = backends.open(env);
-        return { config, node: () => new RedisPresenceStore(redis, keys, config, answers) };
+        const { redis, keys, config } = backends.open(env);
+        return { config, node: () => new RedisPresenceStore(redis, keys, config) };
       },
       close: () => backends.close(),
     };
@@ -85,11 +84,11 @@ messageStoreContract('RedisMessageStore', (): MessageStoreFactory => {
   const backends = new RedisBackends('m');
   return {
     open(env) {
-      const { redis, keys, config, answers } = backends.open(env);
+      const { redis, keys, config } = backends.open(env);
       return {
         config,
-        messages: new RedisMessageStore(redis, keys, config, answers),
-        presence: new RedisPresenceStore(redis, keys, config, answers),
+        messages: new RedisMessageStore(redis, keys, config),
+        presence: new RedisPresenceStore(redis, keys, config),
       };
     },
     close: () => backends.close(),
@@ -113,9 +112,9 @@ describe('RedisMessageStore: one refused command in a batch', () => {
   const draft = (to: string, id: string): string => `{"id":"${id}","from":"alice","to":"${to}","body":"hi","sentAt":1`;
   /** A store whose user `broken` has an inbox key of the wrong type. */
   const openBroken = async (): Promise<RedisMessageStore> => {
-    const { redis, keys, config, answers } = backends.open({});
+    const { redis, keys, config } = backends.open({});
     await redis.set(keys.inbox('broken'), 'not a sorted set');
-    return new RedisMessageStore(redis, keys, config, answers);
+    return new RedisMessageStore(redis, keys, config);
   };
   const ids = new MessageIdGenerator();
 
@@ -155,8 +154,8 @@ describe('RedisMessageStore: the writes of one turn', () => {
   const draft = (to: string, id: string): string => `{"id":"${id}","from":"alice","to":"${to}","body":"hi","sentAt":1`;
 
   it('go in one script call, each command answered in order', async () => {
-    const { redis, keys, config, answers } = backends.open({});
-    const store = new RedisMessageStore(redis, keys, config, answers);
+    const { redis, keys, config } = backends.open({});
+    const store = new RedisMessageStore(redis, keys, config);
     const [id1, id2, id3] = [ids.next(), ids.next(), ids.next()];
     const first = await store.accept({ from: 'alice', to: 'bob', id: id1, draft: draft('bob', id1) });
     if (first.kind !== 'accepted') throw new Error(`not accepted: ${first.kind}`);

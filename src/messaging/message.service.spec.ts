@@ -82,7 +82,7 @@ describe('MessageService: confirmations', () => {
     service.confirm('bob', { seq: 1, id, from: 'alice' });
     await jest.advanceTimersByTimeAsync(5);
     await confirmed();
-    expect(warn).toHaveBeenLastCalledWith('confirm of 1 message(s) failed; they will be delivered again: Error: redis is down');
+    expect(warn).toHaveBeenLastCalledWith('confirm of 1 message(s) failed; unless the store carries it out later, they will be delivered again: Error: redis is down');
 
     // The message stayed in the inbox; the next confirmation removes it.
     service.confirm('bob', { seq: 1, id, from: 'alice' });

@@ -1,5 +1,6 @@
 import { BeforeApplicationShutdown, Injectable, Logger, OnModuleInit } from '@nestjs/common';
 import { Delivery, NodeBus, PublishOutcome } from '../amqp/node-bus';
+import { AnswerWait } from '../common/answer-wait';
 import { AppError } from '../common/app-error';
 import { Batcher } from '../common/batcher';
 import { jsonShapeProblem } from '../common/json-shape';
@@ -20,7 +21,7 @@ import {
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { CoarseTimeouts } from '../common/coarse-timeouts';
 import { MessageIdGenerator } from './message-id';
-import { AcceptCommand, ConfirmCommand, ConfirmResult, MessageStore, SettledBy } from './message.store';
+import { AcceptCommand, AcceptResult, ConfirmCommand, ConfirmResult, MessageStore, SettledBy } from './message.store';
 import { InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
 import { StoredMessage, readStoredMessage } from './stored-message';
 
@@ -66,6 +67,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly logger = new Logger('MessageService');
   private readonly ids = new MessageIdGenerator();
   private readonly pushWait = new CoarseTimeouts();
+  /** How long a sender, or a client marking messages read, waits for the store; the work goes on past it. */
+  private readonly storeAnswers = new AnswerWait((what, err) => this.logger.warn(`${what} the store finished late failed: ${String(err)}`));
   /** The wait of each bus publish under way (keyed by the bus' promise, so it goes with it). */
   private readonly pushWaits = new WeakMap<Promise<PublishOutcome>, Promise<boolean>>();
   private readonly confirms = new Batcher<ConfirmCommand, ConfirmResult>((batch) => this.confirmBatch(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
@@ -129,9 +132,16 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
    * send waits long enough for what it holds to be copied by a scavenge or two.
    */
   private async sendDraft(cmd: AcceptCommand, via: 'socket' | 'rest'): Promise<SendResult> {
+    this.storeAnswers.refuseWhileOverdue('send');
     const accepted = this.store.accept(cmd);
     this.confirmsRideAlong();
-    const result = await accepted;
+    // Past the wait the sender is answered 'unavailable' and the send goes on: stored late, it is pushed all the same.
+    const late = (result: AcceptResult) => void this.afterAccept(cmd, result, via).catch(() => undefined);
+    return this.afterAccept(cmd, await this.storeAnswers.within(accepted, 'send', late), via);
+  }
+
+  /** A send once the store took it: pushed, then answered 'sent' or 'stored'. */
+  private async afterAccept(cmd: AcceptCommand, result: AcceptResult, via: 'socket' | 'rest'): Promise<SendResult> {
     const { from, to, id, clientMsgId } = cmd;
     if (result.kind === 'duplicate') {
       this.metrics.messagesDuplicate.inc();
@@ -217,12 +227,19 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private async confirmBatch(batch: ConfirmCommand[]): Promise<ConfirmResult[]> {
     let results: ConfirmResult[];
     try {
-      results = await this.store.confirm(batch);
-      if (results.length !== batch.length) throw new Error(`${batch.length} confirmations got ${results.length} results`);
+      // Past the wait the receipts go out when the store answers, if it does.
+      results = await this.storeAnswers.within(this.store.confirm(batch), 'a confirmation', (late) => this.confirmed(batch, late));
+      this.confirmed(batch, results);
     } catch (err) {
-      this.logger.warn(`confirm of ${batch.length} message(s) failed; they will be delivered again: ${String(err)}`);
+      this.logger.warn(`confirm of ${batch.length} message(s) failed; unless the store carries it out later, they will be delivered again: ${String(err)}`);
       throw err;
     }
+    return results;
+  }
+
+  /** The receipts of confirmations the store answered. */
+  private confirmed(batch: readonly ConfirmCommand[], results: readonly ConfirmResult[]): void {
+    if (results.length !== batch.length) throw new Error(`${batch.length} confirmations got ${results.length} results`);
     batch.forEach(({ userId, id, from }, i) => {
       const { removed, senderNodes, failed } = results[i];
       if (failed !== undefined) {
@@ -232,12 +249,19 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
         this.pushStatus(from, { id, to: userId, status: 'delivered' }, senderNodes, 0);
       }
     });
-    return results;
   }
 
+  /** Past the store's wait the client is answered 'unavailable' and the read goes on: its receipts go out when the store answers. */
   async markRead(userId: string, ids: readonly string[]): Promise<void> {
+    this.storeAnswers.refuseWhileOverdue('message:read');
+    await this.storeAnswers.within(this.readAndTell(userId, ids), 'message:read');
+  }
+
+  private async readAndTell(userId: string, ids: readonly string[]): Promise<undefined> {
     // A message read as soon as it is confirmed: its confirmation, still gathered here, must be written first.
-    await this.confirms.flush();
+    // Written, not answered: Redis carries out one connection's commands in order, and a confirmation the store
+    // fails (logged by confirmBatch) leaves its message to be delivered, and read, again.
+    await this.confirms.flush().catch(() => undefined);
     const bySender = new Map<string, string[]>();
     for (const r of await this.store.markRead(userId, ids)) bySender.set(r.from, [...(bySender.get(r.from) ?? []), r.id]);
     await Promise.all(

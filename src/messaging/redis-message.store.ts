@@ -4,7 +4,6 @@ import { AppError } from '../common/app-error';
 import { Batcher } from '../common/batcher';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
-import { RedisAnswerWait } from '../redis/answer-wait';
 import { LuaScript, redisStateError } from '../redis/lua-script';
 import { LUA_LIVE_NODES, LUA_NOW, RedisKeys } from '../redis/redis-keys';
 import { InjectRedis } from '../redis/redis.module';
@@ -184,8 +183,6 @@ export class RedisMessageStore extends MessageStore {
     @InjectRedis() private readonly redis: Redis,
     private readonly keys: RedisKeys,
     @InjectConfig() private readonly config: AppConfig,
-    /** A send, and a `message:read`, wait at most REDIS_ANSWER_MS for Redis. */
-    private readonly answers: RedisAnswerWait,
   ) {
     super();
   }
@@ -239,7 +236,7 @@ export class RedisMessageStore extends MessageStore {
       }
     }
     args[WRITES_SHARED_ARGS - 1] = kinds;
-    const replies = await this.answers.within(WRITES.runNow(this.redis, keys, args) as Promise<Array<Array<string | number>>>, WRITES.name);
+    const replies = (await WRITES.runNow(this.redis, keys, args)) as Array<Array<string | number>>;
     // An accept's reply holds strings only; a confirmation's starts with the number 1 when it removed the message.
     return replies.map((reply, i) => (batch[i].kind === 'accept' ? acceptResult(reply as string[]) : confirmResult(reply)));
   }
@@ -259,7 +256,7 @@ export class RedisMessageStore extends MessageStore {
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
     if (ids.length === 0) return [];
-    const found = await this.answers.within(MARK_READ.run(this.redis, [this.keys.unread(userId)], ids) as Promise<string[]>, MARK_READ.name);
+    const found = (await MARK_READ.run(this.redis, [this.keys.unread(userId)], ids)) as string[];
     return found.map((m) => {
       const bar = m.indexOf('|');
       return { id: m.slice(0, bar), from: m.slice(bar + 1) };

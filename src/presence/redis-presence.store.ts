@@ -4,7 +4,6 @@ import { Injectable } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { AppConfig, SessionPolicy } from '../config/config';
 import { InjectConfig } from '../config/config.module';
-import { RedisAnswerWait } from '../redis/answer-wait';
 import { LuaScript } from '../redis/lua-script';
 import { LUA_LIVE_NODES, LUA_NOW, RedisKeys } from '../redis/redis-keys';
 import { InjectRedis } from '../redis/redis.module';
@@ -196,8 +195,6 @@ export class RedisPresenceStore extends PresenceStore {
     @InjectRedis() private readonly redis: Redis,
     private readonly keys: RedisKeys,
     @InjectConfig() private readonly config: AppConfig,
-    /** Lookups (for receipts, a reroute, `GET /presence`) wait at most REDIS_ANSWER_MS for Redis. */
-    private readonly answers: RedisAnswerWait,
   ) {
     super();
   }
@@ -248,8 +245,6 @@ export class RedisPresenceStore extends PresenceStore {
   onReconnected(listener: () => void): void {
     // 'ready' fires on the first connection too, which happened before this store existed.
     this.redis.on('ready', listener);
-    // A Redis that hung is back too once it answers a call given up on.
-    this.answers.onLateAnswer(listener);
   }
 
   /** Returns the sessions not written (restore with policy single: replaced by a newer login). */
@@ -282,24 +277,21 @@ export class RedisPresenceStore extends PresenceStore {
   }
 
   async nodesOf(userId: string): Promise<string[]> {
-    return this.answers.within(NODES_OF.run(this.redis, [this.keys.presence(userId)], [this.keys.leasePrefix]) as Promise<string[]>, NODES_OF.name);
+    return (await NODES_OF.run(this.redis, [this.keys.presence(userId)], [this.keys.leasePrefix])) as string[];
   }
 
   async presenceOf(userId: string): Promise<UserPresence> {
-    const [seen, ...members] = await this.answers.within(
-      PRESENCE_OF.run(this.redis, [this.keys.presence(userId), this.keys.lastSeen(userId)], [this.keys.leasePrefix, this.config.presenceTtlMs]) as Promise<string[]>,
-      PRESENCE_OF.name,
-    );
+    const [seen, ...members] = (await PRESENCE_OF.run(
+      this.redis,
+      [this.keys.presence(userId), this.keys.lastSeen(userId)],
+      [this.keys.leasePrefix, this.config.presenceTtlMs],
+    )) as string[];
     const sessions = members.map(parseMember);
     const online = sessions.length > 0;
     return { userId, online, lastSeen: online || seen === '' ? null : Number(seen), sessions };
   }
 
-  cluster(): Promise<ClusterPresence> {
-    return this.answers.within(this.readCluster(), 'cluster presence');
-  }
-
-  private async readCluster(): Promise<ClusterPresence> {
+  async cluster(): Promise<ClusterPresence> {
     const nodeIds = (await this.redis.smembers(this.keys.nodes)).sort();
     const pipeline = this.redis.pipeline();
     for (const id of nodeIds) {

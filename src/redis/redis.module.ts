@@ -5,7 +5,6 @@ import { redactUrl } from '../common/redact-url';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { SWITCHBOARD_CONFIG } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
-import { RedisAnswerWait } from './answer-wait';
 import { isReplyError, redisStateError } from './lua-script';
 import { RedisKeys } from './redis-keys';
 
@@ -132,9 +131,8 @@ export class RedisLifecycle implements OnApplicationShutdown, ReadinessCheck {
     { provide: REDIS_CLIENT, inject: [SWITCHBOARD_CONFIG], useFactory: connectRedis },
     { provide: RedisKeys, inject: [SWITCHBOARD_CONFIG], useFactory: (c: AppConfig) => new RedisKeys(c.clusterName) },
     RedisLifecycle,
-    RedisAnswerWait,
   ],
-  exports: [REDIS_CLIENT, RedisKeys, RedisLifecycle, RedisAnswerWait],
+  exports: [REDIS_CLIENT, RedisKeys, RedisLifecycle],
 })
 export class RedisModule {}
 
