@@ -60,6 +60,17 @@ describe('publishAgainOnNewChannel', () => {
     expect(wrapper.listenerCount('connect')).toBe(0);
   });
 
+  it('publishes again a publish whose channel closed before its confirm came (it may arrive twice)', async () => {
+    const wrapper = new EventEmitter();
+    // amqplib's error for every publish still unconfirmed when its channel closes.
+    const publish = jest.fn().mockRejectedValueOnce(new Error('channel closed')).mockResolvedValueOnce('confirmed');
+    const result = publishAgainOnNewChannel(wrapper, 60_000, () => false, publish);
+    await new Promise((resolve) => setImmediate(resolve));
+    wrapper.emit('connect');
+    await expect(result).resolves.toBe('confirmed');
+    expect(publish).toHaveBeenCalledTimes(2);
+  });
+
   it('gives up with the error when no new channel comes in time', async () => {
     const wrapper = new EventEmitter();
     await expect(publishAgainOnNewChannel(wrapper, 50, () => false, () => Promise.reject(channelClosed()))).rejects.toThrow('Channel closed');

@@ -28,15 +28,22 @@ interface Reconnecting {
   off(event: 'connect', listener: () => void): unknown;
 }
 
-/** amqplib's error for an operation on a channel or connection that is closing or closed. */
+/**
+ * amqplib's errors for an operation on a channel or connection that is closing or closed (IllegalOperationError:
+ * the publish was never sent), and for a publish still unconfirmed when its channel closed ('channel closed'),
+ * which amqp-connection-manager passes on instead of keeping it for the next channel when the close came from
+ * the server (a refused declare, say) before the manager let the channel go.
+ */
 function isClosedChannelError(err: unknown): boolean {
-  return err instanceof Error && err.name === 'IllegalOperationError';
+  return err instanceof Error && (err.name === 'IllegalOperationError' || err.message === 'channel closed');
 }
 
 /**
  * Runs `publish` (given the time it has left) until it settles otherwise than by meeting a closed channel, each
  * time after `channel` is set up on a new one, for up to `timeoutMs` in all and while `stopped()` is false. A
- * publish that met a closed channel was never sent, so sending it again sends it once.
+ * publish that met a closed channel was never sent, so sending it again sends it once; one whose channel closed
+ * before its confirm may have been routed, so sending it again may deliver it twice, which receivers drop (a
+ * session's stream skips a seq it has had, and clients drop repeated ids).
  */
 export async function publishAgainOnNewChannel<T>(
   channel: Reconnecting,
