@@ -90,9 +90,9 @@ export class MemoryPresenceStore extends PresenceStore {
     return displaced;
   }
 
-  async refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
+  async refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<LocalSession[]> {
     if (!this.holds(nodeId)) throw new LeaseLostError(nodeId);
-    this.write(nodeId, sessions, 'refresh');
+    return this.write(nodeId, sessions, 'refresh');
   }
 
   async restoreSessions(nodeId: string, sessions: readonly LocalSession[], policy: SessionPolicy): Promise<LocalSession[]> {
@@ -111,7 +111,9 @@ export class MemoryPresenceStore extends PresenceStore {
   /** In-process: never disconnected. */
   onReconnected(): void {}
 
-  private write(nodeId: string, sessions: readonly LocalSession[], mode: 'refresh' | 'restore'): void {
+  /** Returns the sessions whose entry had lapsed (of a refresh: those it wrote again). */
+  private write(nodeId: string, sessions: readonly LocalSession[], mode: 'refresh' | 'restore'): LocalSession[] {
+    const lapsed: LocalSession[] = [];
     const now = Date.now();
     const ttl = this.config.presenceTtlMs;
     let byNode = this.nodeSessions.get(nodeId);
@@ -119,12 +121,15 @@ export class MemoryPresenceStore extends PresenceStore {
     for (const s of sessions) {
       const member = `${nodeId}|${s.sessionId}`;
       let user = this.entries.get(s.userId);
-      if (mode === 'refresh' && !user?.has(member)) continue;
+      const expiry = user?.get(member);
+      if (mode === 'refresh' && expiry === undefined) continue;
+      if (expiry !== undefined && expiry <= now) lapsed.push(s);
       if (!user) this.entries.set(s.userId, (user = new Map<string, number>()));
       user.set(member, now + ttl);
       for (const [m, expiry] of user) if (expiry < now - ttl) user.delete(m);
       byNode.set(s.sessionId, s.userId);
     }
+    return lapsed;
   }
 
   async removeSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {

@@ -52,7 +52,7 @@ describe('PresenceService: a session that ended while the store failed', () => {
       renewLease: jest.fn(async () => true),
       onReconnected: jest.fn(),
       addSession: jest.fn(async () => []),
-      refreshSessions: jest.fn(async () => undefined),
+      refreshSessions: jest.fn(async () => []),
       removeSessions,
       releaseLease: jest.fn(async () => undefined),
     };
@@ -68,6 +68,43 @@ describe('PresenceService: a session that ended while the store failed', () => {
     ]);
     await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
     expect(removeSessions).toHaveBeenCalledTimes(2); // once removed, not again
+    await service.beforeApplicationShutdown();
+  });
+});
+
+describe('PresenceService: a heartbeat that finds sessions lapsed', () => {
+  const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
+  beforeEach(() => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+    jest.restoreAllMocks();
+  });
+
+  it('has the sessions caught up: their users looked offline, and what was sent to them meanwhile was only stored', async () => {
+    const session = { userId: 'u1', sessionId: 's1' };
+    const store = {
+      acquireLease: jest.fn(async () => undefined),
+      renewLease: jest.fn(async () => true),
+      onReconnected: jest.fn(),
+      addSession: jest.fn(async () => []),
+      refreshSessions: jest.fn(async () => [] as Array<typeof session>).mockResolvedValueOnce([session]),
+      removeSessions: jest.fn(async () => undefined),
+      releaseLease: jest.fn(async () => undefined),
+    };
+    const service = new PresenceService(config, store as unknown as PresenceStore, new MetricsService(config), new Lifecycle());
+    const reasserted = jest.fn();
+    service.onReasserted(reasserted);
+    await service.onModuleInit();
+    await service.sessionStarted('u1', 's1');
+
+    await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
+    expect(reasserted).toHaveBeenCalledTimes(1);
+    await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
+    expect(store.refreshSessions).toHaveBeenCalledTimes(2);
+    expect(reasserted).toHaveBeenCalledTimes(1); // nothing lapsed the second time
     await service.beforeApplicationShutdown();
   });
 });

@@ -155,7 +155,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     try {
       await this.removeAgain();
       if (this.heartbeatFailed) await this.restoreAfterFailedHeartbeat();
-      else await this.store.refreshSessions(this.config.nodeId, this.sessions());
+      else await this.refresh();
     } catch (err) {
       if (err instanceof LeaseLostError) await this.recoverLease();
       else {
@@ -181,6 +181,17 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       this.unremoved.push(...sessions);
       throw err;
     }
+  }
+
+  /**
+   * A refresh that found entries lapsed (the store hung longer than the TTL's margin, while this node kept its
+   * lease): those users looked offline meanwhile, and what was sent to them then was only stored.
+   */
+  private async refresh(): Promise<void> {
+    const lapsed = await this.store.refreshSessions(this.config.nodeId, this.sessions());
+    if (lapsed.length === 0) return;
+    this.logger.warn(`${lapsed.length} session(s) had lapsed in the store (it did not answer for a while): catching them up`);
+    this.reasserted();
   }
 
   /** Its users may have looked offline since the failed heartbeat, and what was sent to them meanwhile was stored. */

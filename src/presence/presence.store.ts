@@ -66,8 +66,12 @@ export abstract class PresenceStore {
   /** Registers a session; with policy `single`, returns the user's other live sessions, which it removed. */
   abstract addSession(userId: string, ref: SessionRef, policy: SessionPolicy): Promise<SessionRef[]>;
   abstract removeSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void>;
-  /** Heartbeat: extends the TTL of every listed session of this node that the store still has. */
-  abstract refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void>;
+  /**
+   * Heartbeat: extends the TTL of every listed session of this node that the store still has. Returns those
+   * whose entry had lapsed before (the store's clock ran past it: a store that hung longer than the TTL's
+   * margin): they looked offline until now, and what was sent to them meanwhile was only stored.
+   */
+  abstract refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<LocalSession[]>;
   /**
    * Writes every listed session of this node again, whether the store still has it or not. With policy
    * `single`, a session whose user has a live session on another node (a newer login while this node was cut

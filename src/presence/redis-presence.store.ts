@@ -61,8 +61,8 @@ const ACQUIRE_LEASE = new LuaScript(
 /**
  * KEYS: lease, nodeSessions, presence(user)...   ARGV: token, ttlMs, nodeId, mode, single (1 or 0), leasePrefix,
  * then (sessionId, userId) pairs. Fenced: nothing is written unless this node still holds its lease; then
- * answers {1, sessionId...} with the sessions it did not write. Mode `refresh` extends only entries that exist
- * (ZADD XX), `restore` writes them whole, except, with `single`, a session whose user has a live session on
+ * answers {1, sessionId...}: of a restore the sessions it did not write, of a refresh those whose entry had
+ * lapsed (it wrote them again). Mode `refresh` extends only entries that exist (ZADD XX), `restore` writes them whole, except, with `single`, a session whose user has a live session on
  * another node (a newer login there; one on this node would have ended it here at once). Entries dead for a
  * whole TTL go.
  */
@@ -86,7 +86,10 @@ const WRITE_SESSIONS = new LuaScript(
     local sid, uid = ARGV[(i - 3) * 2 + 7], ARGV[(i - 3) * 2 + 8]
     local own = node .. '|' .. sid
     local written
-    if refresh then written = redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, own)
+    if refresh then
+      local expiry = redis.call('ZSCORE', KEYS[i], own)
+      if expiry and tonumber(expiry) <= now then out[#out + 1] = sid end
+      written = redis.call('ZADD', KEYS[i], 'XX', 'CH', now + ttl, own)
     elseif single and replaced(KEYS[i]) then
       written = 0
       out[#out + 1] = sid
@@ -234,8 +237,8 @@ export class RedisPresenceStore extends PresenceStore {
     return displaced.map(parseMember);
   }
 
-  async refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void> {
-    await this.writeBatches(nodeId, sessions, 'refresh', 'multi');
+  async refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<LocalSession[]> {
+    return this.writeBatches(nodeId, sessions, 'refresh', 'multi');
   }
 
   async restoreSessions(nodeId: string, sessions: readonly LocalSession[], policy: SessionPolicy): Promise<LocalSession[]> {
@@ -247,7 +250,7 @@ export class RedisPresenceStore extends PresenceStore {
     this.redis.on('ready', listener);
   }
 
-  /** Returns the sessions not written (restore with policy single: replaced by a newer login). */
+  /** Returns the sessions the script named: of a restore those not written (policy single: replaced by a newer login), of a refresh those that had lapsed. */
   private async writeBatches(nodeId: string, sessions: readonly LocalSession[], mode: WriteMode, policy: SessionPolicy): Promise<LocalSession[]> {
     const skipped: LocalSession[] = [];
     for (let i = 0; i < sessions.length; i += BATCH) {

@@ -469,6 +469,24 @@ export function presenceStoreContract(
       expect(await holder.stop()).toEqual([]);
     }, LONG);
 
+    it('refreshSessions writes again an entry that lapsed while the lease held, and returns its session (it looked offline meanwhile)', async () => {
+      const a = backend.node();
+      const n = node();
+      const u = user();
+      const session = { userId: u, sessionId: sid() };
+      await a.acquireLease(n);
+      await a.addSession(u, { nodeId: n, sessionId: session.sessionId }, 'multi');
+      expect(await a.refreshSessions(n, [session])).toEqual([]);
+      // The lease renewed, the session not refreshed (as when the store hung past the TTL's margin): it lapses.
+      const holder = hold(a, n);
+      await waitFor(`the session of ${u} to lapse (TTL ${config.presenceTtlMs} ms)`, async () => !(await a.presenceOf(u)).online, config.presenceTtlMs + 1500);
+
+      expect(await a.refreshSessions(n, [session])).toEqual([session]);
+      expect(await a.nodesOf(u)).toEqual([n]);
+      expect(await a.refreshSessions(n, [session])).toEqual([]);
+      expect(await holder.stop()).toEqual([]);
+    }, LONG);
+
     it('cluster(): counts distinct online users, sessions and sessions per node, and leaves out dead nodes', async () => {
       const a = backend.node();
       const b = backend.node();
