@@ -46,6 +46,19 @@ describe('AmqpNodeBus: the payloads of one turn for one node', () => {
   });
 });
 
+/** What the broker says of a queue, or null when it does not exist (a failed check closes its channel, hence one each). */
+async function queueState(admin: amqplib.ChannelModel, name: string): Promise<amqplib.Replies.AssertQueue | null> {
+  const ch = await admin.createChannel();
+  ch.on('error', () => undefined);
+  try {
+    const state = await ch.checkQueue(name);
+    await ch.close();
+    return state;
+  } catch {
+    return null;
+  }
+}
+
 /** A bus of node n1 of `cluster`, connected through `proxy` and consuming. */
 async function busBehind(proxy: TcpProxy, cluster: string): Promise<AmqpNodeBus> {
   const url = await proxy.listen();
@@ -147,18 +160,8 @@ describe('AmqpNodeBus: its node queue deleted under it (by an operator, say)', (
     await forgetCluster(cluster, ['n1']);
   });
 
-  /** The queue's consumers, or 0 when it does not exist (a failed check closes its channel, hence one each). */
-  async function consumersOf(name: string): Promise<number> {
-    const ch = await admin!.createChannel();
-    ch.on('error', () => undefined);
-    try {
-      const { consumerCount } = await ch.checkQueue(name);
-      await ch.close();
-      return consumerCount;
-    } catch {
-      return 0;
-    }
-  }
+  /** The queue's consumers, or 0 when it does not exist. */
+  const consumersOf = async (name: string): Promise<number> => (await queueState(admin!, name))?.consumerCount ?? 0;
 
   it('is declared again, consumed again, and what is published to the node then arrives', async () => {
     const received: string[] = [];
@@ -197,18 +200,8 @@ describe('AmqpNodeBus: a rerouted payload still in hand', () => {
     await forgetCluster(cluster, ['n1']);
   });
 
-  /** The queue's ready messages, or null when it does not exist (a failed check closes its channel, hence one each). */
-  async function readyIn(queue: string): Promise<number | null> {
-    const ch = await admin!.createChannel();
-    ch.on('error', () => undefined);
-    try {
-      const { messageCount } = await ch.checkQueue(queue);
-      await ch.close();
-      return messageCount;
-    } catch {
-      return null;
-    }
-  }
+  /** The queue's ready messages, or null when it does not exist. */
+  const readyIn = async (name: string): Promise<number | null> => (await queueState(admin!, name))?.messageCount ?? null;
 
   it("holds back none of the node queue's deliveries, nor the drain that deletes it, nor the acks of the rerouted payloads after it", async () => {
     // Handling a rerouted payload means publishing it again, which under a memory alarm waits for as long as
