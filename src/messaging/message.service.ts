@@ -3,6 +3,7 @@ import { Delivery, NodeBus, PublishOutcome } from '../amqp/node-bus';
 import { AnswerWait } from '../common/answer-wait';
 import { AppError } from '../common/app-error';
 import { Batcher } from '../common/batcher';
+import { CoarseTimeouts } from '../common/coarse-timeouts';
 import { jsonShapeProblem } from '../common/json-shape';
 import { shutdownStep } from '../common/finishes-within';
 import { AppConfig } from '../config/config';
@@ -19,7 +20,6 @@ import {
   encodeStatusEnvelope,
 } from './envelope';
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
-import { CoarseTimeouts } from '../common/coarse-timeouts';
 import { MessageIdGenerator } from './message-id';
 import { AcceptCommand, AcceptResult, ConfirmCommand, ConfirmResult, MessageStore, SettledBy } from './message.store';
 import { InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
@@ -68,7 +68,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly ids = new MessageIdGenerator();
   private readonly pushWait = new CoarseTimeouts();
   /** How long a sender, or a client marking messages read, waits for the store; the work goes on past it. */
-  private readonly storeAnswers = new AnswerWait((what, err) => this.logger.warn(`${what} the store finished late failed: ${String(err)}`));
+  private readonly storeAnswers = new AnswerWait((what, err) => this.logger.warn(`finishing a late ${what} failed: ${String(err)}`));
   /** The wait of each bus publish under way (keyed by the bus' promise, so it goes with it). */
   private readonly pushWaits = new WeakMap<Promise<PublishOutcome>, Promise<boolean>>();
   private readonly confirms = new Batcher<ConfirmCommand, ConfirmResult>((batch) => this.confirmBatch(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
@@ -228,7 +228,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     let results: ConfirmResult[];
     try {
       // Past the wait the receipts go out when the store answers, if it does.
-      results = await this.storeAnswers.within(this.store.confirm(batch), 'a confirmation', (late) => this.confirmed(batch, late));
+      results = await this.storeAnswers.within(this.store.confirm(batch), 'confirmation', (late) => this.confirmed(batch, late));
       this.confirmed(batch, results);
     } catch (err) {
       this.logger.warn(`confirm of ${batch.length} message(s) failed; unless the store carries it out later, they will be delivered again: ${String(err)}`);
@@ -259,9 +259,9 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
 
   private async readAndTell(userId: string, ids: readonly string[]): Promise<undefined> {
     // A message read as soon as it is confirmed: its confirmation, still gathered here, must be written first.
-    // Written, not answered: Redis carries out one connection's commands in order, and a confirmation the store
-    // fails (logged by confirmBatch) leaves its message to be delivered, and read, again.
-    await this.confirms.flush().catch(() => undefined);
+    // The flush waits until the store answered them or STORE_ANSWER_MS passed (it never rejects); either way they
+    // went to Redis before the read, and Redis carries out one connection's commands in order.
+    await this.confirms.flush();
     const bySender = new Map<string, string[]>();
     for (const r of await this.store.markRead(userId, ids)) bySender.set(r.from, [...(bySender.get(r.from) ?? []), r.id]);
     await Promise.all(
