@@ -5,7 +5,7 @@ import { LogLevel } from '../config/config';
 /**
  * Nest's LoggerService over one pino logger: JSON lines with the node id. Not nestjs-pino: its request
  * context lives in an AsyncLocalStorage, which puts promise hooks on every promise of the process, and the
- * hot path of a message makes several (measured in the README).
+ * hot path of a message makes several (measured in docs/performance.md).
  */
 export class PinoLoggerService implements LoggerService {
   private readonly logger: Logger;
