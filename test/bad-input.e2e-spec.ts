@@ -354,6 +354,27 @@ describe('bad input', () => {
       await request(node.url).get('/presence/bob').expect(401);
     });
 
+    it('refuses a request one of whose credentials fails, even when the other is good', async () => {
+      const send = { to: 'bob', body: 1, from: 'a-backend' };
+      const badKey = await request(node.url).post('/messages').set(auth()).set('X-API-Key', 'wrong').send(send).expect(401);
+      expect(badKey.body.error).toEqual({ code: 'unauthorized', message: 'invalid X-API-Key' });
+      const badToken = await request(node.url).post('/messages').set('X-API-Key', API_KEY).set('Authorization', 'Bearer junk').send(send).expect(401);
+      expect(badToken.body.error).toEqual({ code: 'unauthorized', message: 'invalid token' });
+      const notBearer = await request(node.url).get('/presence/bob').set('X-API-Key', API_KEY).set('Authorization', 'Basic YTpi').expect(401);
+      expect(notBearer.body.error.message).toBe('the Authorization header must be "Bearer <token>"');
+      // Both good: the key wins, so the body must name the sender.
+      const both = await request(node.url).post('/messages').set(auth()).set('X-API-Key', API_KEY).send({ to: 'bob', body: 1 }).expect(400);
+      expect(both.body.error.message).toBe('from is required when calling with an API key');
+    });
+
+    it('answers a user token on a route for backends with 403, and no credential with 401', async () => {
+      const forbidden = await request(node.url).get('/presence').set(auth()).expect(403);
+      expect(forbidden.body.error).toEqual({ code: 'forbidden', message: 'this route is for backends: it needs an X-API-Key, a user token is not enough' });
+      const none = await request(node.url).get('/presence').expect(401);
+      expect(none.body.error).toEqual({ code: 'unauthorized', message: 'a valid X-API-Key is required' });
+      await request(node.url).get('/presence').set('X-API-Key', API_KEY).expect(200);
+    });
+
     it('answers a bad user id in the path with 400', async () => {
       await request(node.url).get('/presence/bad%20id').set('X-API-Key', API_KEY).expect(400);
     });

@@ -1,7 +1,7 @@
 import { CanActivate, ExecutionContext, Injectable, createParamDecorator } from '@nestjs/common';
 import type { Request } from 'express';
 import { AppError } from '../common/app-error';
-import { AuthService, Principal } from './auth.service';
+import { AuthService, Principal, VerifiedUser } from './auth.service';
 
 type AuthedRequest = Request & { principal?: Principal };
 
@@ -11,6 +11,29 @@ export function bearerToken(header: string | undefined): string | undefined {
   return m?.[1];
 }
 
+/** A header's value, or undefined when it is absent or blank. */
+function presented(value: string | undefined): string | undefined {
+  return value?.trim() ? value : undefined;
+}
+
+/**
+ * The credentials a REST request presents, each checked: a request that presents one which fails is refused
+ * (401), even when it presents another that is good, so that a wrong key or a broken token never goes unnoticed
+ * behind the other. Both good: the caller is the backend (the key wins, and `from` is then required).
+ */
+function credentialsOf(auth: AuthService, req: Request): { backend: boolean; user?: VerifiedUser } {
+  const apiKey = presented(req.header('x-api-key'));
+  const authorization = presented(req.header('authorization'));
+  if (apiKey !== undefined && !auth.isApiKey(apiKey)) throw new AppError('unauthorized', 'invalid X-API-Key');
+  let user: VerifiedUser | undefined;
+  if (authorization !== undefined) {
+    const token = bearerToken(authorization);
+    if (token === undefined) throw new AppError('unauthorized', 'the Authorization header must be "Bearer <token>"');
+    user = auth.verifyToken(token);
+  }
+  return { backend: apiKey !== undefined, user };
+}
+
 /** Lets in a user with a valid JWT, or a backend with a valid X-API-Key. */
 @Injectable()
 export class UserOrApiKeyGuard implements CanActivate {
@@ -18,30 +41,28 @@ export class UserOrApiKeyGuard implements CanActivate {
 
   canActivate(context: ExecutionContext): boolean {
     const req = context.switchToHttp().getRequest<AuthedRequest>();
-    const apiKey = req.header('x-api-key');
-    if (this.auth.isApiKey(apiKey)) {
-      req.principal = { kind: 'backend' };
-      return true;
-    }
-    const token = bearerToken(req.header('authorization'));
-    // A backend whose key is wrong is told so, not that it lacks a token.
-    if (token === undefined && apiKey !== undefined) throw new AppError('unauthorized', 'invalid X-API-Key');
-    const { userId } = this.auth.verifyToken(token);
-    req.principal = { kind: 'user', userId };
+    const { backend, user } = credentialsOf(this.auth, req);
+    if (backend) req.principal = { kind: 'backend' };
+    else if (user) req.principal = { kind: 'user', userId: user.userId };
+    else throw new AppError('unauthorized', 'missing token: send "Authorization: Bearer <token>", or an X-API-Key');
     return true;
   }
 }
 
-/** Lets in only a backend with a valid X-API-Key. */
+/** Lets in only a backend with a valid X-API-Key; a user's token alone is forbidden here. */
 @Injectable()
 export class ApiKeyGuard implements CanActivate {
   constructor(private readonly auth: AuthService) {}
 
   canActivate(context: ExecutionContext): boolean {
     const req = context.switchToHttp().getRequest<AuthedRequest>();
-    if (!this.auth.isApiKey(req.header('x-api-key'))) throw new AppError('unauthorized', 'a valid X-API-Key is required');
-    req.principal = { kind: 'backend' };
-    return true;
+    const { backend, user } = credentialsOf(this.auth, req);
+    if (backend) {
+      req.principal = { kind: 'backend' };
+      return true;
+    }
+    if (user) throw new AppError('forbidden', 'this route is for backends: it needs an X-API-Key, a user token is not enough');
+    throw new AppError('unauthorized', 'a valid X-API-Key is required');
   }
 }
 
