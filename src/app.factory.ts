@@ -26,7 +26,9 @@ export async function createSwitchboard(config: AppConfig): Promise<NestExpressA
   });
   const lifecycle = app.get(Lifecycle);
   app.use(refuseWhileDraining(() => lifecycle.draining));
-  app.useBodyParser('json', { limit: maxRequestBytes(config) });
+  // Any JSON value, not only objects and arrays (body-parser's strict mode): checkJsonBody then answers `"x"` or
+  // `null` as no object, where strict mode's complaint about their syntax would be wrong.
+  app.useBodyParser('json', { limit: maxRequestBytes(config), strict: false });
   app.use(checkJsonBody);
   app.useWebSocketAdapter(new SwitchboardIoAdapter(app, config));
   app.useGlobalFilters(new HttpExceptionFilter());

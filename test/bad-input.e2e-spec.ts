@@ -117,22 +117,39 @@ describe('bad input', () => {
       expect(msg.body).toEqual(nested(128));
     });
 
-    it('answers a body nested far deeper than a stack goes with the same clear error', async () => {
-      // socket.io-client's own encoder would overflow on this payload, so the packet is written as text.
+    /** Writes a `message:send` packet as text, for payloads socket.io-client cannot encode, and resolves with its ack's arguments. */
+    function rawSend(ackId: number, payloadJson: string): Promise<unknown> {
       const engine = a.socket.io.engine;
       const answer = new Promise<string>((resolve) => {
         const onMessage = (data: unknown) => {
-          if (typeof data !== 'string' || !data.startsWith('3901[')) return;
+          if (typeof data !== 'string' || !data.startsWith(`3${ackId}[`)) return;
           engine.off('message', onMessage);
-          resolve(data.slice('3901'.length));
+          resolve(data.slice(`3${ackId}`.length));
         };
         engine.on('message', onMessage);
       });
-      engine.write(`2901["message:send",{"to":"${bob}","body":${nestedJson(20_000)}}]`);
-      expect(JSON.parse(await within(answer, 'the ack of the deep send'))).toEqual([
+      engine.write(`2${ackId}["message:send",${payloadJson}]`);
+      return within(answer, `the ack of raw send ${ackId}`).then((text) => JSON.parse(text) as unknown);
+    }
+
+    it('answers a body nested far deeper than a stack goes with the same clear error', async () => {
+      // socket.io-client's own encoder would overflow on this payload.
+      expect(await rawSend(901, `{"to":"${bob}","body":${nestedJson(20_000)}}`)).toEqual([
         { ok: false, error: { code: 'invalid_payload', message: 'body nests deeper than 128 levels' } },
       ]);
       expect((await a.send(bob, 'still here')).ok).toBe(true);
+    });
+
+    it('answers a body holding a number past what JSON carries (1e999) with an error ack, not a null delivered', async () => {
+      // socket.io-client would encode Infinity as null itself: only a hand-written packet carries 1e999.
+      const [ack] = (await rawSend(902, `{"to":"${bob}","body":{"n":[1e999]}}`)) as [{ ok: boolean; error?: { code: string; message: string } }];
+      expect(ack.ok).toBe(false);
+      expect(ack.error?.code).toBe('invalid_payload');
+      expect(ack.error?.message).toMatch(/^body holds a number JSON cannot carry/);
+      const b = await clients.connect(node.url, bob);
+      expect((await a.send(bob, 'only this')).ok).toBe(true);
+      const [msg] = await b.waitForMessages(1);
+      expect(msg).toMatchObject({ body: 'only this', seq: 1 });
     });
 
     it('answers an unknown event with an error ack', async () => {
@@ -296,6 +313,26 @@ describe('bad input', () => {
       expect(text.body.error).toEqual(notJson);
       const form = await request(node.url).post('/messages').set(auth()).type('form').send({ to: 'bob', body: '1' }).expect(400);
       expect(form.body.error).toEqual(notJson);
+    });
+
+    it('answers JSON that is no object with 400 saying so, not that its syntax is wrong', async () => {
+      for (const json of ['"x"', 'null', '[1,2]', '7']) {
+        const res = await request(node.url).post('/messages').set(auth()).set('Content-Type', 'application/json').send(json).expect(400);
+        expect(res.body.error).toEqual({ code: 'invalid_payload', message: 'request body must be a JSON object' });
+      }
+    });
+
+    it('answers a number past what JSON carries (1e999) with 400, and stores nothing from it', async () => {
+      const recipient = user('rest-inf');
+      for (const json of [`{"to":"${recipient}","body":1e999}`, `{"to":"${recipient}","body":{"n":[-1e999]}}`]) {
+        const res = await request(node.url).post('/messages').set(auth()).set('Content-Type', 'application/json').send(json).expect(400);
+        expect(res.body.error.code).toBe('invalid_payload');
+        expect(res.body.error.message).toMatch(/^request body holds a number JSON cannot carry/);
+      }
+      const sent = await request(node.url).post('/messages').set(auth()).send({ to: recipient, body: 'only this' }).expect(202);
+      const r = await clients.connect(node.url, recipient);
+      const [got] = await r.waitForMessages(1);
+      expect(got).toMatchObject({ id: sent.body.id, body: 'only this', seq: 1 });
     });
 
     it('answers a body that does not inflate as its Content-Encoding says with 400, and takes one that does', async () => {

@@ -110,7 +110,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   /** The checks of a send, and its message JSON up to the seq, which the store adds. */
   private draft(from: string, input: SendMessageDto): AcceptCommand {
     const shapeProblem = jsonShapeProblem(input.body);
-    if (shapeProblem !== undefined) throw new AppError('invalid_payload', `body ${shapeProblem}`);
+    if (shapeProblem !== undefined) throw new AppError('invalid_payload', `body ${shapeProblem.message}`);
     const bodyJson = JSON.stringify(input.body);
     if (bodyJson === undefined) throw new AppError('invalid_payload', 'body must be a JSON value');
     if (Buffer.byteLength(bodyJson) > this.config.maxMessageBytes) {
