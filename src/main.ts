@@ -59,7 +59,7 @@ async function main(): Promise<void> {
   } else {
     logger.log(`cluster "${config.clusterName}": Redis ${redactUrl(config.redisUrl ?? '')}, RabbitMQ ${redactUrl(config.amqpUrl ?? '')}`);
   }
-  logger.log(`node ${config.nodeId} listening on ${url}`);
+  logger.log(`node ${config.nodeId} listening on ${url} (bound to HOST ${config.host})`);
 }
 
 main().catch((err: unknown) => {
