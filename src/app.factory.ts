@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { NestExpressApplication } from '@nestjs/platform-express';
@@ -45,10 +47,21 @@ export async function createSwitchboard(config: AppConfig): Promise<NestExpressA
     new DocumentBuilder()
       .setTitle('Switchboard')
       .setDescription('Routed real-time 1:1 messages. Socket.IO events are described in the README.')
+      .setVersion(packageVersion())
       .addBearerAuth()
       .addApiKey({ type: 'apiKey', in: 'header', name: 'X-API-Key' }, 'api-key')
       .build(),
   );
   SwaggerModule.setup('docs', app, document);
   return app;
+}
+
+/** This build's version, from the package.json beside `src/` and `dist/` (the Docker image copies it there too). */
+function packageVersion(): string {
+  try {
+    const { version } = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version?: unknown };
+    return typeof version === 'string' ? version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
 }

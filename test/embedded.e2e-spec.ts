@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import request from 'supertest';
 import { ClientPool } from './helpers/client';
 import { embeddedEnv } from './helpers/env';
@@ -52,5 +54,35 @@ describe('embedded mode', () => {
     await connect('frank');
     const res = await request(node.url).get('/presence/frank').set('Authorization', `Bearer ${token}`).expect(200);
     expect(res.body).toEqual({ userId: 'frank', online: true, lastSeen: null });
+  });
+
+  it('documents every REST route of the contract in /docs-json, with its errors and the shapes it answers', async () => {
+    type Operation = { responses: Record<string, { headers?: Record<string, unknown>; content?: Record<string, { schema: { $ref?: string } }> }> };
+    const doc = (await request(node.url).get('/docs-json').expect(200)).body as {
+      info: { version: string };
+      paths: Record<string, Record<string, Operation>>;
+      components: { schemas: Record<string, { properties: Record<string, Record<string, unknown>> }> };
+    };
+    const { version } = JSON.parse(readFileSync(join(__dirname, '..', 'package.json'), 'utf8')) as { version: string };
+    expect(doc.info.version).toBe(version);
+    const routes = Object.entries(doc.paths).flatMap(([path, ops]) => Object.keys(ops).map((method) => `${method.toUpperCase()} ${path}`));
+    expect(routes).toEqual(
+      expect.arrayContaining(['POST /messages', 'GET /presence/{userId}', 'GET /presence', 'GET /health/live', 'GET /health/ready', 'GET /metrics']),
+    );
+    const errorsOf = (op: Operation) =>
+      Object.entries(op.responses)
+        .filter(([, r]) => r.content?.['application/json']?.schema.$ref === '#/components/schemas/ErrorReplyDto')
+        .map(([status]) => status);
+    const send = doc.paths['/messages'].post;
+    expect(errorsOf(send)).toEqual(['400', '401', '413', '415', '429', '503']);
+    expect(send.responses['429'].headers).toHaveProperty('Retry-After');
+    expect(errorsOf(doc.paths['/presence'].get)).toEqual(['401', '403', '503']);
+    expect(errorsOf(doc.paths['/presence/{userId}'].get)).toEqual(['400', '401', '503']);
+    // A body may be any JSON value, null included: no `type` that would narrow it to objects.
+    const body = doc.components.schemas.RestSendMessageDto.properties.body;
+    expect(body.type).toBeUndefined();
+    expect(body.nullable).toBe(true);
+    expect(doc.components.schemas.RestSendMessageDto.properties.to.pattern).toBe('^[A-Za-z0-9._:@-]{1,128}$');
+    expect(Object.keys(doc.components.schemas.UserPresenceDto.properties)).toEqual(['userId', 'online', 'lastSeen', 'sessions']);
   });
 });

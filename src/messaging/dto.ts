@@ -15,16 +15,28 @@ const IsPresent = () =>
 
 /** `message:send` over Socket.IO. */
 export class SendMessageDto {
-  @ApiProperty({ description: 'Recipient user id', example: 'bob' })
+  @ApiProperty({ description: 'Recipient user id', example: 'bob', pattern: USER_ID_PATTERN.source })
   @Matches(USER_ID_PATTERN, userIdMessage)
   @IsString()
   to!: string;
 
-  @ApiProperty({ description: 'Any JSON value, at most MAX_MESSAGE_BYTES serialized', example: { text: 'hello' } })
+  // Any JSON value: without a `type` the schema allows any (the field's TypeScript type would make it `object`).
+  @ApiProperty({
+    description: 'Any JSON value (object, array, string, number, boolean or null), at most MAX_MESSAGE_BYTES serialized and 128 levels deep',
+    example: { text: 'hello' },
+    type: () => Object,
+    oneOf: [{ type: 'object' }, { type: 'array', items: {} }, { type: 'string' }, { type: 'number' }, { type: 'boolean' }],
+    nullable: true,
+  })
   @IsPresent()
   body!: JsonValue;
 
-  @ApiPropertyOptional({ description: 'Sender-chosen id; a repeat within 24 h returns the first result', maxLength: CLIENT_MSG_ID_MAX })
+  @ApiPropertyOptional({
+    description: "Sender-chosen id; the same sender repeating it within 24 h gets the first send's id and status back, and nothing is stored again (null: none)",
+    minLength: 1,
+    maxLength: CLIENT_MSG_ID_MAX,
+    nullable: true,
+  })
   @IsOptional()
   @Length(1, CLIENT_MSG_ID_MAX)
   @IsString()
@@ -61,7 +73,7 @@ function invalid(message: string): AppError {
 
 /** `POST /messages`: as over Socket.IO, plus `from` for backends calling with an API key. */
 export class RestSendMessageDto extends SendMessageDto {
-  @ApiPropertyOptional({ description: 'Sender; required with X-API-Key, ignored with a user JWT', example: 'alice' })
+  @ApiPropertyOptional({ description: 'Sender; required with X-API-Key, ignored with a user JWT', example: 'alice', pattern: USER_ID_PATTERN.source, nullable: true })
   @IsOptional()
   @Matches(USER_ID_PATTERN, userIdMessage)
   @IsString()
