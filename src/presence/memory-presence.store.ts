@@ -76,14 +76,15 @@ export class MemoryPresenceStore extends PresenceStore {
     if (!this.holds(ref.nodeId)) throw new LeaseLostError(ref.nodeId);
     const displaced: SessionRef[] = [];
     if (policy === 'single') {
-      const live = new Set((await this.presenceOf(userId)).sessions.map((x) => `${x.nodeId}|${x.sessionId}`));
+      // As the Redis store: every other session goes, and those of a node that holds its lease are ended, a
+      // lapsed entry's too (its session may still be connected there).
       for (const member of [...(this.entries.get(userId)?.keys() ?? [])]) {
         if (member === `${ref.nodeId}|${ref.sessionId}`) continue;
         const bar = member.indexOf('|');
         const other = { nodeId: member.slice(0, bar), sessionId: member.slice(bar + 1) };
         this.entries.get(userId)?.delete(member);
         this.nodeSessions.get(other.nodeId)?.delete(other.sessionId);
-        if (live.has(member)) displaced.push(other);
+        if (this.leaseAlive(other.nodeId)) displaced.push(other);
       }
     }
     this.write(ref.nodeId, [{ userId, sessionId: ref.sessionId }], 'restore');

@@ -63,7 +63,11 @@ export abstract class PresenceStore {
   abstract renewLease(nodeId: string): Promise<boolean>;
   abstract releaseLease(nodeId: string): Promise<void>;
 
-  /** Registers a session; with policy `single`, returns the user's other live sessions, which it removed. */
+  /**
+   * Registers a session; with policy `single`, removes the user's other sessions and returns those of nodes that
+   * hold their lease, lapsed entries included (a store that hung past the TTL's margin lets an entry lapse while
+   * its session stays connected), for the caller to end as replaced.
+   */
   abstract addSession(userId: string, ref: SessionRef, policy: SessionPolicy): Promise<SessionRef[]>;
   abstract removeSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<void>;
   /**

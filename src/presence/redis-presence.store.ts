@@ -107,22 +107,24 @@ const WRITE_SESSIONS = new LuaScript(
 /**
  * SESSION_POLICY=single. KEYS: lease, nodeSessions, presence(user).
  * ARGV: token, ttlMs, nodeId, sessionId, userId, leasePrefix, nodeSessionsPrefix.
- * Fenced like WRITE_SESSIONS; removes every other session of the user and returns the live ones among them.
+ * Fenced like WRITE_SESSIONS; removes every other session of the user and returns those whose node holds its
+ * lease, lapsed entries included.
  */
 const CLAIM_SESSION = new LuaScript(
   'claimSession',
   `${LUA_NOW}
   if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
   local ttl, own = tonumber(ARGV[2]), ARGV[3] .. '|' .. ARGV[4]
-  local entries = redis.call('ZRANGE', KEYS[3], 0, -1, 'WITHSCORES')
+  local entries = redis.call('ZRANGE', KEYS[3], 0, -1)
   local out = {1}
-  for i = 1, #entries, 2 do
-    local m, score = entries[i], tonumber(entries[i + 1])
+  for _, m in ipairs(entries) do
     if m ~= own then
       redis.call('ZREM', KEYS[3], m)
       local node, sid = string.match(m, '^([^|]+)|(.*)$')
       redis.call('HDEL', ARGV[7] .. node, sid)
-      if score > now and redis.call('EXISTS', ARGV[6] .. node) == 1 then out[#out + 1] = m end
+      -- A lapsed entry of a node that holds its lease may be a session still connected there (the entry lapsed
+      -- while Redis hung): it is ended too. A node without its lease holds nothing to end.
+      if redis.call('EXISTS', ARGV[6] .. node) == 1 then out[#out + 1] = m end
     end
   end
   redis.call('ZADD', KEYS[3], now + ttl, own)

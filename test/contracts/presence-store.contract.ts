@@ -487,6 +487,26 @@ export function presenceStoreContract(
       expect(await holder.stop()).toEqual([]);
     }, LONG);
 
+    it('SESSION_POLICY=single: a new session also returns an older one whose entry lapsed while its node held the lease (it may still be connected)', async () => {
+      const a = backend.node();
+      const [n1, n2] = [node(), node()];
+      await a.acquireLease(n1);
+      const u = user();
+      const [old, sameNode] = [sid(), sid()];
+      await a.addSession(u, { nodeId: n1, sessionId: old }, 'single');
+      // The lease renewed, the entry not refreshed (the store hung past the TTL's margin): it lapses.
+      hold(a, n1);
+      await waitFor(`the session of ${u} to lapse (TTL ${config.presenceTtlMs} ms)`, async () => !(await a.presenceOf(u)).online, config.presenceTtlMs + 1500);
+      expect(await a.addSession(u, { nodeId: n1, sessionId: sameNode }, 'single')).toEqual([{ nodeId: n1, sessionId: old }]);
+      // A node whose lease is gone holds nothing to end: its lapsed entries just go.
+      const b = backend.node();
+      await b.acquireLease(n2);
+      const gone = sid();
+      await b.addSession(u, { nodeId: n2, sessionId: gone }, 'multi');
+      await b.releaseLease(n2);
+      expect(await a.addSession(u, { nodeId: n1, sessionId: sid() }, 'single')).toEqual([{ nodeId: n1, sessionId: sameNode }]);
+    }, LONG);
+
     it('cluster(): counts distinct online users, sessions and sessions per node, and leaves out dead nodes', async () => {
       const a = backend.node();
       const b = backend.node();
