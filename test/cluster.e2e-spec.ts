@@ -1,5 +1,6 @@
 import amqplib from 'amqplib';
 import Redis from 'ioredis';
+import { Socket, io } from 'socket.io-client';
 import request from 'supertest';
 import { MESSAGE_ID_PATTERN } from '../src/messaging/message-id';
 import { PrivateRedis } from './helpers/brokers';
@@ -281,6 +282,7 @@ describe('a cluster whose exchange an operator deleted', () => {
 describe('a cluster whose Redis is full for a while', () => {
   const cluster = uniqueName('t-full');
   const clients = new ClientPool();
+  const rawSockets: Socket[] = [];
   let redis: PrivateRedis;
   let admin: Redis;
   let n1: TestNode, n2: TestNode;
@@ -293,6 +295,7 @@ describe('a cluster whose Redis is full for a while', () => {
   });
   afterAll(async () => {
     clients.closeAll();
+    rawSockets.forEach((s) => s.close());
     await closeAll([n1, n2]);
     admin.disconnect();
     await forgetCluster(cluster, [n1, n2].map((n) => n.nodeId), { redisUrl: redis.url });
@@ -315,6 +318,16 @@ describe('a cluster whose Redis is full for a while', () => {
     const overRest = await request(n1.url).post('/messages').set('X-API-Key', API_KEY).send({ to: 'bob', body: 'refused', from: 'alice' });
     expect(overRest.status).toBe(503);
     expect(overRest.body.error.code).toBe('unavailable');
+    // A login whose session cannot be registered is dropped as by a transport failure, which socket.io-client
+    // retries by itself (after a server disconnect it never would): once Redis has room, it gets its session.
+    const carol = io(n1.url, { auth: { token: tokenFor('carol') }, transports: ['websocket'], forceNew: true, reconnectionDelay: 200, reconnectionDelayMax: 500 });
+    rawSockets.push(carol);
+    const carolDrops: string[] = [];
+    let carolSession = false;
+    carol.on('disconnect', (reason) => carolDrops.push(reason));
+    carol.on('session', () => (carolSession = true));
+    await waitFor(async () => carolDrops.length > 0, "carol's first login to be dropped", 10_000);
+    expect(carolDrops[0]).toBe('transport close');
 
     // Full for longer than twice the presence TTL: bob's entry, never refreshed, and then his key are gone.
     await waitFor(async () => (await admin.exists(`${cluster}:ps:bob`)) === 0, "bob's presence key to expire", 10_000);
@@ -330,6 +343,8 @@ describe('a cluster whose Redis is full for a while', () => {
     expect(bob.messages.map((m) => m.seq)).toEqual([1, 2]);
     const presence = await request(n1.url).get('/presence/bob').set('X-API-Key', API_KEY).expect(200);
     expect(presence.body.sessions).toEqual([{ nodeId: n2.nodeId, sessionId: bob.session?.sessionId }]);
+    await waitFor(async () => carolSession, 'carol to get her session by reconnecting on her own', 10_000);
+    expect(carol.connected).toBe(true);
   }, 30_000);
 });
 

@@ -106,8 +106,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       const displaced = await this.presence.sessionStarted(userId, sessionId);
       if (displaced.length > 0) await this.messages.endSessions(userId, displaced, 'replaced');
     } catch (err) {
+      // Closed as a transport failure, not by a server disconnect (`socket.disconnect(true)`), after which
+      // socket.io-client would never reconnect: the client retries with its backoff, here or on another node.
       this.logger.error(`could not register session of ${userId}: ${String(err)}`);
-      socket.disconnect(true);
+      socket.conn.close();
       return;
     }
     if (!socket.connected) return;
