@@ -184,6 +184,41 @@ describe('AmqpNodeBus: its node queue deleted under it (by an operator, say)', (
   }, 20_000);
 });
 
+describe('AmqpNodeBus: an old process of a NODE_ID that a new one took, draining', () => {
+  const cluster = uniqueName('t-bus-twin');
+  const config = loadConfig(clusterEnv(cluster, 'n1'));
+  const [old, current] = [new AmqpNodeBus(config, new MetricsService(config)), new AmqpNodeBus(config, new MetricsService(config))];
+  const queue = new AmqpTopology(cluster, 'n1').nodeQueue;
+  let admin: amqplib.ChannelModel | undefined;
+
+  afterAll(async () => {
+    for (const bus of [old, current]) {
+      await bus.beforeApplicationShutdown();
+      await bus.onApplicationShutdown();
+    }
+    await admin?.close();
+    await forgetCluster(cluster, ['n1']);
+  });
+
+  it("leaves the node queue to the new process, which goes on getting what is published to the node", async () => {
+    const received: string[] = [];
+    old.onMessage(async () => undefined);
+    current.onMessage(async (payload) => void received.push(payload.toString()));
+    for (const bus of [old, current]) {
+      await bus.connect();
+      await bus.onApplicationBootstrap();
+    }
+    admin = await amqplib.connect(AMQP_URL);
+    expect((await queueState(admin, queue))?.consumerCount).toBe(2);
+
+    await old.beforeApplicationShutdown();
+    await old.onApplicationShutdown();
+    expect((await queueState(admin, queue))?.consumerCount).toBe(1);
+    await expect(within(current.publishToNode('n1', Buffer.from('still here')), 'the publish')).resolves.toBe('routed');
+    await waitFor(() => received.includes('still here'), 'the payload to reach the new process');
+  }, 20_000);
+});
+
 describe('AmqpNodeBus: a rerouted payload still in hand', () => {
   const cluster = uniqueName('t-bus-hold');
   const config = loadConfig(clusterEnv(cluster, 'n1'));

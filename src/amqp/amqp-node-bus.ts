@@ -357,8 +357,10 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       await Promise.all(this.consumptions.map((c) => c.channel.cancelAll()));
       await Promise.allSettled([...node.inFlight]);
       node.acks?.flushAll();
-      const { messageCount } = await node.channel.checkQueue(node.queue);
-      if (messageCount === 0) await node.channel.deleteQueue(node.queue, { ifEmpty: true });
+      // Another consumer means another process holds this NODE_ID now (this one was paused past its lease, and
+      // leaves because the id was taken): the queue is that process' and stays.
+      const { messageCount, consumerCount } = await node.channel.checkQueue(node.queue);
+      if (messageCount === 0 && consumerCount === 0) await node.channel.deleteQueue(node.queue, { ifEmpty: true, ifUnused: true });
       // What the reroute queue's handlers finished is acked now, in case the step runs out waiting for the rest.
       for (const c of others) c.acks?.flushAll();
       await Promise.allSettled(others.flatMap((c) => [...c.inFlight]));
