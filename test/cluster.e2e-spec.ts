@@ -216,7 +216,7 @@ describe('a three-node cluster', () => {
     const overview = await request(n1.url).get('/presence').set('X-API-Key', API_KEY).expect(200);
     expect(overview.body.online).toBeGreaterThanOrEqual(1);
     expect(overview.body.nodes.map((n: { nodeId: string }) => n.nodeId)).toEqual(expect.arrayContaining([n1.nodeId, n2.nodeId, n3.nodeId]));
-    await request(n1.url).get('/presence').set('Authorization', `Bearer ${tokenFor('someone')}`).expect(401);
+    await request(n1.url).get('/presence').set('Authorization', `Bearer ${tokenFor('someone')}`).expect(403);
 
     const leftAt = Date.now();
     e1.close();
