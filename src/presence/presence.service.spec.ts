@@ -108,3 +108,38 @@ describe('PresenceService: a heartbeat that finds sessions lapsed', () => {
     await service.beforeApplicationShutdown();
   });
 });
+
+describe('PresenceService under SESSION_POLICY=single: writing the sessions whole', () => {
+  const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent', SESSION_POLICY: 'single' });
+
+  it("ends a user's older session on this node that a newer one's claim could not find, and writes only the newer", async () => {
+    const store = {
+      acquireLease: jest.fn(async () => undefined),
+      onReconnected: jest.fn(),
+      // The claims find nothing to end: the older session's entry was gone from the store altogether.
+      addSession: jest.fn(async () => []),
+      restoreSessions: jest.fn(async () => []),
+      removeSessions: jest.fn(async () => undefined),
+      releaseLease: jest.fn(async () => undefined),
+    };
+    const service = new PresenceService(config, store as unknown as PresenceStore, new MetricsService(config), new Lifecycle());
+    const replaced = jest.fn();
+    service.onReplaced(replaced);
+    await service.onModuleInit();
+    await service.sessionStarted('u1', 'older');
+    await service.sessionStarted('u2', 'other');
+    await service.sessionStarted('u1', 'newer');
+
+    await service.recheckReplaced();
+    expect(store.restoreSessions).toHaveBeenCalledWith(
+      'n1',
+      [
+        { userId: 'u2', sessionId: 'other' },
+        { userId: 'u1', sessionId: 'newer' },
+      ],
+      'single',
+    );
+    expect(replaced.mock.calls).toEqual([['u1', 'older']]);
+    await service.beforeApplicationShutdown();
+  });
+});

@@ -106,12 +106,17 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
 
   /**
    * Writes this node's sessions whole, which makes up for any failed heartbeat; the ones a newer login replaced
-   * meanwhile are ended instead.
+   * meanwhile are ended instead. Under SESSION_POLICY single that includes an older session of a user who has a
+   * newer one on this node: a login's claim ends the entries it finds, but an entry gone from the store
+   * altogether (a store that refused writes for longer than twice the TTL) it cannot find.
    */
   private async restore(): Promise<void> {
-    const replaced = await this.store.restoreSessions(this.config.nodeId, this.sessions(), this.config.sessionPolicy);
+    const sessions = this.sessions();
+    const older = this.config.sessionPolicy === 'single' ? olderOfSameUser(sessions) : new Set<LocalSession>();
+    const kept = older.size > 0 ? sessions.filter((s) => !older.has(s)) : sessions;
+    const replaced = await this.store.restoreSessions(this.config.nodeId, kept, this.config.sessionPolicy);
     this.heartbeatFailed = false;
-    for (const { userId, sessionId } of replaced) this.replacedListeners.forEach((l) => l(userId, sessionId));
+    for (const { userId, sessionId } of [...older, ...replaced]) this.replacedListeners.forEach((l) => l(userId, sessionId));
   }
 
   /**
@@ -136,6 +141,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     }
   }
 
+  /** This node's sessions, oldest first (as they started). */
   private sessions(): LocalSession[] {
     return [...this.local].map(([sessionId, userId]) => ({ sessionId, userId }));
   }
@@ -249,4 +255,11 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       await this.store.releaseLease(this.config.nodeId);
     });
   }
+}
+
+/** Of sessions listed oldest first, those of a user who has a newer one among them. */
+function olderOfSameUser(sessions: readonly LocalSession[]): Set<LocalSession> {
+  const newest = new Map<string, LocalSession>();
+  for (const s of sessions) newest.set(s.userId, s);
+  return new Set(sessions.filter((s) => newest.get(s.userId) !== s));
 }
