@@ -298,7 +298,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     return outcomes.length === 1 ? outcomes[0] : Promise.all(outcomes).then((reached) => reached.includes(true));
   }
 
-  private deliverLocally(msg: StoredMessage, source: 'local' | 'remote' | 'stored'): number {
+  private deliverLocally(msg: StoredMessage, source: 'local' | 'remote'): number {
     const reached = this.local.deliverMessage(msg);
     if (reached > 0) this.metrics.messagesPushed.inc({ source }, reached);
     return reached;

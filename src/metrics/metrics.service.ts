@@ -10,13 +10,13 @@ export class MetricsService {
 
   readonly messagesAccepted = this.counter('switchboard_messages_accepted_total', 'Messages stored for a recipient', ['via']);
   readonly messagesDuplicate = this.counter('switchboard_messages_duplicate_total', 'Sends answered from the idempotency record');
-  readonly messagesPushed = this.counter('switchboard_messages_pushed_total', 'Messages emitted to a local session', ['source']);
+  readonly messagesPushed = this.counter('switchboard_messages_pushed_total', 'Messages handed to a local session (emitted, or held while its flow control is paused)', ['source']);
   readonly messagesConfirmed = this.counter('switchboard_messages_confirmed_total', 'Messages removed from an inbox after a session confirmed them');
   readonly messagesRerouted = this.counter('switchboard_messages_rerouted_total', 'Messages that found no local session and were routed once more');
-  readonly inboxDropped = this.counter('switchboard_inbox_dropped_total', 'Stored messages dropped unread', ['reason']);
+  readonly inboxDropped = this.counter('switchboard_inbox_dropped_total', 'Stored messages dropped before a session confirmed them (reason: overflow past OFFLINE_MAX_PER_USER, expired)', ['reason']);
   readonly inboxUnreadable = this.counter('switchboard_inbox_unreadable_total', 'Stored messages a read of the inbox could not parse and skipped, each time it met them');
   readonly rateLimited = this.counter('switchboard_rate_limited_total', 'Sends refused over the per-user rate');
-  readonly amqpPublished = this.counter('switchboard_amqp_published_total', 'Payloads published to another node');
+  readonly amqpPublished = this.counter('switchboard_amqp_published_total', 'AMQP messages published to other nodes (each carries the payloads of one event-loop turn for one node)');
   readonly nodePushes = this.counter('switchboard_node_pushes_total', 'Payloads sent to another node, by kind (message, status, end)', ['kind']);
   readonly slowConnectionsClosed = this.counter('switchboard_slow_connections_closed_total', 'Connections closed because their client did not read what the node wrote');
   readonly amqpReturned = this.counter('switchboard_amqp_returned_total', 'Publishes returned as unroutable');
