@@ -44,6 +44,23 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it('starts its seqs again when the store did (Redis came back without its data), instead of taking new messages for repeats', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([msg(1), msg(2), msg(3)], 3);
+    h.stream.push(msg(4));
+    // The store lost everything: the next message is seq 1 again. Live, it looks like a repeat...
+    h.stream.push(msg(1, 'carol'));
+    expect(h.emitted).toEqual([1, 2, 3, 4]);
+    // ...until the catch-up that follows the node's recovery reads a counter below what the session had.
+    void h.stream.catchUp();
+    await h.answer([msg(1, 'carol'), msg(2, 'carol')], 2);
+    expect(h.emitted).toEqual([1, 2, 3, 4, 1, 2]);
+    h.stream.push(msg(3, 'carol'));
+    h.stream.push(msg(2, 'carol'));
+    expect(h.emitted).toEqual([1, 2, 3, 4, 1, 2, 3]);
+  });
+
   it('holds live messages before the first catch-up without reading the inbox on its own', async () => {
     const h = harness();
     h.stream.push(msg(7));

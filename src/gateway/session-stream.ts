@@ -86,6 +86,7 @@ export class SessionStream {
   private async runCatchUp(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
+    const nextAtRead = this.next;
     let snapshot: InboxSnapshot;
     try {
       snapshot = await this.readInbox();
@@ -95,6 +96,13 @@ export class SessionStream {
       return;
     }
     if (this.closed) return;
+    // The counter never goes back, and every seq this session had was assigned before the read: one below them
+    // means Redis came back without its data (no append-only file). Its seqs start again, and so does the
+    // stream, else it would take every new message for a repeat until the new seqs passed the old ones.
+    if (snapshot.lastSeq < nextAtRead - 1) {
+      this.held.clear();
+      this.next = 0;
+    }
     // Every seq up to lastSeq is in the snapshot or gone for good: emit those in order, skipping the gone.
     // Above lastSeq only live messages can be held, and one may still be on its way: those wait as usual.
     for (const msg of snapshot.messages) if (msg.seq >= this.next) this.held.set(msg.seq, msg);
