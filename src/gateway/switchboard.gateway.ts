@@ -25,6 +25,14 @@ type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const DISCONNECT_BATCH = 200;
+/**
+ * A login that could not be registered is closed after this long, plus up to as long again at random.
+ * socket.io-client counts the connection as made, so its backoff starts again at about a second each time:
+ * through a Redis outage the node paces the retries itself, instead of taking a handshake per client a second.
+ */
+const UNREGISTERED_CLOSE_MS = 2_000;
+/** Such failures are logged once per this long, with a count of the others. */
+const REGISTRATION_LOG_EVERY_MS = 10_000;
 
 /**
  * The Socket.IO edge: authenticates the handshake, opens and closes sessions, turns client events into
@@ -36,6 +44,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private readonly byUser = new Map<string, Set<SwitchboardSocket>>();
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
   private readonly maxBacklog: number;
+  private registrationLog = { lastAt: -Infinity, since: 0 };
 
   private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
     'message:send': (socket, payload) =>
@@ -106,10 +115,11 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       const displaced = await this.presence.sessionStarted(userId, sessionId);
       if (displaced.length > 0) await this.messages.endSessions(userId, displaced, 'replaced');
     } catch (err) {
+      this.logRegistrationFailure(userId, err);
       // Closed as a transport failure, not by a server disconnect (`socket.disconnect(true)`), after which
-      // socket.io-client would never reconnect: the client retries with its backoff, here or on another node.
-      this.logger.error(`could not register session of ${userId}: ${String(err)}`);
-      socket.conn.close();
+      // socket.io-client would never reconnect: the client tries again, here or on another node.
+      const close = setTimeout(() => socket.conn.close(), UNREGISTERED_CLOSE_MS * (1 + Math.random())).unref();
+      socket.once('disconnect', () => clearTimeout(close));
       return;
     }
     if (!socket.connected) return;
@@ -179,6 +189,18 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     const taken = takeToken(socket.data.readBucket, Date.now(), { rate, burst: rate * 2 });
     if ('retryAfterMs' in taken) throw new AppError('rate_limited', `more than ${rate} message:read calls per second on this session`, taken.retryAfterMs);
     socket.data.readBucket = taken.bucket;
+  }
+
+  /** Once per REGISTRATION_LOG_EVERY_MS: an outage would otherwise log a line per login attempt. */
+  private logRegistrationFailure(userId: string, err: unknown): void {
+    const now = Date.now();
+    if (now - this.registrationLog.lastAt < REGISTRATION_LOG_EVERY_MS) {
+      this.registrationLog.since++;
+      return;
+    }
+    const others = this.registrationLog.since > 0 ? ` (and ${this.registrationLog.since} more since the last such line)` : '';
+    this.logger.error(`could not register session of ${userId}${others}: ${String(err)}`);
+    this.registrationLog = { lastAt: now, since: 0 };
   }
 
   private end(socket: SwitchboardSocket, reason: SessionEndReason): void {
