@@ -1,3 +1,4 @@
+import net from 'node:net';
 import Redis from 'ioredis';
 import { gzipSync } from 'node:zlib';
 import { io } from 'socket.io-client';
@@ -399,6 +400,19 @@ describe('bad input', () => {
       expect(badToken.body.error).toEqual({ code: 'unauthorized', message: 'invalid token' });
       const notBearer = await request(node.url).get('/presence/bob').set('X-API-Key', API_KEY).set('Authorization', 'Basic YTpi').expect(401);
       expect(notBearer.body.error.message).toBe('the Authorization header must be "Bearer <token>"');
+      // A second Authorization header, which Node's parser would drop unseen, is refused too.
+      const { port } = new URL(node.url);
+      const twice = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+        let raw = '';
+        const conn = net.connect(Number(port), '127.0.0.1', () =>
+          conn.write(`GET /presence/bob HTTP/1.1\r\nHost: localhost\r\nAuthorization: ${auth().Authorization}\r\nAuthorization: Bearer junk\r\nConnection: close\r\n\r\n`),
+        );
+        conn.on('data', (d: Buffer) => (raw += d.toString()));
+        conn.on('end', () => resolve({ status: Number(raw.split(' ')[1]), body: raw.slice(raw.indexOf('\r\n\r\n') + 4) }));
+        conn.on('error', reject);
+      });
+      expect(twice.status).toBe(401);
+      expect(JSON.parse(twice.body)).toEqual({ error: { code: 'unauthorized', message: 'more than one Authorization header' } });
       // Both good: the key wins, so the body must name the sender.
       const both = await request(node.url).post('/messages').set(auth()).set('X-API-Key', API_KEY).send({ to: 'bob', body: 1 }).expect(400);
       expect(both.body.error.message).toBe('from is required when calling with an API key');

@@ -22,6 +22,11 @@ function presented(value: string | undefined): string | undefined {
  * behind the other. Both good: the caller is the backend (the key wins, and `from` is then required).
  */
 function credentialsOf(auth: AuthService, req: Request): { backend: boolean; user?: VerifiedUser } {
+  // Node keeps the first of several Authorization headers and drops the rest unseen (several X-API-Key
+  // headers it joins, which then match no key).
+  if (req.rawHeaders.filter((name, i) => i % 2 === 0 && name.toLowerCase() === 'authorization').length > 1) {
+    throw new AppError('unauthorized', 'more than one Authorization header');
+  }
   const apiKey = presented(req.header('x-api-key'));
   const authorization = presented(req.header('authorization'));
   if (apiKey !== undefined && !auth.isApiKey(apiKey)) throw new AppError('unauthorized', 'invalid X-API-Key');
