@@ -54,6 +54,11 @@ describe('nodes as separate processes', () => {
       ['a HOST that does not resolve', { HOST: 'not a host!' }, /cannot listen on HOST not a host!, PORT 0/],
       ['an unreachable Redis', { ...clusterEnv(cluster, 'x1'), REDIS_URL: 'redis://127.0.0.1:1' }, /REDIS_URL: cannot connect to Redis/],
       ['an unreachable RabbitMQ', { ...clusterEnv(cluster, 'x2'), AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' }, /AMQP_URL: cannot connect to RabbitMQ/],
+      [
+        'a RabbitMQ virtual host that does not exist, named as the cause',
+        { ...clusterEnv(cluster, 'x3'), AMQP_URL: `${AMQP_URL}/no-such-vhost` },
+        /AMQP_URL: cannot connect to RabbitMQ .*last attempt: the broker refused to open the connection \(a virtual host that does not exist/,
+      ],
     ])('%s', async (_, env, message) => {
       const p = start({ LOG_LEVEL: 'warn', PORT: '0', HOST: '127.0.0.1', ...env });
       expect(await p.exitCode()).toBe(1);

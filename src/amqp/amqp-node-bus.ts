@@ -129,12 +129,20 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       if (this.everConnected) this.reconnected();
       this.everConnected = true;
     });
+    // amqp-connection-manager's timeout says only "connect timeout": the last attempt's own error (a vhost that
+    // does not exist, a TLS handshake a plain port never answers) tells the operator more.
+    let lastFailure: string | undefined;
+    const noteFailure = ({ err }: { err?: Error }) => (lastFailure = err ? explainConnectFailure(err.message) : lastFailure);
+    for (const c of [publishing, consuming]) c.on('connectFailed', noteFailure);
     try {
       await Promise.all([publishing, consuming].map((c) => c.connect({ timeout: BOOT_WAIT_MS })));
     } catch (err) {
       await Promise.all([publishing, consuming].map((c) => c.close().catch(() => undefined)));
       this.publishConnection = this.consumeConnection = undefined;
-      throw new Error(`AMQP_URL: cannot connect to RabbitMQ at ${redactUrl(url)}: ${err instanceof Error ? err.message : String(err)}`);
+      const reason = err instanceof Error ? err.message : String(err);
+      throw new Error(`AMQP_URL: cannot connect to RabbitMQ at ${redactUrl(url)}: ${reason}${lastFailure && lastFailure !== reason ? ` (last attempt: ${lastFailure})` : ''}`);
+    } finally {
+      for (const c of [publishing, consuming]) c.off('connectFailed', noteFailure);
     }
     this.publisher = publishing.createChannel({
       name: 'publish',
@@ -384,4 +392,11 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     const socket = (manager.connection?.connection as { stream?: Socket } | undefined)?.stream;
     socket?.destroy(new Error(`RabbitMQ did not answer the close within ${SHUTDOWN_CLOSE_MS} ms`));
   }
+}
+
+/** amqplib's words for a broker that closes the connection as it opens, put as an operator would look for the cause. */
+function explainConnectFailure(message: string): string {
+  return /^Expected ConnectionOpenOk; got <ConnectionClose/.test(message)
+    ? `the broker refused to open the connection (a virtual host that does not exist, or a user without access to it): ${message}`
+    : message;
 }
