@@ -1,6 +1,7 @@
 import type { NextFunction, Request, Response } from 'express';
 import { AppError } from '../common/app-error';
 import { MAX_JSON_DEPTH, jsonShapeProblem } from '../common/json-shape';
+import { isObject } from '../common/patterns';
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 
@@ -16,9 +17,8 @@ export function checkJsonBody(req: Request, _res: Response, next: NextFunction):
   const hasBody = req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
   if (!hasBody || !BODY_METHODS.has(req.method)) return next();
   if (!req.is('application/json')) return next(invalid('request body must be JSON, sent with Content-Type: application/json'));
-  const body: unknown = req.body;
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) return next(invalid('request body must be a JSON object'));
-  const problem = jsonShapeProblem(body, MAX_JSON_DEPTH + 1);
+  if (!isObject(req.body)) return next(invalid('request body must be a JSON object'));
+  const problem = jsonShapeProblem(req.body, MAX_JSON_DEPTH + 1);
   if (problem === undefined) return next();
   next(invalid(`request body ${problem.message}` + (problem.kind === 'too_deep' ? `: a message body may nest ${MAX_JSON_DEPTH}` : '')));
 }
