@@ -5,6 +5,25 @@ import { MetricsService } from '../metrics/metrics.service';
 import { NodeIdInUseError, PresenceStore } from './presence.store';
 import { PresenceService } from './presence.service';
 
+/** A store that holds its lease and answers every write, with `overrides` for what a test looks at. */
+function fakeStore<O extends object>(overrides: O) {
+  return {
+    acquireLease: jest.fn(async () => undefined),
+    renewLease: jest.fn(async () => true),
+    onReconnected: jest.fn(),
+    addSession: jest.fn(async () => []),
+    refreshSessions: jest.fn(async () => []),
+    restoreSessions: jest.fn(async () => []),
+    removeSessions: jest.fn(async (): Promise<void> => undefined),
+    releaseLease: jest.fn(async () => undefined),
+    ...overrides,
+  };
+}
+
+/** A service over `store`, with `config`. */
+const serviceOver = (config: ReturnType<typeof loadConfig>, store: object) =>
+  new PresenceService(config, store as PresenceStore, new MetricsService(config), new Lifecycle());
+
 describe('PresenceService at boot', () => {
   const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
   let service: PresenceService | undefined;
@@ -47,16 +66,7 @@ describe('PresenceService: a session that ended while the store failed', () => {
 
   it('is removed again at the next heartbeat, so it neither counts as online nor leaves its user without a lastSeen', async () => {
     const removeSessions = jest.fn(async (): Promise<void> => undefined).mockRejectedValueOnce(new Error('Connection is closed.'));
-    const store = {
-      acquireLease: jest.fn(async () => undefined),
-      renewLease: jest.fn(async () => true),
-      onReconnected: jest.fn(),
-      addSession: jest.fn(async () => []),
-      refreshSessions: jest.fn(async () => []),
-      removeSessions,
-      releaseLease: jest.fn(async () => undefined),
-    };
-    const service = new PresenceService(config, store as unknown as PresenceStore, new MetricsService(config), new Lifecycle());
+    const service = serviceOver(config, fakeStore({ removeSessions }));
     await service.onModuleInit();
     await service.sessionStarted('u1', 's1');
     await expect(service.sessionEnded('u1', 's1')).rejects.toThrow('Connection is closed.');
@@ -85,16 +95,8 @@ describe('PresenceService: a heartbeat that finds sessions lapsed', () => {
 
   it('has the sessions caught up: their users looked offline, and what was sent to them meanwhile was only stored', async () => {
     const session = { userId: 'u1', sessionId: 's1' };
-    const store = {
-      acquireLease: jest.fn(async () => undefined),
-      renewLease: jest.fn(async () => true),
-      onReconnected: jest.fn(),
-      addSession: jest.fn(async () => []),
-      refreshSessions: jest.fn(async () => [] as Array<typeof session>).mockResolvedValueOnce([session]),
-      removeSessions: jest.fn(async () => undefined),
-      releaseLease: jest.fn(async () => undefined),
-    };
-    const service = new PresenceService(config, store as unknown as PresenceStore, new MetricsService(config), new Lifecycle());
+    const store = fakeStore({ refreshSessions: jest.fn(async () => [] as Array<typeof session>).mockResolvedValueOnce([session]) });
+    const service = serviceOver(config, store);
     const reasserted = jest.fn();
     service.onReasserted(reasserted);
     await service.onModuleInit();
@@ -113,16 +115,9 @@ describe('PresenceService under SESSION_POLICY=single: writing the sessions whol
   const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent', SESSION_POLICY: 'single' });
 
   it("ends a user's older session on this node that a newer one's claim could not find, and writes only the newer", async () => {
-    const store = {
-      acquireLease: jest.fn(async () => undefined),
-      onReconnected: jest.fn(),
-      // The claims find nothing to end: the older session's entry was gone from the store altogether.
-      addSession: jest.fn(async () => []),
-      restoreSessions: jest.fn(async () => []),
-      removeSessions: jest.fn(async () => undefined),
-      releaseLease: jest.fn(async () => undefined),
-    };
-    const service = new PresenceService(config, store as unknown as PresenceStore, new MetricsService(config), new Lifecycle());
+    // The claims find nothing to end: the older session's entry was gone from the store altogether.
+    const store = fakeStore({});
+    const service = serviceOver(config, store);
     const replaced = jest.fn();
     service.onReplaced(replaced);
     await service.onModuleInit();
