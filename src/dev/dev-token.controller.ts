@@ -2,13 +2,13 @@ import { Body, Controller, HttpCode, Post } from '@nestjs/common';
 import { ApiOkResponse, ApiOperation, ApiProperty, ApiTags } from '@nestjs/swagger';
 import { IsString, Matches } from 'class-validator';
 import { AuthService } from '../auth/auth.service';
-import { USER_ID_PATTERN } from '../common/patterns';
+import { USER_ID_PATTERN, USER_ID_RULE } from '../common/patterns';
 import { ApiErrors } from '../http/api-docs';
 
 export class DevTokenDto {
   @ApiProperty({ example: 'alice', pattern: USER_ID_PATTERN.source })
   @IsString()
-  @Matches(USER_ID_PATTERN, { message: 'userId must be a user id matching ^[A-Za-z0-9._:@-]{1,128}$' })
+  @Matches(USER_ID_PATTERN, { message: `userId ${USER_ID_RULE}` })
   userId!: string;
 }
 

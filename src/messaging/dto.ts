@@ -1,10 +1,9 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ArrayMaxSize, IsArray, IsOptional, IsString, Length, Matches, ValidateBy, isString, length } from 'class-validator';
 import { AppError } from '../common/app-error';
-import { CLIENT_MSG_ID_MAX, USER_ID_PATTERN } from '../common/patterns';
+import { CLIENT_MSG_ID_MAX, USER_ID_PATTERN, USER_ID_RULE } from '../common/patterns';
 import { JsonValue, SendStatus } from './message.types';
 
-const USER_ID_RULE = 'must be a user id matching ^[A-Za-z0-9._:@-]{1,128}$';
 const userIdMessage = { message: `$property ${USER_ID_RULE}` };
 
 /** Present, with any JSON value (null included). IsDefined would refuse null. */

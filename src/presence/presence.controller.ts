@@ -38,7 +38,7 @@ export class PresenceController {
   @ApiSecurity('api-key')
   @UseGuards(UserOrApiKeyGuard)
   async user(@CurrentPrincipal() principal: Principal, @Param('userId') userId: string): Promise<UserPresenceDto> {
-    if (!isUserId(userId)) throw new AppError('invalid_payload', 'userId must match ^[A-Za-z0-9._:@-]{1,128}$');
+    if (!isUserId(userId)) throw new AppError('invalid_payload', `userId must match ${USER_ID_PATTERN.source}`);
     const p = await this.answers.within(this.store.presenceOf(userId), 'GET /presence/:userId');
     const reply: UserPresenceDto = { userId, online: p.online, lastSeen: p.lastSeen };
     if (principal.kind === 'backend') reply.sessions = p.sessions;
