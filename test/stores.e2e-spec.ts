@@ -26,28 +26,35 @@ function configFor(cluster: string, env: Readonly<Record<string, string>>, redis
   return loadConfig({ ...base, CLUSTER_NAME: cluster, LOG_LEVEL: 'silent', ...env });
 }
 
-/** Opens one client; hands out sub-clusters of CLUSTER_NAME; close() deletes their keys and quits. */
+/**
+ * Opens one client on first use (a describe block whose tests a `-t` filter skips runs no afterAll, so a
+ * client opened at collection time would keep Jest from exiting); hands out sub-clusters of CLUSTER_NAME;
+ * close() deletes their keys and quits.
+ */
 class RedisBackends {
-  private readonly redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+  private redis: Redis | undefined;
   private opened = 0;
 
   constructor(private readonly label: string) {}
 
   open(env: Readonly<Record<string, string>>): { redis: Redis; keys: RedisKeys; config: AppConfig } {
+    this.redis ??= new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
     const cluster = `${CLUSTER_NAME}-${this.label}${++this.opened}`;
     return { redis: this.redis, keys: new RedisKeys(cluster), config: configFor(cluster, env, true) };
   }
 
   async close(): Promise<void> {
+    const redis = this.redis;
+    if (redis === undefined) return;
     try {
       let cursor = '0';
       do {
-        const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${CLUSTER_NAME}-${this.label}*`, 'COUNT', 1000);
-        if (keys.length > 0) await this.redis.del(...keys);
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${CLUSTER_NAME}-${this.label}*`, 'COUNT', 1000);
+        if (keys.length > 0) await redis.del(...keys);
         cursor = next;
       } while (cursor !== '0');
     } finally {
-      await this.redis.quit();
+      await redis.quit();
     }
   }
 }
