@@ -66,6 +66,15 @@ describe('nodes as separate processes', () => {
     });
   });
 
+  it('names a TLS URL given for a plain port as the likely cause (rediss:// to Redis, amqps:// to RabbitMQ)', async () => {
+    const plain = (url: string, scheme: string) => url.replace(/^[a-z]+:/, `${scheme}:`);
+    const redis = start({ ...clusterEnv(cluster, 'x4'), LOG_LEVEL: 'warn', REDIS_URL: plain(REDIS_URL, 'rediss') });
+    const amqp = start({ ...clusterEnv(cluster, 'x5'), LOG_LEVEL: 'warn', AMQP_URL: plain(AMQP_URL, 'amqps') });
+    expect(await Promise.all([redis.exitCode(), amqp.exitCode()])).toEqual([1, 1]);
+    expect(redis.stderr).toMatch(/REDIS_URL: cannot connect to Redis .*no answer within 10 s \(a rediss:\/\/ URL: does the server speak TLS on that port\?\)/);
+    expect(amqp.stderr).toMatch(/AMQP_URL: cannot connect to RabbitMQ .*the TLS handshake failed \(an amqps:\/\/ URL to a port that speaks plain AMQP\?\)/);
+  });
+
   it('waits for a Redis that is still starting (both restarted after a host reboot), then serves', async () => {
     const redis = await PrivateRedis.start({ appendonly: false });
     try {

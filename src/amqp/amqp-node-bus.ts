@@ -394,9 +394,14 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   }
 }
 
-/** amqplib's words for a broker that closes the connection as it opens, put as an operator would look for the cause. */
-function explainConnectFailure(message: string): string {
-  return /^Expected ConnectionOpenOk; got <ConnectionClose/.test(message)
-    ? `the broker refused to open the connection (a virtual host that does not exist, or a user without access to it): ${message}`
-    : message;
+/** amqplib's and OpenSSL's words for a connection that fails as it opens, put as an operator would look for the cause. */
+function explainConnectFailure(raw: string): string {
+  const message = raw.trim();
+  if (/^Expected ConnectionOpenOk; got <ConnectionClose/.test(message)) {
+    return `the broker refused to open the connection (a virtual host that does not exist, or a user without access to it): ${message}`;
+  }
+  if (/SSL routines:.*wrong version number/.test(message)) {
+    return `the TLS handshake failed (an amqps:// URL to a port that speaks plain AMQP?): ${message}`;
+  }
+  return message;
 }

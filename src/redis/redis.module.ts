@@ -47,7 +47,9 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
   let timer: NodeJS.Timeout | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
-      timer = setTimeout(() => reject(new Error(lastError ?? `no answer within ${BOOT_WAIT_MS / 1000} s`)), BOOT_WAIT_MS);
+      // A TLS handshake sent to a plain Redis gets no answer at all (Redis waits for the end of an inline command).
+      const tlsHint = url.startsWith('rediss:') ? ' (a rediss:// URL: does the server speak TLS on that port?)' : '';
+      timer = setTimeout(() => reject(new Error(lastError ?? `no answer within ${BOOT_WAIT_MS / 1000} s${tlsHint}`)), BOOT_WAIT_MS);
       client.once('ready', resolve);
       // A first attempt that fails rejects here, but ioredis goes on retrying: 'ready' (or the timer) decides.
       client.connect().catch(() => undefined);
