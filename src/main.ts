@@ -6,6 +6,8 @@ import { Lifecycle } from './health/lifecycle';
 
 /** SIGTERM must end with exit 0 within 10 s (CONTRACT section 1); past this the node gives up. */
 const SHUTDOWN_DEADLINE_MS = 9_500;
+/** HS256 keys: RFC 7518 section 3.2 asks for at least the hash's size, 256 bits. */
+const MIN_SECRET_BYTES = 32;
 
 async function main(): Promise<void> {
   let config;
@@ -58,6 +60,13 @@ async function main(): Promise<void> {
     );
   } else {
     logger.log(`cluster "${config.clusterName}": Redis ${redactUrl(config.redisUrl ?? '')}, RabbitMQ ${redactUrl(config.amqpUrl ?? '')}`);
+  }
+  const secretBytes = Buffer.byteLength(config.jwt.secret ?? '', 'utf8');
+  if (secretBytes > 0 && secretBytes < MIN_SECRET_BYTES) {
+    logger.warn(
+      `JWT_SECRET is ${secretBytes} bytes: an HS256 secret shorter than ${MIN_SECRET_BYTES} bytes can be found offline from a single token; ` +
+        `use ${MIN_SECRET_BYTES} random bytes or more (e.g. openssl rand -base64 48)`,
+    );
   }
   logger.log(`node ${config.nodeId} listening on ${url} (bound to HOST ${config.host})`);
 }

@@ -75,6 +75,14 @@ describe('nodes as separate processes', () => {
     expect(amqp.stderr).toMatch(/AMQP_URL: cannot connect to RabbitMQ .*the TLS handshake failed \(an amqps:\/\/ URL to a port that speaks plain AMQP\?\)/);
   });
 
+  it('warns at boot of a JWT_SECRET shorter than 32 bytes, and not of a longer one', async () => {
+    const short = start(clusterEnv(cluster, `${cluster}-short-secret`, { LOG_LEVEL: 'info', JWT_SECRET: 'x'.repeat(31) }));
+    const long = start(clusterEnv(cluster, `${cluster}-long-secret`, { LOG_LEVEL: 'info', JWT_SECRET: 'x'.repeat(32) }));
+    await Promise.all([short.listening(), long.listening()]);
+    expect(short.stdout).toContain('JWT_SECRET is 31 bytes: an HS256 secret shorter than 32 bytes');
+    expect(long.stdout).not.toContain('JWT_SECRET is');
+  });
+
   it('waits for a Redis that is still starting (both restarted after a host reboot), then serves', async () => {
     const redis = await PrivateRedis.start({ appendonly: false });
     try {
