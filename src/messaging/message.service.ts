@@ -146,13 +146,14 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     if (result.kind === 'duplicate') {
       this.metrics.messagesDuplicate.inc();
       if (result.repush && clientMsgId !== undefined) {
-        // The first send has not settled: its node died mid-send, or its push is still under way. The record's
-        // status is only what it expected, so this repeat pushes again and answers what its own push did; the
-        // first send's status, if it ever settles, overrides it.
+        // The first send has not settled: its node died mid-send, or its push is still under way. This repeat
+        // pushes again to the recipient's nodes as they are now (a session drops a seq it already has), and answers
+        // the status the first send was stored with (CONTRACT 4: the first id and status), not what its own push
+        // did: a recipient who came online meanwhile would turn a first 'stored' into a repeat's 'sent'.
         const { json, nodes } = result.repush;
-        const status = nodes.length > 0 && (await this.push(readStoredMessage(json), nodes, 0)) ? 'sent' : 'stored';
-        this.settle(from, clientMsgId, result.id, status, 'repeat');
-        return { id: result.id, status, duplicate: true };
+        if (nodes.length > 0) await this.push(readStoredMessage(json), nodes, 0);
+        this.settle(from, clientMsgId, result.id, result.status, 'repeat');
+        return { id: result.id, status: result.status, duplicate: true };
       }
       return { id: result.id, status: result.status, duplicate: true };
     }
