@@ -32,7 +32,7 @@ export async function createSwitchboard(config: AppConfig): Promise<NestExpressA
   // `null` as no object, where strict mode's complaint about their syntax would be wrong.
   app.useBodyParser('json', { limit: maxRequestBytes(config), strict: false });
   app.use(checkJsonBody);
-  app.useWebSocketAdapter(new SwitchboardIoAdapter(app, config));
+  app.useWebSocketAdapter(new SwitchboardIoAdapter(app, config, () => lifecycle.draining));
   app.useGlobalFilters(new HttpExceptionFilter());
   app.useGlobalPipes(
     new ValidationPipe({

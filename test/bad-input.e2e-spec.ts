@@ -7,6 +7,7 @@ import { ClientPool, TestClient, refusal, tokenFor } from './helpers/client';
 import { API_KEY, REDIS_URL, clusterEnv } from './helpers/env';
 import { forgetCluster } from './helpers/cleanup';
 import { TestNode, startNode } from './helpers/nodes';
+import { Lifecycle } from '../src/health/lifecycle';
 import { uniqueName, waitFor, within } from './helpers/wait';
 
 /** The JSON of `depth` arrays, one inside the other, around a 1. */
@@ -76,6 +77,24 @@ describe('bad input', () => {
         );
         expect(session.userId).toBe(userId);
       } finally {
+        socket.close();
+      }
+    });
+    it('refuses a handshake while the node drains as a transport error, which the client retries by itself', async () => {
+      const lifecycle = node.app.get(Lifecycle);
+      const userId = user('draining');
+      lifecycle.draining = true;
+      // socket.io-client's defaults but a quick backoff: a middleware refusal would be final (socket.active false).
+      const socket = io(node.url, { auth: { token: tokenFor(userId) }, transports: ['websocket'], reconnectionDelay: 50, reconnectionDelayMax: 100, forceNew: true });
+      try {
+        const refused = await within(new Promise<Error>((resolve) => socket.once('connect_error', resolve)), 'the refusal');
+        expect(refused.message).not.toBe('unavailable');
+        expect(socket.active).toBe(true);
+        const session = within(new Promise<{ userId: string }>((resolve) => socket.once('session', resolve)), 'the session once the node takes sessions again');
+        lifecycle.draining = false;
+        expect((await session).userId).toBe(userId);
+      } finally {
+        lifecycle.draining = false;
         socket.close();
       }
     });

@@ -2,9 +2,11 @@ import Redis from 'ioredis';
 import request from 'supertest';
 import { PrivateRedis } from './helpers/brokers';
 import { forgetCluster } from './helpers/cleanup';
-import { ClientPool, TestClient } from './helpers/client';
+import { io } from 'socket.io-client';
+import { ClientPool, TestClient, tokenFor } from './helpers/client';
 import { AMQP_URL, API_KEY, Env, JWT_SECRET, REDIS_URL, clusterEnv } from './helpers/env';
 import { NodeProcess, readiness } from './helpers/processes';
+import { TcpProxy } from './helpers/proxy';
 import { uniqueName, waitFor } from './helpers/wait';
 
 /** Nodes started with `node dist/main.js` (run `npm run build` first; `npm test` does). */
@@ -175,6 +177,43 @@ describe('nodes as separate processes', () => {
     const presence = await request(u2).get(`/presence/${users[0]}`).set('X-API-Key', API_KEY).expect(200);
     expect(presence.body).toMatchObject({ online: false, sessions: [] });
     expect(typeof presence.body.lastSeen).toBe('number');
+  });
+
+  it('on SIGTERM its clients reconnect by themselves, through a balancer, to another node, and get what was sent meanwhile', async () => {
+    const [idA, idB] = [`${cluster}-lb-a`, `${cluster}-lb-b`];
+    const a = start(clusterEnv(cluster, idA, { LOG_LEVEL: 'info' }));
+    const b = start(clusterEnv(cluster, idB, { LOG_LEVEL: 'info' }));
+    const [ua, ub] = await Promise.all([a.listening(), b.listening()]);
+    // The balancer sends new connections to a until a is gone, then to b (nginx's next upstream).
+    const balancer = new TcpProxy(new URL(ua));
+    const lb = await balancer.listen();
+    const alice = await clients.connect(ub, 'lb-alice');
+    // A client as an app writes it: socket.io-client's defaults (reconnection on), with a quick backoff.
+    const bob = io(lb.origin, { auth: { token: tokenFor('lb-bob') }, transports: ['websocket'], reconnectionDelay: 100, reconnectionDelayMax: 200, forceNew: true });
+    const seen = { sessions: [] as string[], ended: [] as string[], disconnects: [] as string[], bodies: [] as unknown[] };
+    bob.on('session', (s: { nodeId: string }) => seen.sessions.push(s.nodeId));
+    bob.on('session:ended', (e: { reason: string }) => seen.ended.push(e.reason));
+    bob.on('disconnect', (reason: string) => seen.disconnects.push(reason));
+    bob.on('message', (m: { body: unknown }, confirm: () => void) => {
+      seen.bodies.push(m.body);
+      confirm();
+    });
+    try {
+      await waitFor(() => seen.sessions.length === 1, 'bob on a');
+      expect(seen.sessions).toEqual([idA]);
+      a.signal('SIGTERM');
+      expect(await a.exitCode(10_000)).toBe(0);
+      expect(seen).toMatchObject({ ended: ['shutdown'], disconnects: ['transport close'] });
+      expect(bob.active).toBe(true); // still trying
+      expect((await alice.send('lb-bob', 'while bob was away')).status).toBe('stored');
+      balancer.target = new URL(ub);
+      await waitFor(() => seen.sessions.length === 2, 'bob back, on b');
+      expect(seen.sessions).toEqual([idA, idB]);
+      await waitFor(() => seen.bodies.includes('while bob was away'), 'the message sent while bob was away');
+    } finally {
+      bob.close();
+      await balancer.close();
+    }
   });
 
   it('on SIGTERM exits 0 within 10 s while a backend keeps posting over keep-alive connections', async () => {

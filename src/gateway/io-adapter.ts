@@ -11,7 +11,7 @@ const CLOSE_GRACE_MS = 2_000;
 
 /**
  * Socket.IO server options from the node's config: both transports, packets up to maxPacketBytes, and the Origin check of CORS_ORIGINS
- * (unset: same-origin only). Clients that send no Origin (servers, tests) are let in. The parser writes
+ * (unset: same-origin only). Clients that send no Origin (servers, tests) are let in; none while the node drains. The parser writes
  * stored messages into their packets as they are (pre-encoded.ts); on the wire it is Socket.IO's own.
  */
 export class SwitchboardIoAdapter extends IoAdapter {
@@ -22,6 +22,8 @@ export class SwitchboardIoAdapter extends IoAdapter {
   constructor(
     app: INestApplicationContext,
     private readonly config: AppConfig,
+    /** While it holds, new transports are refused with an HTTP error, which socket.io-client retries with its backoff. */
+    private readonly draining: () => boolean = () => false,
   ) {
     super(app);
   }
@@ -36,7 +38,7 @@ export class SwitchboardIoAdapter extends IoAdapter {
       maxHttpBufferSize: maxPacketBytes(this.config),
       cors: allowed.size > 0 ? { origin: [...allowed], credentials: true } : undefined,
       allowRequest: (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void) =>
-        callback(null, originAllowed(req, allowed)),
+        this.draining() ? callback('unavailable: this node is shutting down', false) : callback(null, originAllowed(req, allowed)),
     }) as Server;
   }
 

@@ -70,8 +70,11 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
 
   afterInit(server: SwitchboardServer): void {
     server.use((socket, next) => {
+      // A handshake that reached Socket.IO as the drain began (the transport's own request is refused while
+      // draining, see SwitchboardIoAdapter): closed as a transport, which the client retries elsewhere, where a
+      // middleware error would be final for socket.io-client.
       if (this.lifecycle.draining) {
-        next(new Error('unavailable'));
+        socket.conn.close();
         return;
       }
       const { auth, headers, query } = socket.handshake;
@@ -203,9 +206,15 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     this.registrationLog = { lastAt: now, since: 0 };
   }
 
+  /**
+   * A server disconnect tells socket.io-client not to reconnect: right for a session replaced, kicked or whose
+   * token expired. At a shutdown the client should come back on another node (CONTRACT section 1), so its
+   * transport is closed instead, once `session:ended` is written: the client retries with its backoff.
+   */
   private end(socket: SwitchboardSocket, reason: SessionEndReason): void {
     socket.emit('session:ended', { reason });
-    socket.disconnect(true);
+    if (reason === 'shutdown') socket.conn.close();
+    else socket.disconnect(true);
   }
 
   /**
