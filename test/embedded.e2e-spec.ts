@@ -4,6 +4,7 @@ import request from 'supertest';
 import { ClientPool } from './helpers/client';
 import { embeddedEnv } from './helpers/env';
 import { TestNode, startNode } from './helpers/nodes';
+import { Lifecycle } from '../src/health/lifecycle';
 
 /** Embedded mode: one node, in memory, no Redis or RabbitMQ, dev tokens. */
 describe('embedded mode', () => {
@@ -84,5 +85,55 @@ describe('embedded mode', () => {
     expect(body.nullable).toBe(true);
     expect(doc.components.schemas.RestSendMessageDto.properties.to.pattern).toBe('^[A-Za-z0-9._:@-]{1,128}$');
     expect(Object.keys(doc.components.schemas.UserPresenceDto.properties)).toEqual(['userId', 'online', 'lastSeen', 'sessions']);
+  });
+
+  describe('with CORS_ORIGINS', () => {
+    const origin = 'http://app.example';
+    let cors: TestNode;
+    beforeAll(async () => {
+      cors = await startNode(embeddedEnv({ CORS_ORIGINS: origin, SEND_RATE_PER_SECOND: '1', MAX_MESSAGE_BYTES: '1024' }));
+    });
+    afterAll(() => cors.close());
+    const post = async (body: string, contentType = 'application/json') => {
+      const token = ((await request(cors.url).post('/dev/token').send({ userId: 'cors-alice' }).expect(200)).body as { token: string }).token;
+      return request(cors.url).post('/messages').set('Origin', origin).set('Authorization', `Bearer ${token}`).set('Content-Type', contentType).send(body);
+    };
+
+    it('answers a preflight for the listed origin, kept for 10 minutes', async () => {
+      const res = await request(cors.url)
+        .options('/messages')
+        .set('Origin', origin)
+        .set('Access-Control-Request-Method', 'POST')
+        .set('Access-Control-Request-Headers', 'authorization,content-type')
+        .expect(204);
+      expect(res.headers).toMatchObject({ 'access-control-allow-origin': origin, 'access-control-max-age': '600' });
+    });
+
+    it("puts its headers on every refusal, the body parser's included, so a browser can read them; Retry-After exposed", async () => {
+      const refusals = [
+        [await post('{bad'), 400],
+        [await post('hello', 'text/plain'), 400],
+        [await post(JSON.stringify({ to: 'bob', body: 'x'.repeat(100_000) })), 413],
+        [await post('{}', 'application/json; charset=no-such-charset'), 415],
+      ] as const;
+      for (const [res, status] of refusals) {
+        expect([res.status, res.headers['access-control-allow-origin']]).toEqual([status, origin]);
+      }
+      let limited = await post(JSON.stringify({ to: 'bob', body: 1 }));
+      while (limited.status === 202) limited = await post(JSON.stringify({ to: 'bob', body: 1 }));
+      expect(limited.status).toBe(429);
+      expect(limited.headers['access-control-expose-headers']).toBe('Retry-After');
+    });
+
+    it('puts its headers on the 503 of a draining node', async () => {
+      const lifecycle = cors.app.get(Lifecycle);
+      lifecycle.draining = true;
+      try {
+        const res = await request(cors.url).post('/messages').set('Origin', origin).send({ to: 'bob', body: 1 });
+        expect([res.status, res.headers['access-control-allow-origin']]).toEqual([503, origin]);
+      } finally {
+        lifecycle.draining = false;
+      }
+    });
   });
 });
