@@ -1,3 +1,4 @@
+import amqplib from 'amqplib';
 import Redis from 'ioredis';
 import request from 'supertest';
 import { PrivateRedis } from './helpers/brokers';
@@ -75,6 +76,22 @@ describe('nodes as separate processes', () => {
     expect(await Promise.all([redis.exitCode(), amqp.exitCode()])).toEqual([1, 1]);
     expect(redis.stderr).toMatch(/REDIS_URL: cannot connect to Redis .*no answer within 10 s \(a rediss:\/\/ URL: does the server speak TLS on that port\?\)/);
     expect(amqp.stderr).toMatch(/AMQP_URL: cannot connect to RabbitMQ .*the TLS handshake failed \(an amqps:\/\/ URL to a port that speaks plain AMQP\?\)/);
+  });
+
+  it('refuses to start, naming the queue and what to do, when RabbitMQ keeps refusing its node queue (declared with other arguments)', async () => {
+    const nodeId = `${cluster}-args`;
+    const connection = await amqplib.connect(AMQP_URL);
+    try {
+      const ch = await connection.createChannel();
+      await ch.assertQueue(`${cluster}.node.${nodeId}`, { durable: true, arguments: { 'x-message-ttl': 1234 } });
+    } finally {
+      await connection.close();
+    }
+    const p = start({ ...clusterEnv(cluster, nodeId), LOG_LEVEL: 'warn' });
+    expect(await p.exitCode(15_000)).toBe(1);
+    expect(p.stderr).toMatch(
+      new RegExp(`AMQP_URL: RabbitMQ at .* refused this node's exchanges or queues for 10 s: .*PRECONDITION_FAILED - inequivalent arg .* for queue '${cluster}.node.${nodeId}'.*delete it, or use another CLUSTER_NAME`),
+    );
   });
 
   it('warns at boot of a JWT_SECRET shorter than 32 bytes, and not of a longer one', async () => {

@@ -165,10 +165,20 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     // A channel whose setup failed (its connection dropped midway, a declare refused) says so with 'error'.
     // Unheard, that event would throw out of amqp-connection-manager's reconnect and end the process.
     const channels = [this.publisher, ...this.consumptions.map((c) => c.channel)];
+    let setupFailure: string | undefined;
     for (const channel of channels) {
-      channel.on('error', (err: Error, info?: { name?: string }) => this.logger.warn(`${info?.name ?? 'a'} channel's setup failed: ${err.message}`));
+      channel.on('error', (err: Error, info?: { name?: string }) => {
+        setupFailure = err.message;
+        this.logger.warn(`${info?.name ?? 'a'} channel's setup failed: ${err.message}`);
+      });
     }
-    await Promise.all(channels.map((channel) => channel.waitForConnect()));
+    // A setup that RabbitMQ keeps refusing (a queue of this cluster declared with other arguments, by another
+    // version say) is tried again every second for ever: the boot gives it as long as the connection had.
+    if (!(await finishesWithin(Promise.all(channels.map((channel) => channel.waitForConnect())), BOOT_WAIT_MS))) {
+      await Promise.all([publishing, consuming].map((c) => c.close().catch(() => undefined)));
+      this.publishConnection = this.consumeConnection = undefined;
+      throw new Error(`AMQP_URL: RabbitMQ at ${redactUrl(url)} refused this node's exchanges or queues for ${BOOT_WAIT_MS / 1000} s: ${explainSetupFailure(setupFailure)}`);
+    }
   }
 
   private consumption(connection: AmqpConnectionManager, queue: string, rerouted: boolean, declare: (ch: ConfirmChannel) => Promise<void>): Consumption {
@@ -392,6 +402,14 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     const socket = (manager.connection?.connection as { stream?: Socket } | undefined)?.stream;
     socket?.destroy(new Error(`RabbitMQ did not answer the close within ${SHUTDOWN_CLOSE_MS} ms`));
   }
+}
+
+/** Why the topology's declarations failed, with what an operator can do about the usual cause. */
+function explainSetupFailure(message: string | undefined): string {
+  if (message === undefined) return 'no answer';
+  return /PRECONDITION_FAILED - inequivalent arg/.test(message)
+    ? `${message} (it exists with other arguments, left by another version: delete it, or use another CLUSTER_NAME)`
+    : message;
 }
 
 /** amqplib's and OpenSSL's words for a connection that fails as it opens, put as an operator would look for the cause. */
