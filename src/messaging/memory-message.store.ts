@@ -149,7 +149,8 @@ export class MemoryMessageStore extends MessageStore {
 
   private async confirmOne({ userId, seq, id, from }: ConfirmCommand): Promise<ConfirmResult> {
     const inbox = this.inboxes.get(userId);
-    const at = inbox?.findIndex((m) => m.seq === seq) ?? -1;
+    // By seq and id: after a store that lost everything, a seq may name a newer message than the one confirmed.
+    const at = inbox?.findIndex((m) => m.seq === seq && m.id === id) ?? -1;
     if (!inbox || at < 0) return { removed: false, senderNodes: [] };
     inbox.splice(at, 1);
     if (inbox.length === 0) this.inboxes.delete(userId);

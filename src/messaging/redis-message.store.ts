@@ -46,7 +46,8 @@ const CONFIRM_ARGS = 3;
  * `c`), then each command's ARGV.
  * - a: KEYS idempotency, rate(from), seq(to), inbox(to), presence(to); ARGV hasIdem, draft, id, to. The
  *   idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished pushing.
- * - c: KEYS inbox, unread, presence(from); ARGV seq, id, from. Answers {} when already confirmed, else
+ * - c: KEYS inbox, unread, presence(from); ARGV seq, id, from. Answers {} when that message (seq and id) is no
+ *   longer in the inbox, else
  *   {1, sender's live node, ...}, so the receipt needs no second round trip.
  * Returns one reply per command; a command whose commands Redis refused answers {'failed', error} and the others go on.
  */
@@ -97,7 +98,14 @@ const WRITES = new LuaScript(
     return {'accepted', seq, dropped == 0 and '0' or tostring(dropped), json, unpack(nodes)}
   end
   local function confirm(inbox, unread, presence, seq, id, from)
-    if redis.call('ZREMRANGEBYSCORE', inbox, seq, seq) == 0 then return {} end
+    -- The entry at that seq, if it is this message (its JSON starts {"id":"<id>"): after a Redis that came back
+    -- empty, a seq may name a newer message than the one a session confirms.
+    local held, found = redis.call('ZRANGEBYSCORE', inbox, seq, seq), nil
+    for _, m in ipairs(held) do
+      if string.sub(m, 8, 7 + #id) == id then found = m end
+    end
+    if not found then return {} end
+    redis.call('ZREM', inbox, found)
     redis.call('ZADD', unread, '0', id .. '|' .. from)
     redis.call('ZREMRANGEBYRANK', unread, '0', unreadKeep)
     redis.call('PEXPIRE', unread, offlineTtl)

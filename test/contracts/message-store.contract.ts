@@ -354,6 +354,18 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect((await accepted(b.messages, command(s1, to, 'third'))).seq).toBe(3);
     });
 
+    it('confirm removes the message it names, not another that holds its seq now (a Redis that came back empty counts seqs again)', async () => {
+      const b = open();
+      const [from, to] = [user(), user()];
+      const stored = command(from, to, 'stored now');
+      const r = await accepted(b.messages, stored);
+      const before = command(from, to, 'confirmed late, from before the restart');
+      expect(await confirmOne(b.messages, to, r.seq, before.id, from)).toEqual({ removed: false, senderNodes: [] });
+      expect(await b.messages.pending(to)).toMatchObject({ messages: [r.json] });
+      expect(await b.messages.markRead(to, [before.id])).toEqual([]);
+      expect((await confirmOne(b.messages, to, r.seq, stored.id, from)).removed).toBe(true);
+    });
+
     it('confirm answers a batch in order: a repeat within the batch is not removed twice, senders of several recipients are found', async () => {
       const b = open();
       const [s1, s2, to1, to2] = [user(), user(), user(), user()];
