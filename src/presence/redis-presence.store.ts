@@ -36,11 +36,16 @@ const RELEASE_LEASE = new LuaScript(
 /**
  * KEYS: lease, nodeSessions, nodes.  ARGV: token, leaseMs, nodeId, presencePrefix, lastSeenPrefix, presenceTtlMs.
  * Takes a free lease; the sessions a previous holder of the node id left behind are removed with it, and
- * each one's last heartbeat becomes its user's lastSeen (unless a later one is there).
+ * each one's last heartbeat becomes its user's lastSeen (unless a later one is there). A lease this token holds
+ * already is renewed, its sessions kept: ioredis sends a command again whose reply a reconnect lost.
  */
 const ACQUIRE_LEASE = new LuaScript(
   'acquireLease',
-  `if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 0 end
+  `if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 1
+  end
+  if not redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2], 'NX') then return 0 end
   local left = redis.call('HGETALL', KEYS[2])
   local presenceTtl = tonumber(ARGV[6])
   for i = 1, #left, 2 do

@@ -156,6 +156,19 @@ export function presenceStoreContract(
       holders = [];
     });
 
+    itWithTwoProcesses("(Redis only: the memory store's nodes share one token) acquireLease by the lease's own holder (a command resent after its reply was lost) succeeds at once, its sessions kept", async () => {
+      const a = backend.node();
+      const n = node();
+      await a.acquireLease(n);
+      const u = user();
+      await a.addSession(u, { nodeId: n, sessionId: sid() }, 'multi');
+      const started = Date.now();
+      await a.acquireLease(n);
+      expect(Date.now() - started).toBeLessThan(config.nodeLeaseMs);
+      expect(await a.nodesOf(u)).toEqual([n]);
+      await a.releaseLease(n);
+    });
+
     it('acquireLease, renewLease, releaseLease: a held lease renews; a released one is free at once and fences writes', async () => {
       const a = backend.node();
       const n = node();
