@@ -115,6 +115,29 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([3, 4]);
   });
 
+  it('emits a skipped seq that comes live after all (its node was late, another session confirmed it first), once', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([], 0);
+    h.stream.push(msg(1));
+    h.stream.push(msg(3)); // 2 is late on this node; the user's other session confirms it meanwhile
+    jest.advanceTimersByTime(GAP_WAIT_MS);
+    await h.answer([msg(3)], 3);
+    expect(h.emitted).toEqual([1, 3]);
+    h.stream.push(msg(2));
+    h.stream.push(msg(2));
+    h.stream.push(msg(1));
+    expect(h.emitted).toEqual([1, 3, 2]);
+  });
+
+  it('does not take seqs from before the session opened for skipped ones', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([msg(5)], 5); // 1 to 4 were confirmed before this session existed
+    h.stream.push(msg(3));
+    expect(h.emitted).toEqual([5]);
+  });
+
   it('catches up on request (after a broker outage) with what was stored meanwhile', async () => {
     const h = harness();
     void h.stream.catchUp();

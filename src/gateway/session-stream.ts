@@ -5,14 +5,18 @@ export const GAP_WAIT_MS = 250;
 const RETRY_MS = 1000;
 /** Past this many held messages a session stops waiting for order and delivers what it has. */
 const MAX_HELD = 10_000;
+/** How many seqs skipped as gone a session remembers (see `skipped`). */
+const MAX_SKIPPED = 1_000;
 
 /**
  * One session's message stream, in seq order without gaps or repeats.
  *
- * Every seq below `next` has been emitted to this session or is gone from the inbox (confirmed by another
- * session, dropped by the bounds). A message at `next` is emitted at once; one past a gap is held until the
- * gap fills from the live stream or, after GAP_WAIT_MS, a catch-up reads the inbox: what the inbox has from
- * `next` on is emitted with the held messages, in seq order. A catch-up also runs when the session opens (its
+ * Every seq below `next` has been emitted to this session or was gone from the inbox when a catch-up looked
+ * (confirmed by another session, dropped by the bounds). A message at `next` is emitted at once; one past a gap
+ * is held until the gap fills from the live stream or, after GAP_WAIT_MS, a catch-up reads the inbox: what the
+ * inbox has from `next` on is emitted with the held messages, in seq order. A seq skipped that way may still
+ * come live (this node's copy was late, and another session confirmed it first): it goes out then, after
+ * newer ones, rather than never. A catch-up also runs when the session opens (its
  * stored messages go out before any newer live one) and after the node lost its broker connection.
  *
  * Flow control, like a consumer's prefetch: once `window` emitted messages wait for this session's
@@ -26,6 +30,8 @@ export class SessionStream {
   /** Until the first catch-up (which runs once the session is registered), live messages only wait. */
   private opened = false;
   private readonly held = new Map<number, StoredMessage>();
+  /** Seqs a catch-up skipped as gone since this session opened (the newest MAX_SKIPPED), until they come live. */
+  private readonly skipped = new Set<number>();
   private catchingUp: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -43,7 +49,12 @@ export class SessionStream {
 
   /** A message pushed live. */
   push(msg: StoredMessage): void {
-    if (this.closed || msg.seq < this.next || this.paused) return;
+    if (this.closed) return;
+    if (msg.seq < this.next) {
+      if (this.skipped.delete(msg.seq)) this.deliver(msg);
+      return;
+    }
+    if (this.paused) return;
     if (this.catchingUp || !this.opened || msg.seq > this.next) {
       this.held.set(msg.seq, msg);
       if (this.held.size > MAX_HELD) this.flushHeld();
@@ -101,18 +112,29 @@ export class SessionStream {
     // stream, else it would take every new message for a repeat until the new seqs passed the old ones.
     if (snapshot.lastSeq < nextAtRead - 1) {
       this.held.clear();
+      this.skipped.clear();
       this.next = 0;
     }
-    // Every seq up to lastSeq is in the snapshot or gone for good: emit those in order, skipping the gone.
+    // Every seq up to lastSeq is in the snapshot or gone from the inbox: emit those in order, skipping the gone.
     // Above lastSeq only live messages can be held, and one may still be on its way: those wait as usual.
     for (const msg of snapshot.messages) if (msg.seq >= this.next) this.held.set(msg.seq, msg);
     const settled = [...this.held.values()].filter((m) => m.seq <= snapshot.lastSeq).sort((a, b) => a.seq - b.seq);
+    // What the session skips now was sent while it was open (not before its first catch-up): its copy may come.
+    if (this.next > 0) this.rememberSkipped(this.next, snapshot.lastSeq, new Set(settled.map((m) => m.seq)));
     for (const msg of settled) {
       this.held.delete(msg.seq);
       if (msg.seq >= this.next) this.deliver(msg);
     }
     this.next = Math.max(this.next, snapshot.lastSeq + 1);
     this.drainContiguous();
+  }
+
+  private rememberSkipped(from: number, to: number, emitting: ReadonlySet<number>): void {
+    for (let seq = Math.max(from, to - MAX_SKIPPED + 1); seq <= to; seq++) if (!emitting.has(seq)) this.skipped.add(seq);
+    for (const seq of this.skipped) {
+      if (this.skipped.size <= MAX_SKIPPED) break;
+      this.skipped.delete(seq);
+    }
   }
 
   private drainContiguous(): void {
