@@ -71,6 +71,13 @@ const ACQUIRE_LEASE = new LuaScript(
  * another node (a newer login there; one on this node would have ended it here at once). Entries dead for a
  * whole TTL go.
  */
+/**
+ * How long a user's presence key outlives its last write: an entry a crashed node left (nobody took its id
+ * again) is where the user's lastSeen is read from, its last heartbeat; with the key gone, lastSeen would go
+ * back to the user's previous end. A clean end removes its entry, and an empty key goes at once.
+ */
+const PRESENCE_KEY_KEEP_MS = 7 * 24 * 3600 * 1000;
+
 const WRITE_SESSIONS = new LuaScript(
   'writeSessions',
   `${LUA_NOW}
@@ -101,7 +108,7 @@ const WRITE_SESSIONS = new LuaScript(
     else written = redis.call('ZADD', KEYS[i], now + ttl, own) + 1 end
     if written > 0 then
       redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - ttl)
-      redis.call('PEXPIRE', KEYS[i], ttl * 2)
+      redis.call('PEXPIRE', KEYS[i], math.max(ttl * 2, ${PRESENCE_KEY_KEEP_MS}))
       redis.call('HSET', KEYS[2], sid, uid)
     end
   end
@@ -133,7 +140,7 @@ const CLAIM_SESSION = new LuaScript(
     end
   end
   redis.call('ZADD', KEYS[3], now + ttl, own)
-  redis.call('PEXPIRE', KEYS[3], ttl * 2)
+  redis.call('PEXPIRE', KEYS[3], math.max(ttl * 2, ${PRESENCE_KEY_KEEP_MS}))
   redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
   redis.call('PEXPIRE', KEYS[2], ttl)
   return out`,

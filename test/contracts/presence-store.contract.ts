@@ -276,6 +276,31 @@ export function presenceStoreContract(
       expect(p.lastSeen).toBeLessThanOrEqual(Date.now());
     }, LONG);
 
+    it("a user whose node died, its id never taken again: lastSeen stays that node's last heartbeat past twice the TTL, not an earlier end", async () => {
+      const a = backend.node();
+      const [earlier, n, u] = [node(), node(), user()];
+      await a.acquireLease(earlier);
+      hold(a, earlier);
+      const before = sid();
+      await a.addSession(u, { nodeId: earlier, sessionId: before }, 'multi');
+      await a.removeSessions(earlier, [{ userId: u, sessionId: before }]);
+      const endedBefore = (await a.presenceOf(u)).lastSeen;
+      await waitFor('the clock to pass the earlier end', () => Date.now() > (endedBefore ?? 0) + 10, 1_000);
+      await a.acquireLease(n);
+      await a.addSession(u, { nodeId: n, sessionId: sid() }, 'multi'); // then n "dies": its lease is not renewed
+      const addedAt = Date.now();
+      let lastSeen: number | null = null;
+      await waitFor('u offline once the lease lapsed', async () => {
+        const p = await a.presenceOf(u);
+        return !p.online && (lastSeen = p.lastSeen) !== null;
+      }, 5_000);
+      expect(lastSeen).toBeGreaterThan(endedBefore ?? 0);
+      await waitFor('twice the presence TTL to pass, lastSeen unchanged all along', async () => {
+        expect((await a.presenceOf(u)).lastSeen).toBe(lastSeen);
+        return Date.now() > addedAt + 2 * config.presenceTtlMs + 500;
+      }, 3 * config.presenceTtlMs);
+    }, LONG);
+
     it('addSession: nodesOf returns the node; presenceOf is online with the session and lastSeen null', async () => {
       const a = backend.node();
       const n = node();
