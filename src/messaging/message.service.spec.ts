@@ -1,9 +1,10 @@
 import { MemoryNodeBus } from '../amqp/memory-node-bus';
-import { NodeBus, PublishOutcome } from '../amqp/node-bus';
+import { NodeBus, NodeBusHandler, PublishOutcome } from '../amqp/node-bus';
 import { loadConfig } from '../config/config';
 import { MetricsService } from '../metrics/metrics.service';
 import { MemoryPresenceStore } from '../presence/memory-presence.store';
 import { MemoryMessageStore } from './memory-message.store';
+import { encodeMessageEnvelope } from './envelope';
 import { MessageService } from './message.service';
 
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
@@ -146,5 +147,37 @@ describe('MessageService: a repeated clientMsgId while the first send is still p
     expect(await first).toMatchObject({ status: 'sent' });
     expect(await repeat).toEqual({ id: (await first).id, status: 'sent', duplicate: true });
     expect(await send()).toEqual({ id: (await first).id, status: 'sent', duplicate: true });
+  });
+});
+
+describe('MessageService: a node-queue payload for a user who is no longer here', () => {
+  const config = loadConfig({ LOG_LEVEL: 'silent' });
+
+  /** A bus whose handler the test calls, and whose publishes stay unanswered. */
+  class CapturingBus extends NodeBus {
+    handler?: NodeBusHandler;
+    readonly published: string[] = [];
+    publishToNode(nodeId: string): Promise<PublishOutcome> {
+      this.published.push(nodeId);
+      return new Promise(() => undefined);
+    }
+    onMessage(handler: NodeBusHandler): void {
+      this.handler = handler;
+    }
+    onReconnected(): void {}
+  }
+
+  it('is handled (and so acked) without waiting for the push to the node the user went to', async () => {
+    const presence = new MemoryPresenceStore(config);
+    await presence.acquireLease('n2');
+    await presence.addSession('bob', { nodeId: 'n2', sessionId: 's1' }, 'multi');
+    const bus = new CapturingBus();
+    const service = new MessageService(config, new MemoryMessageStore(config, presence), presence, bus, new MetricsService(config));
+    service.onModuleInit(); // no local sessions: bob left this node
+    const json = '{"id":"0190a0a0-0000-7000-8000-000000000001","from":"alice","to":"bob","body":1,"sentAt":1,"seq":1}';
+    let handled = false;
+    void bus.handler?.(encodeMessageEnvelope(json, 0), { rerouted: false }).then(() => (handled = true));
+    await waitFor(() => bus.published.length > 0 && handled, 'the push to n2 under way and the delivery handled');
+    expect(bus.published).toEqual(['n2']);
   });
 });

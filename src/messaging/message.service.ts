@@ -366,11 +366,13 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
       this.local.endSession(envelope.u, envelope.sid, envelope.r);
       return;
     }
-    if (!delivery.rerouted) {
-      const reached = envelope.t === 'm' ? this.deliverLocally(envelope.m, 'remote') : this.local.deliverStatus(envelope.u, envelope.s);
-      if (reached > 0) return;
-    }
-    await this.reroute(envelope);
+    if (delivery.rerouted) return this.reroute(envelope);
+    const reached = envelope.t === 'm' ? this.deliverLocally(envelope.m, 'remote') : this.local.deliverStatus(envelope.u, envelope.s);
+    if (reached > 0) return;
+    // Not awaited: the lookup and the push to where the user went would hold this delivery, and with it a slot
+    // of the node queue's prefetch, for a Redis round trip and a broker confirm (2 s under a memory alarm), while
+    // the node's own users wait behind it. The message is in the inbox whatever becomes of it.
+    this.reroute(envelope).catch((err: unknown) => this.logger.warn(`reroute of a payload for ${rerouteTarget(envelope)} failed: ${String(err)}`));
   }
 
   /** Looks the user up again and pushes to wherever the sessions are now; past the hop limit a message waits in the inbox. */
@@ -385,4 +387,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     const nodes = await this.presence.nodesOf(msg.to);
     if (nodes.length > 0) await this.push(msg, nodes, envelope.h + 1);
   }
+}
+
+function rerouteTarget(envelope: Exclude<Envelope, { t: 'k' }>): string {
+  return envelope.t === 'm' ? envelope.m.to : envelope.u;
 }
