@@ -138,3 +138,28 @@ describe('PresenceService under SESSION_POLICY=single: writing the sessions whol
     await service.beforeApplicationShutdown();
   });
 });
+
+describe('PresenceService: a session that ends while the sessions are written whole', () => {
+  // Under single, recheckReplaced writes them whole (as a recovery does under either policy).
+  const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent', SESSION_POLICY: 'single' });
+
+  it('is removed again once the write is done: its batch may have written it back after its removal', async () => {
+    let written: () => void = () => undefined;
+    const restoreSessions = jest.fn(() => new Promise<[]>((resolve) => (written = () => resolve([]))));
+    const store = fakeStore({ restoreSessions });
+    const service = serviceOver(config, store);
+    await service.onModuleInit();
+    await service.sessionStarted('u1', 's1');
+    await service.sessionStarted('u2', 's2');
+
+    const restored = service.recheckReplaced();
+    await service.sessionEnded('u1', 's1');
+    written();
+    await restored;
+    expect(store.removeSessions.mock.calls).toEqual([
+      ['n1', [{ userId: 'u1', sessionId: 's1' }]],
+      ['n1', [{ userId: 'u1', sessionId: 's1' }]],
+    ]);
+    await service.beforeApplicationShutdown();
+  });
+});

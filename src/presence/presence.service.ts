@@ -116,6 +116,13 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     const kept = older.size > 0 ? sessions.filter((s) => !older.has(s)) : sessions;
     const replaced = await this.store.restoreSessions(this.config.nodeId, kept, this.config.sessionPolicy);
     this.heartbeatFailed = false;
+    // A session that ended while the write was under way may have been removed before its batch was written
+    // (the store writes large restores in batches): written back, it would look online until this node stops.
+    const ended = kept.filter((s) => !this.local.has(s.sessionId));
+    if (ended.length > 0) {
+      this.unremoved.push(...ended);
+      await this.removeAgain().catch((err: unknown) => this.logger.warn(`could not remove ${ended.length} ended session(s): ${String(err)}`));
+    }
     for (const { userId, sessionId } of [...older, ...replaced]) this.replacedListeners.forEach((l) => l(userId, sessionId));
   }
 
