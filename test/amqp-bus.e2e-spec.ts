@@ -82,7 +82,8 @@ describe('AmqpNodeBus: reconnecting', () => {
     await forgetCluster(cluster, ['n1']);
   });
 
-  it('gets past an attempt that a broker accepted but never answered', async () => {
+  it('gets past an attempt that a broker accepted but never answered, and says why that attempt failed', async () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn');
     const b = (bus = await busBehind(proxy, cluster));
     expect(await b.check()).toBeNull();
 
@@ -95,6 +96,9 @@ describe('AmqpNodeBus: reconnecting', () => {
     // The attempt gives up on its own and the next one goes through.
     await waitFor(async () => (await b.check()) === null, 'the bus to be connected and consuming again', 20_000);
     await expect(b.publishToNode('n1', Buffer.from('after'))).resolves.toBe('routed');
+    const reasons = warn.mock.calls.map(([line]) => String(line)).filter((line) => line.startsWith('cannot reconnect to RabbitMQ ('));
+    warn.mockRestore();
+    expect(reasons).not.toEqual([]);
   }, 40_000);
 });
 

@@ -119,6 +119,22 @@ describe('nodes as separate processes', () => {
     }
   });
 
+  it('logs why it cannot reach Redis after boot (once per 30 s), and is ready again once Redis is back', async () => {
+    const redis = await PrivateRedis.start({ appendonly: false });
+    try {
+      const p = start(clusterEnv(cluster, `${cluster}-redis-gone`, { LOG_LEVEL: 'info', REDIS_URL: redis.url }));
+      const url = await p.listening();
+      await redis.stop();
+      await waitFor(() => p.stdout.includes('Redis connection error (it reconnects by itself): '), 'the node to say why Redis is away');
+      expect(p.stdout.split('Redis connection error').length - 1).toBe(1);
+      await redis.start();
+      await waitFor(async () => (await request(url).get('/health/ready')).status === 200, 'the node to be ready again');
+    } finally {
+      await Promise.all(started.splice(0).map((p) => p.kill()));
+      await redis.destroy();
+    }
+  });
+
   it('warns at boot of a Redis that may evict keys, and not of one that may not', async () => {
     const redis = await PrivateRedis.start({ appendonly: false });
     const admin = new Redis(redis.url);

@@ -4,6 +4,7 @@ import type { ConfirmChannel, ConsumeMessage, Message } from 'amqplib';
 import type { Socket } from 'node:net';
 import { finishesWithin, SHUTDOWN_CLOSE_MS, shutdownStep } from '../common/finishes-within';
 import { redactUrl } from '../common/redact-url';
+import { ThrottledLog } from '../common/throttled-log';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
@@ -215,7 +216,11 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
       },
     });
     manager.on('disconnect', ({ err }: { err?: Error }) => this.logger.warn(`disconnected from RabbitMQ (${role}): ${err?.message ?? 'closed'}`));
-    manager.on('connectFailed', () => undefined);
+    // Tried again every second; why it fails (credentials, a virtual host gone, TLS) is said every 30 s.
+    const failures = new ThrottledLog((line) => this.logger.warn(line), 30_000);
+    manager.on('connectFailed', ({ err }: { err?: Error }) => {
+      if (this.everConnected) failures.note(`cannot reconnect to RabbitMQ (${role}): ${explainConnectFailure(err?.message ?? 'no reason given')}`);
+    });
     return manager;
   }
 

@@ -2,6 +2,7 @@ import { Logger, OnModuleDestroy } from '@nestjs/common';
 import { OnGatewayConnection, OnGatewayDisconnect, OnGatewayInit, WebSocketGateway } from '@nestjs/websockets';
 import { NodeBus } from '../amqp/node-bus';
 import { AppError, toErrorBody } from '../common/app-error';
+import { ThrottledLog } from '../common/throttled-log';
 import { takeToken } from '../common/token-bucket';
 import { validatePayload } from '../common/validate';
 import { AppConfig } from '../config/config';
@@ -44,7 +45,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private readonly byUser = new Map<string, Set<SwitchboardSocket>>();
   private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
   private readonly maxBacklog: number;
-  private registrationLog = { lastAt: -Infinity, since: 0 };
+  private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
 
   private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
     'message:send': (socket, payload) =>
@@ -196,15 +197,9 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
 
   /** Once per REGISTRATION_LOG_EVERY_MS: an outage would otherwise log a line per login attempt. */
   private logRegistrationFailure(userId: string, err: unknown): void {
-    const now = Date.now();
-    if (now - this.registrationLog.lastAt < REGISTRATION_LOG_EVERY_MS) {
-      this.registrationLog.since++;
-      return;
-    }
-    const others = this.registrationLog.since > 0 ? ` (and ${this.registrationLog.since} more since the last such line)` : '';
-    this.logger.error(`could not register session of ${userId}${others}: ${String(err)}`);
-    this.registrationLog = { lastAt: now, since: 0 };
+    this.registrationLog.note(`could not register session of ${userId}: ${String(err)}`);
   }
+
 
   /**
    * A server disconnect tells socket.io-client not to reconnect: right for a session replaced, kicked or whose

@@ -2,6 +2,7 @@ import { Global, Inject, Injectable, Logger, Module, OnApplicationShutdown } fro
 import Redis from 'ioredis';
 import { finishesWithin, SHUTDOWN_CLOSE_MS } from '../common/finishes-within';
 import { redactUrl } from '../common/redact-url';
+import { ThrottledLog } from '../common/throttled-log';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { SWITCHBOARD_CONFIG } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
@@ -12,6 +13,8 @@ export const REDIS_CLIENT = Symbol('REDIS_CLIENT');
 export const InjectRedis = (): ParameterDecorator => Inject(REDIS_CLIENT);
 /** How long readiness waits for Redis to answer. */
 const READY_CHECK_MS = 1_000;
+/** After boot, a connection error is logged at most this often (ioredis tries again every 2 s or sooner). */
+const CONNECTION_LOG_EVERY_MS = 30_000;
 
 
 /**
@@ -38,9 +41,10 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
   const logger = new Logger('Redis');
   let booting = true;
   let lastError: string | undefined;
-  // Reconnects by itself; readiness reports the state.
+  // Reconnects by itself; readiness reports the state, and the log why (once per CONNECTION_LOG_EVERY_MS).
+  const afterBoot = new ThrottledLog((line) => logger.warn(line), CONNECTION_LOG_EVERY_MS);
   client.on('error', (err: Error) => {
-    if (!booting) return;
+    if (!booting) return afterBoot.note(`Redis connection error (it reconnects by itself): ${err.message}`);
     if (lastError === undefined) logger.warn(`Redis is not answering yet; retrying for up to ${BOOT_WAIT_MS / 1000} s: ${err.message}`);
     lastError = err.message;
   });
