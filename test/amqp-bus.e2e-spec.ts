@@ -324,3 +324,22 @@ describe('a publish on a channel that closed behind amqp-connection-manager', ()
     await expect(within(again, 'the publish on the new channel', 10_000)).resolves.toBeDefined();
   });
 });
+
+describe('AmqpNodeBus: shutdown', () => {
+  const cluster = uniqueName('t-bus-close');
+  const proxy = new TcpProxy(new URL(AMQP_URL));
+  afterAll(async () => {
+    await proxy.close();
+    await forgetCluster(cluster, ['n1']);
+  });
+
+  it('sends the payloads still waiting to ride along with others (receipts), and refuses new ones', async () => {
+    const bus = await busBehind(proxy, cluster);
+    const patient = bus.publishToNode('n1', Buffer.from('a receipt'), { maxDelayMs: 60_000 });
+    await bus.beforeApplicationShutdown();
+    await bus.onApplicationShutdown();
+    // The broker's answer came (its own node queue is gone after the drain: unroutable), not a timeout.
+    expect(await within(patient, 'the receipt sent at shutdown')).toBe('unroutable');
+    await expect(bus.publishToNode('n1', Buffer.from('too late'))).rejects.toThrow('this node is shutting down');
+  });
+});

@@ -296,7 +296,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
 
   /** The payloads of one batch share its outcome: callers get the same promise (fewer objects held per payload until the confirm). */
   publishToNode(nodeId: string, payload: Buffer, options: PublishOptions = {}): Promise<PublishOutcome> {
-    if (!this.publisher) return Promise.reject(new NodeUnreachableError(nodeId, 'bus not connected'));
+    if (!this.publisher || this.closing) return Promise.reject(new NodeUnreachableError(nodeId, this.closing ? 'this node is shutting down' : 'bus not connected'));
     let batch = this.outbox.get(nodeId);
     if (!batch) this.outbox.set(nodeId, (batch = newBatch()));
     batch.payloads.push(payload);
@@ -394,6 +394,12 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   async onApplicationShutdown(): Promise<void> {
     this.closing = true;
     clearInterval(this.routeCheckTimer);
+    // Receipts waiting to ride along with later payloads (the last confirmations' among them) go now, and get a
+    // moment for their confirms; a batch's timer left behind would publish on a closed publisher, which would
+    // hold the process for the publish timeout.
+    const waiting = [...this.outbox.values()].map((batch) => batch.outcome.catch(() => undefined));
+    for (const nodeId of [...this.outbox.keys()]) this.sendBatch(nodeId);
+    if (waiting.length > 0) await finishesWithin(Promise.all(waiting), SHUTDOWN_CLOSE_MS);
     const managers = [this.publishConnection, this.consumeConnection].filter((m): m is AmqpConnectionManager => m !== undefined);
     await Promise.all(managers.map((manager) => this.close(manager)));
   }
