@@ -151,6 +151,18 @@ describe('RedisMessageStore: one refused command in a batch', () => {
     expect(healthy).toEqual({ removed: true, senderNodes: [] });
     expect((await store.pending('bob')).messages).toEqual([]);
   });
+
+  it('leaves the message in the inbox when a later write of its confirmation is refused (a script is not rolled back)', async () => {
+    const { redis, keys, config } = backends.open({});
+    const store = new RedisMessageStore(redis, keys, config);
+    const id = ids.next();
+    const accepted = await store.accept({ from: 'alice', to: 'carol', id, draft: draft('carol', id) });
+    if (accepted.kind !== 'accepted') throw new Error(`not accepted: ${accepted.kind}`);
+    await redis.set(keys.unread('carol'), 'not a sorted set');
+    const [result] = await store.confirm([{ userId: 'carol', seq: accepted.seq, id, from: 'alice' }]);
+    expect(result).toMatchObject({ removed: false, failed: expect.stringMatching(/WRONGTYPE/) as unknown });
+    expect((await store.pending('carol')).messages).toEqual([accepted.json]);
+  });
 });
 
 /** RedisMessageStore gathers the sends and confirmations of one event-loop turn into one script call. */

@@ -105,10 +105,12 @@ const WRITES = new LuaScript(
       if string.sub(m, 8, 7 + #id) == id then found = m end
     end
     if not found then return {} end
-    redis.call('ZREM', inbox, found)
+    -- The inbox last: a write Redis refuses stops the command (a script's writes are not rolled back), and the
+    -- message must then still be there, to be delivered again.
     redis.call('ZADD', unread, '0', id .. '|' .. from)
     redis.call('ZREMRANGEBYRANK', unread, '0', unreadKeep)
     redis.call('PEXPIRE', unread, offlineTtl)
+    redis.call('ZREM', inbox, found)
     senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, nowArg, leases)
     return {1, unpack(senders[presence])}
   end
