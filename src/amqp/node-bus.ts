@@ -32,8 +32,9 @@ export class NodeUnreachableError extends Error {
  * - `publishToNode` resolves once the transport has taken responsibility for the payload ('routed'), or
  *   reports that no queue of that node exists ('unroutable'). While the broker is away it keeps the payload
  *   and retries after reconnecting, for up to a minute; then it rejects with NodeUnreachableError.
- * - The handler given to `onMessage` receives every payload addressed to this node, in publish order per
- *   sender, and its share of payloads that other nodes did not consume in time (`rerouted`); a payload is
+ * - The handler given to `onMessage` receives every payload addressed to this node, mostly in publish order per
+ *   sender (a publish that met a closed channel goes again after later ones: messages are put back in order by
+ *   their seq), and its share of payloads that other nodes did not consume in time (`rerouted`); a payload is
  *   acknowledged to the transport after the handler's promise settles.
  * - `onReconnected` listeners run each time the transport comes back after a loss of connection, or after its
  *   route to this node was found broken and repaired: what was sent to its users meanwhile was stored.

@@ -187,7 +187,10 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     this.confirms.send();
   }
 
-  /** Not awaited: it needs no answer, and it reaches Redis before any repeat of this send can. */
+  /**
+   * Not awaited: it needs no answer. A repeat that reaches Redis first (through another node, while this one's
+   * connection is down) finds the record unsettled and pushes again; the first send's settle still wins.
+   */
   private settle(from: string, clientMsgId: string, id: string, status: SendResult['status'], by: SettledBy): void {
     this.store.settle(from, clientMsgId, id, status, by).catch((err: unknown) => this.logger.warn(`settle of ${id} failed: ${String(err)}`));
   }

@@ -66,7 +66,7 @@ export interface PendingMessages {
 /**
  * The recipients' inboxes, with the per-sender idempotency records and send-rate buckets.
  *
- * Contract (tested by message.store.contract.ts against both implementations):
+ * Contract (tested by test/contracts/message-store.contract.ts against both implementations):
  * - `accept` is atomic: a repeated (from, clientMsgId) within the idempotency window returns the first id
  *   and status and stores nothing (and, when the first send never called `settle` and its message is still
  *   unconfirmed, the stored message and the recipient's live nodes, so it can be pushed again); over the sender's rate it stores nothing; otherwise it appends the

@@ -12,7 +12,7 @@ export class MetricsService {
   readonly messagesDuplicate = this.counter('switchboard_messages_duplicate_total', 'Sends answered from the idempotency record');
   readonly messagesPushed = this.counter('switchboard_messages_pushed_total', 'Messages handed to a local session (emitted, or held while its flow control is paused)', ['source']);
   readonly messagesConfirmed = this.counter('switchboard_messages_confirmed_total', 'Messages removed from an inbox after a session confirmed them');
-  readonly messagesRerouted = this.counter('switchboard_messages_rerouted_total', 'Messages that found no local session and were routed once more');
+  readonly messagesRerouted = this.counter('switchboard_messages_rerouted_total', 'Payloads (messages and receipts) looked up again and routed once more: they found no local session, or came from the reroute queue');
   readonly inboxDropped = this.counter('switchboard_inbox_dropped_total', 'Stored messages dropped before a session confirmed them (reason: overflow past OFFLINE_MAX_PER_USER, expired)', ['reason']);
   readonly inboxUnreadable = this.counter('switchboard_inbox_unreadable_total', 'Stored messages a read of the inbox could not parse and skipped, each time it met them');
   readonly rateLimited = this.counter('switchboard_rate_limited_total', 'Sends refused over the per-user rate');

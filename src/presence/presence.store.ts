@@ -44,7 +44,7 @@ export class LeaseLostError extends Error {
 /**
  * Which node holds which user's sessions.
  *
- * The contract both implementations keep (tested by presence.store.contract.ts against each):
+ * The contract both implementations keep (tested by test/contracts/presence-store.contract.ts against each):
  * - A node holds a lease while it renews it; a lease not renewed within the lease time disappears, and from
  *   then on that node's sessions are skipped by every lookup, even while their own entries have TTL left.
  * - A session entry not refreshed within the presence TTL disappears.
