@@ -1,7 +1,6 @@
 export const USER_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
 /** How a validation message words USER_ID_PATTERN (`<field> must be a user id matching ...`). */
 export const USER_ID_RULE = `must be a user id matching ${USER_ID_PATTERN.source}`;
-export const ROOM_PATTERN = /^[A-Za-z0-9._:-]{1,128}$/;
 export const CLIENT_MSG_ID_MAX = 128;
 
 export function isUserId(value: unknown): value is string {

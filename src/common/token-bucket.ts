@@ -10,6 +10,11 @@ export interface BucketRule {
   readonly burst: number;
 }
 
+/** The contract's send rate: `rate` a second, in bursts of up to twice that (SEND_RATE_PER_SECOND). */
+export function sendRateRule(rate: number): BucketRule {
+  return { rate, burst: rate * 2 };
+}
+
 /**
  * Takes one token at `now` from `bucket` (undefined: a full one). Answers the bucket to keep, or how long until
  * a token is due. The same arithmetic as the Redis scripts' limiter, for embedded mode and per-session limits.

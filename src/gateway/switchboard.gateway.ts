@@ -3,7 +3,7 @@ import { OnGatewayConnection, OnGatewayDisconnect, OnGatewayInit, WebSocketGatew
 import { NodeBus } from '../amqp/node-bus';
 import { AppError, toErrorBody } from '../common/app-error';
 import { ThrottledLog } from '../common/throttled-log';
-import { takeToken } from '../common/token-bucket';
+import { sendRateRule, takeToken } from '../common/token-bucket';
 import { validatePayload } from '../common/validate';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
@@ -190,7 +190,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
    */
   private takeReadToken(socket: SwitchboardSocket): void {
     const rate = this.config.sendRatePerSecond;
-    const taken = takeToken(socket.data.readBucket, Date.now(), { rate, burst: rate * 2 });
+    const taken = takeToken(socket.data.readBucket, Date.now(), sendRateRule(rate));
     if ('retryAfterMs' in taken) throw new AppError('rate_limited', `more than ${rate} message:read calls per second on this session`, taken.retryAfterMs);
     socket.data.readBucket = taken.bucket;
   }

@@ -15,7 +15,7 @@ import {
 } from './message.store';
 import { SendStatus } from './message.types';
 import { timeOfId } from './message-id';
-import { Bucket, bucketIsFull, takeToken } from '../common/token-bucket';
+import { Bucket, bucketIsFull, sendRateRule, takeToken } from '../common/token-bucket';
 
 interface IdempotencyRecord {
   id: string;
@@ -98,7 +98,7 @@ export class MemoryMessageStore extends MessageStore {
         return still ? { ...dup, repush: { json: still.json, nodes: await this.presence.nodesOf(cmd.to) } } : dup;
       }
     }
-    const rule = { rate: this.config.sendRatePerSecond, burst: this.config.sendRatePerSecond * 2 };
+    const rule = sendRateRule(this.config.sendRatePerSecond);
     const taken = takeToken(this.buckets.get(cmd.from), now, rule);
     if ('retryAfterMs' in taken) return { kind: 'rate_limited', retryAfterMs: taken.retryAfterMs };
     sweepStale(this.buckets, (b) => bucketIsFull(b, now, rule));

@@ -2,6 +2,7 @@ import { Injectable } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { AppError } from '../common/app-error';
 import { Batcher } from '../common/batcher';
+import { sendRateRule } from '../common/token-bucket';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { LuaScript, redisStateError } from '../redis/lua-script';
@@ -213,13 +214,13 @@ export class RedisMessageStore extends MessageStore {
   }
 
   private async writeBatch(batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
-    const rate = this.config.sendRatePerSecond;
+    const { rate, burst } = sendRateRule(this.config.sendRatePerSecond);
     let kinds = '';
     const keys: string[] = [];
     // The shared entries, the kinds (filled in below), then each command's.
     const args: Array<string | number> = [
       rate,
-      rate * 2,
+      burst,
       this.config.offlineMaxPerUser,
       this.config.offlineTtlMs,
       IDEMPOTENCY_WINDOW_MS,
