@@ -321,6 +321,36 @@ describe('nodes as separate processes', () => {
     expect(msg.body).toEqual({ while: 'paused' });
   });
 
+  it("a user's session on a node paused past its lease gets, once the node is back, what his other session confirmed meanwhile", async () => {
+    const lease = { LOG_LEVEL: 'info', NODE_LEASE_MS: '1000' };
+    const paused = start(clusterEnv(cluster, `${cluster}-paused2`, lease));
+    const other = start(clusterEnv(cluster, `${cluster}-other2`, lease));
+    const [u1, u2] = await Promise.all([paused.listening(), other.listening()]);
+    const onPaused = await clients.connect(u1, 'pause-rob');
+    const onOther = await clients.connect(u2, 'pause-rob');
+    const alice = await clients.connect(u2, 'pause-amy');
+    paused.signal('SIGSTOP');
+    try {
+      await waitFor(async () => {
+        const res = await request(u2).get('/presence/pause-rob').set('X-API-Key', API_KEY);
+        return res.body.sessions?.length === 1;
+      }, "the paused node's session to drop out of rob's presence");
+      const ack = await alice.send('pause-rob', { while: 'paused' });
+      expect(ack.status).toBe('sent');
+      // The other session confirms it at once: it leaves the inbox, where the paused node's catch-up would look.
+      await onOther.waitForMessage((m) => m.id === ack.id, 'the message on the other node');
+      const redis = new Redis(REDIS_URL);
+      try {
+        await waitFor(async () => (await redis.zcard(`${cluster}:inbox:pause-rob`)) === 0, 'the confirmation to remove it from the inbox');
+      } finally {
+        redis.disconnect();
+      }
+    } finally {
+      paused.signal('SIGCONT');
+    }
+    await onPaused.waitForMessage((m) => (m.body as { while?: string }).while === 'paused', 'the message on the node that was paused', 10_000);
+  });
+
   it('SESSION_POLICY=single: a session replaced while its node was paused past its lease is ended once the node is back', async () => {
     const single = { LOG_LEVEL: 'info', NODE_LEASE_MS: '1000', SESSION_POLICY: 'single' };
     const paused = start(clusterEnv(cluster, `${cluster}-single-paused`, single));

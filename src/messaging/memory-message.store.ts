@@ -123,7 +123,7 @@ export class MemoryMessageStore extends MessageStore {
       const status = nodes.length > 0 ? 'sent' : 'stored';
       setNewest(this.idempotency, idemKey, { id: cmd.id, status, seq, to: cmd.to, settled: false, expiresAt: now + IDEMPOTENCY_WINDOW_MS });
     }
-    return { kind: 'accepted', seq, json, nodes, dropped };
+    return { kind: 'accepted', seq, json, nodes, lapsedNodes: [], dropped };
   }
 
   async settle(from: string, clientMsgId: string, id: string, status: SendStatus, by: SettledBy): Promise<void> {

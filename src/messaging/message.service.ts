@@ -165,7 +165,12 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     if (result.dropped > 0) this.metrics.inboxDropped.inc({ reason: 'overflow' }, result.dropped);
 
     // Not awaited here: what waits for the broker holds neither the command nor the stored JSON.
-    const pushed = result.nodes.length > 0 ? this.push({ id, from, to, seq: result.seq, json: result.json }, result.nodes, 0) : NOT_PUSHED;
+    const msg = { id, from, to, seq: result.seq, json: result.json };
+    const pushed = result.nodes.length > 0 ? this.push(msg, result.nodes, 0) : NOT_PUSHED;
+    // A paused node's sessions get it when the node is back (its queue keeps it for NODE_QUEUE_MESSAGE_TTL_MS);
+    // another session of the user may confirm it meanwhile, and then no catch-up could find it. Not counted as
+    // 'sent'; a node that is dead for good lets it dead-letter to the reroute queue like any payload.
+    if (result.lapsedNodes.length > 0) void this.push(msg, result.lapsedNodes, 0);
     return this.answerWhenPushed(from, id, clientMsgId, pushed);
   }
 

@@ -28,6 +28,13 @@ export type AcceptResult =
       readonly json: string;
       /** Live nodes holding a session of the recipient at the moment of storing. */
       readonly nodes: string[];
+      /**
+       * Nodes whose lease lapsed while a session entry of the recipient there has not expired: paused (a long GC
+       * pause, a frozen VM) or dead for less than the presence TTL. A paused one may come back with its sessions:
+       * pushed to as well, as another session of the user may confirm the message before that node catches up.
+       * One process has none (the memory store).
+       */
+      readonly lapsedNodes: string[];
       /** Oldest messages dropped to keep the inbox within its bound. */
       readonly dropped: number;
     };

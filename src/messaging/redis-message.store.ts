@@ -90,12 +90,15 @@ const WRITES = new LuaScript(
       dropped = n - max
       redis.call('ZPOPMIN', inbox, dropped)
     end
-    local nodes = liveNodes(presence, leasePrefix, nowArg, leases)
+    local lapsed = {}
+    local nodes = liveNodes(presence, leasePrefix, nowArg, leases, lapsed)
     if hasIdem == '1' then
       local status = 'stored'
       if #nodes > 0 then status = 'sent' end
       redis.call('SET', idem, id .. '|' .. status .. '|' .. seq .. '|0|' .. to, 'PX', idemTtl)
     end
+    -- A node whose lease lapsed follows the live ones, marked with a ~ (no NODE_ID has one).
+    for _, node in ipairs(lapsed) do nodes[#nodes + 1] = '~' .. node end
     return {'accepted', seq, dropped == 0 and '0' or tostring(dropped), json, unpack(nodes)}
   end
   local function confirm(inbox, unread, presence, seq, id, from)
@@ -292,7 +295,12 @@ function acceptResult(reply: string[]): AcceptResult | Error {
     }
     case 'rate_limited':
       return { kind: 'rate_limited', retryAfterMs: Number(reply[1]) };
-    default:
-      return { kind: 'accepted', seq: Number(reply[1]), dropped: Number(reply[2]), json: reply[3], nodes: reply.slice(4) };
+    default: {
+      const nodes = reply.slice(4);
+      const firstLapsed = nodes.findIndex((n) => n.startsWith('~'));
+      if (firstLapsed < 0) return { kind: 'accepted', seq: Number(reply[1]), dropped: Number(reply[2]), json: reply[3], nodes, lapsedNodes: [] };
+      const lapsedNodes = nodes.slice(firstLapsed).map((n) => n.slice(1));
+      return { kind: 'accepted', seq: Number(reply[1]), dropped: Number(reply[2]), json: reply[3], nodes: nodes.slice(0, firstLapsed), lapsedNodes };
+    }
   }
 }

@@ -61,13 +61,14 @@ export class RedisKeys {
 export const LUA_NOW = `local __t = redis.call('TIME'); local now = tonumber(__t[1]) * 1000 + math.floor(tonumber(__t[2]) / 1000)`;
 
 /**
- * Lua function liveNodes(presenceKey, leasePrefix, now, leases): the distinct nodes with an unexpired session
- * entry whose lease is alive (`now`: epoch ms, a number or, cheaper for Redis to take, that number as a
+ * Lua function liveNodes(presenceKey, leasePrefix, now, leases, lapsed): the distinct nodes with an unexpired
+ * session entry whose lease is alive (`now`: epoch ms, a number or, cheaper for Redis to take, that number as a
  * string). `leases` (optional) caches each node's lease check for the rest of the script, which is one atomic
- * step. Shared by the presence lookup and the messaging scripts.
+ * step. `lapsed` (optional) gets the nodes with an unexpired entry whose lease is not alive: paused, or dead
+ * for less than the presence TTL. Shared by the presence lookup and the messaging scripts.
  */
 export const LUA_LIVE_NODES = `
-local function liveNodes(key, leasePrefix, now, leases)
+local function liveNodes(key, leasePrefix, now, leases, lapsed)
   leases = leases or {}
   local members = redis.call('ZRANGEBYSCORE', key, now, '+inf')
   local seen, out = {}, {}
@@ -80,7 +81,8 @@ local function liveNodes(key, leasePrefix, now, leases)
         alive = redis.call('EXISTS', leasePrefix .. node) == 1
         leases[node] = alive
       end
-      if alive then out[#out + 1] = node end
+      if alive then out[#out + 1] = node
+      elseif lapsed then lapsed[#lapsed + 1] = node end
     end
   end
   return out
