@@ -136,6 +136,20 @@ describe('MessageService: a repeated clientMsgId while the first send is still p
     expect(await send()).toEqual({ id: first.id, status: 'stored', duplicate: true });
   });
 
+  it("answers a repeat made while the first send's push is under way 'stored' when neither push is routed, not the 'sent' the record expected", async () => {
+    const { send, published, connectBob } = await bobOnAnotherNode();
+    await connectBob();
+    const first = send();
+    const repeat = send();
+    const [settleFirst, settleRepeat] = await published(2);
+    // bob's node queue is gone (the node died without a word): the broker routes neither.
+    settleRepeat('unroutable');
+    settleFirst('unroutable');
+    expect(await first).toMatchObject({ status: 'stored' });
+    expect(await repeat).toEqual({ id: (await first).id, status: 'stored', duplicate: true });
+    expect(await send()).toEqual({ id: (await first).id, status: 'stored', duplicate: true });
+  });
+
   it("answers a repeat made while the first send's push is under way with the status the first was stored with", async () => {
     const { send, published, connectBob } = await bobOnAnotherNode();
     await connectBob();

@@ -147,13 +147,16 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
       this.metrics.messagesDuplicate.inc();
       if (result.repush && clientMsgId !== undefined) {
         // The first send has not settled: its node died mid-send, or its push is still under way. This repeat
-        // pushes again to the recipient's nodes as they are now (a session drops a seq it already has), and answers
-        // the status the first send was stored with (CONTRACT 4: the first id and status), not what its own push
-        // did: a recipient who came online meanwhile would turn a first 'stored' into a repeat's 'sent'.
+        // pushes again to the recipient's nodes as they are now (a session drops a seq it already has). The
+        // record's status is what the first send expected when it stored the message: 'stored' stays 'stored' (a
+        // recipient who came online since must not turn it into 'sent'; CONTRACT 4: the first status), and
+        // 'sent' holds only if this push was routed too (a push the broker could not route is the first's fate
+        // as well, and it answers 'stored').
         const { json, nodes } = result.repush;
-        if (nodes.length > 0) await this.push(readStoredMessage(json), nodes, 0);
-        this.settle(from, clientMsgId, result.id, result.status, 'repeat');
-        return { id: result.id, status: result.status, duplicate: true };
+        const pushed = nodes.length > 0 && (await this.push(readStoredMessage(json), nodes, 0));
+        const status = result.status === 'sent' && pushed ? 'sent' : 'stored';
+        this.settle(from, clientMsgId, result.id, status, 'repeat');
+        return { id: result.id, status, duplicate: true };
       }
       return { id: result.id, status: result.status, duplicate: true };
     }
