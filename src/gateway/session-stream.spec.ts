@@ -120,14 +120,39 @@ describe('SessionStream', () => {
     void h.stream.catchUp();
     await h.answer([], 0);
     h.stream.push(msg(1));
-    h.stream.push(msg(3)); // 2 is late on this node; the user's other session confirms it meanwhile
+    h.stream.push(msg(3, 'carol')); // 2 (alice's) is late on this node; the user's other session confirms it meanwhile
     jest.advanceTimersByTime(GAP_WAIT_MS);
-    await h.answer([msg(3)], 3);
+    await h.answer([msg(3, 'carol')], 3);
     expect(h.emitted).toEqual([1, 3]);
     h.stream.push(msg(2));
     h.stream.push(msg(2));
     h.stream.push(msg(1));
     expect(h.emitted).toEqual([1, 3, 2]);
+  });
+
+  it("does not emit a skipped seq's late copy after a newer message of the same sender: that sender's order comes first", async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([], 0);
+    h.stream.push(msg(1));
+    h.stream.push(msg(3)); // alice's 2 is late here; the other session confirmed it
+    jest.advanceTimersByTime(GAP_WAIT_MS);
+    await h.answer([msg(3)], 3);
+    h.stream.push(msg(2));
+    expect(h.emitted).toEqual([1, 3]);
+  });
+
+  it('forgets a skipped seq after a minute: a copy that late is not emitted', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([], 0);
+    h.stream.push(msg(1));
+    h.stream.push(msg(3, 'carol'));
+    jest.advanceTimersByTime(GAP_WAIT_MS);
+    await h.answer([msg(3, 'carol')], 3);
+    jest.advanceTimersByTime(60_001);
+    h.stream.push(msg(2));
+    expect(h.emitted).toEqual([1, 3]);
   });
 
   it('does not take seqs from before the session opened for skipped ones', async () => {

@@ -5,8 +5,9 @@ export const GAP_WAIT_MS = 250;
 const RETRY_MS = 1000;
 /** Past this many held messages a session stops waiting for order and delivers what it has. */
 const MAX_HELD = 10_000;
-/** How many seqs skipped as gone a session remembers (see `skipped`). */
+/** How many seqs skipped as gone a session remembers (see `skipped`), and for how long. */
 const MAX_SKIPPED = 1_000;
+const SKIPPED_KEEP_MS = 60_000;
 
 /**
  * One session's message stream, in seq order without gaps or repeats.
@@ -16,7 +17,8 @@ const MAX_SKIPPED = 1_000;
  * is held until the gap fills from the live stream or, after GAP_WAIT_MS, a catch-up reads the inbox: what the
  * inbox has from `next` on is emitted with the held messages, in seq order. A seq skipped that way may still
  * come live (this node's copy was late, and another session confirmed it first): it goes out then, after
- * newer ones, rather than never. A catch-up also runs when the session opens (its
+ * newer ones of other senders, rather than never; but not after a newer one of its own sender, which would
+ * break that sender's order (CONTRACT 4), and not once SKIPPED_KEEP_MS passed. A catch-up also runs when the session opens (its
  * stored messages go out before any newer live one) and after the node lost its broker connection.
  *
  * Flow control, like a consumer's prefetch: once `window` emitted messages wait for this session's
@@ -30,8 +32,10 @@ export class SessionStream {
   /** Until the first catch-up (which runs once the session is registered), live messages only wait. */
   private opened = false;
   private readonly held = new Map<number, StoredMessage>();
-  /** Seqs a catch-up skipped as gone since this session opened (the newest MAX_SKIPPED), until they come live. */
-  private readonly skipped = new Set<number>();
+  /** Seqs a catch-up skipped as gone since this session opened (the newest MAX_SKIPPED), with when, until they come live. */
+  private readonly skipped = new Map<number, number>();
+  /** While any seq is skipped: the highest seq emitted since, per sender (a late copy must not precede it). */
+  private readonly newestSinceSkip = new Map<string, number>();
   private catchingUp: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -51,7 +55,7 @@ export class SessionStream {
   push(msg: StoredMessage): void {
     if (this.closed) return;
     if (msg.seq < this.next) {
-      if (this.skipped.delete(msg.seq)) this.deliver(msg);
+      this.emitLate(msg);
       return;
     }
     if (this.paused) return;
@@ -113,6 +117,7 @@ export class SessionStream {
     if (snapshot.lastSeq < nextAtRead - 1) {
       this.held.clear();
       this.skipped.clear();
+      this.newestSinceSkip.clear();
       this.next = 0;
     }
     // Every seq up to lastSeq is in the snapshot or gone from the inbox: emit those in order, skipping the gone.
@@ -130,11 +135,28 @@ export class SessionStream {
   }
 
   private rememberSkipped(from: number, to: number, emitting: ReadonlySet<number>): void {
-    for (let seq = Math.max(from, to - MAX_SKIPPED + 1); seq <= to; seq++) if (!emitting.has(seq)) this.skipped.add(seq);
-    for (const seq of this.skipped) {
-      if (this.skipped.size <= MAX_SKIPPED) break;
+    const now = Date.now();
+    for (let seq = Math.max(from, to - MAX_SKIPPED + 1); seq <= to; seq++) if (!emitting.has(seq)) this.skipped.set(seq, now);
+    this.forgetSkipped(now);
+  }
+
+  /** A late copy of a skipped seq: emitted once, unless its sender's order forbids it (see the class comment). */
+  private emitLate(msg: StoredMessage): void {
+    const skippedAt = this.skipped.get(msg.seq);
+    if (skippedAt === undefined) return;
+    this.skipped.delete(msg.seq);
+    const now = Date.now();
+    if (now - skippedAt <= SKIPPED_KEEP_MS && (this.newestSinceSkip.get(msg.from) ?? -1) < msg.seq) this.deliver(msg);
+    this.forgetSkipped(now);
+  }
+
+  /** Drops skipped seqs past MAX_SKIPPED or SKIPPED_KEEP_MS (oldest first, as they were added). */
+  private forgetSkipped(now: number): void {
+    for (const [seq, at] of this.skipped) {
+      if (this.skipped.size <= MAX_SKIPPED && now - at <= SKIPPED_KEEP_MS) break;
       this.skipped.delete(seq);
     }
+    if (this.skipped.size === 0) this.newestSinceSkip.clear();
   }
 
   private drainContiguous(): void {
@@ -159,6 +181,7 @@ export class SessionStream {
 
   /** Emits, counting toward the window. What a catch-up or the held messages owe still goes out past it: at most an inbox more. */
   private deliver(msg: StoredMessage): void {
+    if (this.skipped.size > 0) this.newestSinceSkip.set(msg.from, Math.max(msg.seq, this.newestSinceSkip.get(msg.from) ?? -1));
     this.emit(msg);
     if (++this.unconfirmed >= this.window) this.paused = true;
   }
