@@ -344,3 +344,24 @@ describe('AmqpNodeBus: shutdown', () => {
     await expect(bus.publishToNode('n1', Buffer.from('too late'))).rejects.toThrow('this node is shutting down');
   });
 });
+
+describe('AmqpNodeBus: the end of a resource alarm', () => {
+  const cluster = uniqueName('t-bus-unblock');
+  const proxy = new TcpProxy(new URL(AMQP_URL));
+  let bus: AmqpNodeBus | undefined;
+  afterAll(async () => {
+    await bus?.beforeApplicationShutdown();
+    await bus?.onApplicationShutdown();
+    await proxy.close();
+    await forgetCluster(cluster, ['n1']);
+  });
+
+  it("has the node's sessions caught up when RabbitMQ unblocks publishing (pushes dropped meanwhile wait in the inboxes)", async () => {
+    const b = (bus = await busBehind(proxy, cluster));
+    let caughtUp = 0;
+    b.onReconnected(() => caughtUp++);
+    // What amqp-connection-manager tells when the broker lifts the alarm (a real alarm is in the fault tests).
+    (b as unknown as { publishConnection: AmqpConnectionManager }).publishConnection.emit('unblocked');
+    expect(caughtUp).toBe(1);
+  });
+});

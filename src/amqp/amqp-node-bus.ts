@@ -125,7 +125,13 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     publishing.on('blocked', ({ reason }: { reason?: string }) =>
       this.logger.warn(`RabbitMQ blocks publishing (${reason ?? 'no reason given'}): sends to users on other nodes are answered "stored" until it unblocks`),
     );
-    publishing.on('unblocked', () => this.logger.log('RabbitMQ unblocked publishing'));
+    // A long alarm fills the publishing channel: what amqp-connection-manager could not write is dropped after
+    // PUBLISH_TIMEOUT_MS, and a recipient who stays connected would not get those messages until he reconnects.
+    // The alarm is the broker's, so every node unblocks: each catches its sessions up from their inboxes.
+    publishing.on('unblocked', () => {
+      this.logger.log('RabbitMQ unblocked publishing: catching the sessions up');
+      this.reconnected();
+    });
     consuming.on('connect', () => {
       if (this.everConnected) this.reconnected();
       this.everConnected = true;
@@ -232,7 +238,10 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     this.reconnectListeners.push(listener);
   }
 
-  /** After a new consume connection, or a repaired route: what was sent to this node's users meanwhile was stored. */
+  /**
+   * After a new consume connection, a repaired route, or the end of a resource alarm: what was sent to this
+   * node's users meanwhile may have been stored only.
+   */
   private reconnected(): void {
     this.reconnectListeners.forEach((l) => l());
   }
