@@ -151,20 +151,11 @@ export class MemoryMessageStore extends MessageStore {
     const inbox = this.inboxes.get(userId);
     // By seq and id: after a store that lost everything, a seq may name a newer message than the one confirmed.
     const at = inbox?.findIndex((m) => m.seq === seq && m.id === id) ?? -1;
-    const unread = this.unread.get(userId);
-    // Gone from the inbox: confirmed before, or dropped unconfirmed (the bound, the TTL): then this is the first.
-    if (at < 0 && unread?.senders.has(id)) return { removed: false, senderNodes: [] };
-    if (inbox && at >= 0) {
-      inbox.splice(at, 1);
-      if (inbox.length === 0) this.inboxes.delete(userId);
-    }
-    this.markConfirmed(userId, id, from, unread);
-    return { removed: true, senderNodes: await this.presence.nodesOf(from) };
-  }
-
-  private markConfirmed(userId: string, id: string, from: string, existing: Unread | undefined): void {
+    if (!inbox || at < 0) return { removed: false, senderNodes: [] };
+    inbox.splice(at, 1);
+    if (inbox.length === 0) this.inboxes.delete(userId);
     const now = Date.now();
-    const unread = existing ?? { senders: new Map<string, string>(), touchedAt: now };
+    const unread = this.unread.get(userId) ?? { senders: new Map<string, string>(), touchedAt: now };
     unread.senders.set(id, from);
     unread.touchedAt = now;
     if (unread.senders.size > this.config.offlineMaxPerUser) {
@@ -173,6 +164,7 @@ export class MemoryMessageStore extends MessageStore {
     }
     sweepStale(this.unread, (u) => u.touchedAt < now - this.config.offlineTtlMs);
     setNewest(this.unread, userId, unread);
+    return { removed: true, senderNodes: await this.presence.nodesOf(from) };
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {

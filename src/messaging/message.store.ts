@@ -48,10 +48,7 @@ export interface ConfirmCommand {
 }
 
 export interface ConfirmResult {
-  /**
-   * True for a message's first confirmation only: it left the inbox now, or had left it unconfirmed (dropped by
-   * OFFLINE_MAX_PER_USER or its TTL while on its way). Either way it becomes readable, and its sender is told.
-   */
+  /** True for the first confirmation only. */
   readonly removed: boolean;
   /** When removed: the live nodes holding a session of the sender, to tell it 'delivered'. */
   readonly senderNodes: string[];

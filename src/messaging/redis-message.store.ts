@@ -47,8 +47,8 @@ const CONFIRM_ARGS = 3;
  * `c`), then each command's ARGV.
  * - a: KEYS idempotency, rate(from), seq(to), inbox(to), presence(to); ARGV hasIdem, draft, id, to. The
  *   idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished pushing.
- * - c: KEYS inbox, unread, presence(from); ARGV seq, id, from. Answers {} when that message (seq and id) was
- *   confirmed before (it is in the unread set), else
+ * - c: KEYS inbox, unread, presence(from); ARGV seq, id, from. Answers {} when that message (seq and id) is no
+ *   longer in the inbox, else
  *   {1, sender's live node, ...}, so the receipt needs no second round trip.
  * Returns one reply per command; a command whose commands Redis refused answers {'failed', error} and the others go on.
  */
@@ -108,16 +108,13 @@ const WRITES = new LuaScript(
     for _, m in ipairs(held) do
       if string.sub(m, 8, 7 + #id) == id then found = m end
     end
-    -- Gone from the inbox: confirmed already (it is in the unread set), or dropped unconfirmed by the bound (a
-    -- burst past OFFLINE_MAX_PER_USER while it was on its way) or its TTL. The first confirmation all the same,
-    -- with its receipt, in the latter case.
-    if not found and redis.call('ZSCORE', unread, id .. '|' .. from) then return {} end
+    if not found then return {} end
     -- The inbox last: a write Redis refuses stops the command (a script's writes are not rolled back), and the
     -- message must then still be there, to be delivered again.
     redis.call('ZADD', unread, '0', id .. '|' .. from)
     redis.call('ZREMRANGEBYRANK', unread, '0', unreadKeep)
     redis.call('PEXPIRE', unread, offlineTtl)
-    if found then redis.call('ZREM', inbox, found) end
+    redis.call('ZREM', inbox, found)
     senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, nowArg, leases)
     return {1, unpack(senders[presence])}
   end
