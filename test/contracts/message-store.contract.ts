@@ -366,6 +366,17 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect((await confirmOne(b.messages, to, r.seq, stored.id, from)).removed).toBe(true);
     });
 
+    it('confirm of a message confirmed and read already (by another session, say) is not a first confirmation again', async () => {
+      const b = open();
+      const [from, to] = [user(), user()];
+      const m = command(from, to, 'confirmed, read, then confirmed late by a second session');
+      const r = await accepted(b.messages, m);
+      expect((await confirmOne(b.messages, to, r.seq, m.id, from)).removed).toBe(true);
+      expect(await b.messages.markRead(to, [m.id])).toEqual([{ id: m.id, from }]);
+      expect(await confirmOne(b.messages, to, r.seq, m.id, from)).toEqual({ removed: false, senderNodes: [] });
+      expect(await b.messages.markRead(to, [m.id])).toEqual([]);
+    });
+
     it('confirm answers a batch in order: a repeat within the batch is not removed twice, senders of several recipients are found', async () => {
       const b = open();
       const [s1, s2, to1, to2] = [user(), user(), user(), user()];
