@@ -70,23 +70,28 @@ async function busBehind(proxy: TcpProxy, cluster: string): Promise<AmqpNodeBus>
   return bus;
 }
 
-describe('AmqpNodeBus: reconnecting', () => {
-  const cluster = uniqueName('t-bus-re');
+/** For one describe block: node n1 of a cluster of its own, behind a proxy to RabbitMQ; shut down and forgotten after it. */
+function busBehindProxy(label: string): { proxy: TcpProxy; start: () => Promise<AmqpNodeBus> } {
+  const cluster = uniqueName(label);
   const proxy = new TcpProxy(new URL(AMQP_URL));
   let bus: AmqpNodeBus | undefined;
-
   afterAll(async () => {
     await bus?.beforeApplicationShutdown();
     await bus?.onApplicationShutdown();
     await proxy.close();
     await forgetCluster(cluster, ['n1']);
   });
+  return { proxy, start: async () => (bus = await busBehind(proxy, cluster)) };
+}
+
+describe('AmqpNodeBus: reconnecting', () => {
+  const { proxy, start } = busBehindProxy('t-bus-re');
 
   it('gets past an attempt that a broker accepted but never answered, and says why that attempt failed', async () => {
     // The spy is shared with the other describe blocks of this file (spyOn gives the one in place): not restored here.
     const warn = jest.spyOn(Logger.prototype, 'warn');
     const before = warn.mock.calls.length;
-    const b = (bus = await busBehind(proxy, cluster));
+    const b = await start();
     expect(await b.check()).toBeNull();
 
     // The connection drops, and the first attempt to reconnect meets a broker that never answers.
@@ -327,15 +332,10 @@ describe('a publish on a channel that closed behind amqp-connection-manager', ()
 });
 
 describe('AmqpNodeBus: shutdown', () => {
-  const cluster = uniqueName('t-bus-close');
-  const proxy = new TcpProxy(new URL(AMQP_URL));
-  afterAll(async () => {
-    await proxy.close();
-    await forgetCluster(cluster, ['n1']);
-  });
+  const { start } = busBehindProxy('t-bus-close');
 
   it('sends the payloads still waiting to ride along with others (receipts), and refuses new ones', async () => {
-    const bus = await busBehind(proxy, cluster);
+    const bus = await start();
     const patient = bus.publishToNode('n1', Buffer.from('a receipt'), { maxDelayMs: 60_000 });
     await bus.beforeApplicationShutdown();
     await bus.onApplicationShutdown();
@@ -346,18 +346,10 @@ describe('AmqpNodeBus: shutdown', () => {
 });
 
 describe('AmqpNodeBus: the end of a resource alarm', () => {
-  const cluster = uniqueName('t-bus-unblock');
-  const proxy = new TcpProxy(new URL(AMQP_URL));
-  let bus: AmqpNodeBus | undefined;
-  afterAll(async () => {
-    await bus?.beforeApplicationShutdown();
-    await bus?.onApplicationShutdown();
-    await proxy.close();
-    await forgetCluster(cluster, ['n1']);
-  });
+  const { start } = busBehindProxy('t-bus-unblock');
 
   it("has the node's sessions caught up when RabbitMQ unblocks publishing (pushes dropped meanwhile wait in the inboxes)", async () => {
-    const b = (bus = await busBehind(proxy, cluster));
+    const b = await start();
     let caughtUp = 0;
     b.onReconnected(() => caughtUp++);
     // What amqp-connection-manager tells when the broker lifts the alarm (a real alarm is in the fault tests).
