@@ -144,8 +144,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     try {
       await Promise.all([publishing, consuming].map((c) => c.connect({ timeout: BOOT_WAIT_MS })));
     } catch (err) {
-      await Promise.all([publishing, consuming].map((c) => c.close().catch(() => undefined)));
-      this.publishConnection = this.consumeConnection = undefined;
+      await this.abandonBoot();
       const reason = err instanceof Error ? err.message : String(err);
       throw new Error(`AMQP_URL: cannot connect to RabbitMQ at ${redactUrl(url)}: ${reason}${lastFailure && lastFailure !== reason ? ` (last attempt: ${lastFailure})` : ''}`);
     } finally {
@@ -182,10 +181,16 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     // A setup that RabbitMQ keeps refusing (a queue of this cluster declared with other arguments, by another
     // version say) is tried again every second for ever: the boot gives it as long as the connection had.
     if (!(await finishesWithin(Promise.all(channels.map((channel) => channel.waitForConnect())), BOOT_WAIT_MS))) {
-      await Promise.all([publishing, consuming].map((c) => c.close().catch(() => undefined)));
-      this.publishConnection = this.consumeConnection = undefined;
+      await this.abandonBoot();
       throw new Error(`AMQP_URL: RabbitMQ at ${redactUrl(url)} refused this node's exchanges or queues for ${BOOT_WAIT_MS / 1000} s: ${explainSetupFailure(setupFailure)}`);
     }
+  }
+
+  /** A boot that failed closes both connections (and their channels), which would otherwise keep retrying. */
+  private async abandonBoot(): Promise<void> {
+    const managers = [this.publishConnection, this.consumeConnection].filter((m): m is AmqpConnectionManager => m !== undefined);
+    this.publishConnection = this.consumeConnection = undefined;
+    await Promise.all(managers.map((m) => m.close().catch(() => undefined)));
   }
 
   private consumption(connection: AmqpConnectionManager, queue: string, rerouted: boolean, declare: (ch: ConfirmChannel) => Promise<void>): Consumption {

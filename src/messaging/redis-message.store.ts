@@ -296,11 +296,12 @@ function acceptResult(reply: string[]): AcceptResult | Error {
     case 'rate_limited':
       return { kind: 'rate_limited', retryAfterMs: Number(reply[1]) };
     default: {
-      const nodes = reply.slice(4);
-      const firstLapsed = nodes.findIndex((n) => n.startsWith('~'));
-      if (firstLapsed < 0) return { kind: 'accepted', seq: Number(reply[1]), dropped: Number(reply[2]), json: reply[3], nodes, lapsedNodes: [] };
-      const lapsedNodes = nodes.slice(firstLapsed).map((n) => n.slice(1));
-      return { kind: 'accepted', seq: Number(reply[1]), dropped: Number(reply[2]), json: reply[3], nodes: nodes.slice(0, firstLapsed), lapsedNodes };
+      // The live nodes, then the lapsed ones, marked with a ~.
+      const all = reply.slice(4);
+      const split = all.findIndex((n) => n.startsWith('~'));
+      const nodes = split < 0 ? all : all.slice(0, split);
+      const lapsedNodes = split < 0 ? [] : all.slice(split).map((n) => n.slice(1));
+      return { kind: 'accepted', seq: Number(reply[1]), dropped: Number(reply[2]), json: reply[3], nodes, lapsedNodes };
     }
   }
 }
