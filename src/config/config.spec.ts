@@ -259,5 +259,27 @@ describe('loadConfig', () => {
     it('drops trailing slashes from CORS_ORIGINS, which browsers never send', () => {
       expect(loadConfig({ CORS_ORIGINS: 'https://a.example/, https://b.example' }).corsOrigins).toEqual(['https://a.example', 'https://b.example']);
     });
+
+    it('writes each CORS_ORIGINS entry as a browser sends its Origin (lower-case host, no default port)', () => {
+      expect(loadConfig({ CORS_ORIGINS: 'https://App.Example.com:443,HTTP://localhost:5173' }).corsOrigins).toEqual([
+        'https://app.example.com',
+        'http://localhost:5173',
+      ]);
+    });
+
+    it.each(['notaurl', 'localhost:5173', 'app.example.com', '*', 'https://a.example/app', 'https://a.example/?x=1', 'https://u:p@a.example'])(
+      'refuses a CORS_ORIGINS entry that no Origin header could match: %s',
+      (entry) => {
+        const message = refusal({ CORS_ORIGINS: `https://ok.example, ${entry}` }).message;
+        expect(message).toMatch(/^CORS_ORIGINS: ".+" is not an origin/);
+        expect(message).toContain(entry);
+      },
+    );
+
+    it('refuses API_KEYS or CORS_ORIGINS set to nothing but commas, and takes an empty value as unset', () => {
+      expect(refusal({ API_KEYS: ' , ' }).message).toBe('API_KEYS holds no entry between its commas, got " , "');
+      expect(refusal({ CORS_ORIGINS: ',' }).message).toMatch(/^CORS_ORIGINS holds no entry/);
+      expect(loadConfig({ API_KEYS: '', CORS_ORIGINS: ' ' })).toMatchObject({ apiKeys: [], corsOrigins: [] });
+    });
   });
 });

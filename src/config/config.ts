@@ -47,13 +47,51 @@ const urlWith = (name: string, protocols: string[]) =>
       return raw;
     });
 
-const list = z
-  .string()
-  .optional()
-  .transform((raw) => (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0));
+/** A comma-separated list; a value that is set but holds nothing between its commas is refused (a typo, not "none"). */
+const listOf = (name: string) =>
+  z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      const all = (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+      if (all.length === 0 && raw !== undefined && raw.trim() !== '') {
+        ctx.addIssue({ code: 'custom', message: `${name} holds no entry between its commas, got "${raw}"` });
+        return z.NEVER;
+      }
+      return all;
+    });
 
-/** Browser Origin headers never end with a slash; an origin written with one would never match. */
-const origins = list.transform((all) => all.map((o) => o.replace(/\/+$/, '')));
+/**
+ * Browser origins, each as a browser sends it in its Origin header (scheme, host and port, lower case, no
+ * slash): "https://App.example.com/" is kept as "https://app.example.com". Anything else would never match
+ * an Origin, so it stops the boot: a path, a bare host name, or "*" (list the origins instead).
+ */
+const origins = listOf('CORS_ORIGINS').transform((all, ctx) => {
+  const out: string[] = [];
+  for (const raw of all) {
+    const origin = originOf(raw);
+    if (origin === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        message: `CORS_ORIGINS: "${raw}" is not an origin (scheme, host and optional port, like https://app.example.com or http://localhost:5173)`,
+      });
+      return z.NEVER;
+    }
+    out.push(origin);
+  }
+  return out;
+});
+
+function originOf(raw: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return undefined;
+  }
+  const bare = url.pathname === '/' && url.search === '' && url.hash === '' && url.username === '' && url.password === '';
+  return bare && url.origin !== 'null' ? url.origin : undefined;
+}
 
 const optionalText = z
   .string()
@@ -89,7 +127,7 @@ const envSchema = z.object({
   AMQP_URL: urlWith('AMQP_URL', ['amqp:', 'amqps:']),
   JWT_SECRET: optionalText,
   JWT_PUBLIC_KEY: optionalText,
-  API_KEYS: list,
+  API_KEYS: listOf('API_KEYS'),
   PRESENCE_TTL_SECONDS: intIn('PRESENCE_TTL_SECONDS', 3, 86400, 30),
   OFFLINE_TTL_SECONDS: intIn('OFFLINE_TTL_SECONDS', 1, 365 * 86400, 604800),
   OFFLINE_MAX_PER_USER: intIn('OFFLINE_MAX_PER_USER', 1, 1_000_000, 1000),
