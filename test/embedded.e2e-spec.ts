@@ -19,9 +19,16 @@ describe('embedded mode', () => {
   afterEach(() => clients.closeAll());
   afterAll(() => node.close());
 
-  it('is ready with nothing to check, and has no API key routes open', async () => {
+  it('is ready with nothing to check, and has no API key routes open, saying why a key fails', async () => {
     expect((await request(node.url).get('/health/ready').expect(200)).body).toEqual({ status: 'ok', checks: { node: 'up' } });
-    await request(node.url).get('/presence').expect(401);
+    expect((await request(node.url).get('/presence').expect(401)).body.error).toEqual({
+      code: 'unauthorized',
+      message: 'a valid X-API-Key is required (this node has none: API_KEYS is unset)',
+    });
+    expect((await request(node.url).get('/presence').set('X-API-Key', 'some-key').expect(401)).body.error).toEqual({
+      code: 'unauthorized',
+      message: 'invalid X-API-Key (this node has none: API_KEYS is unset)',
+    });
   });
 
   it('refuses a dev token for a bad user id', async () => {

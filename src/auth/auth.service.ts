@@ -55,6 +55,11 @@ export class AuthService {
     return { userId: claims.sub, expiresAt: typeof claims.exp === 'number' ? claims.exp * 1000 : undefined };
   }
 
+  /** False when API_KEYS is unset: then no X-API-Key is valid, and the refusals say why. */
+  get hasApiKeys(): boolean {
+    return this.apiKeyDigests.length > 0;
+  }
+
   isApiKey(key: string | undefined): boolean {
     if (!key) return false;
     const d = digest(key);

@@ -16,6 +16,11 @@ function presented(value: string | undefined): string | undefined {
   return value?.trim() ? value : undefined;
 }
 
+/** Said with an API-key refusal by a node that has no keys at all, where no key could have passed. */
+function noKeysHint(auth: AuthService): string {
+  return auth.hasApiKeys ? '' : ' (this node has none: API_KEYS is unset)';
+}
+
 /**
  * The credentials a REST request presents, each checked: a request that presents one which fails is refused
  * (401), even when it presents another that is good, so that a wrong key or a broken token never goes unnoticed
@@ -29,7 +34,7 @@ function credentialsOf(auth: AuthService, req: Request): { backend: boolean; use
   }
   const apiKey = presented(req.header('x-api-key'));
   const authorization = presented(req.header('authorization'));
-  if (apiKey !== undefined && !auth.isApiKey(apiKey)) throw new AppError('unauthorized', 'invalid X-API-Key');
+  if (apiKey !== undefined && !auth.isApiKey(apiKey)) throw new AppError('unauthorized', `invalid X-API-Key${noKeysHint(auth)}`);
   let user: VerifiedUser | undefined;
   if (authorization !== undefined) {
     const token = bearerToken(authorization);
@@ -67,7 +72,7 @@ export class ApiKeyGuard implements CanActivate {
       return true;
     }
     if (user) throw new AppError('forbidden', 'this route is for backends: it needs an X-API-Key, a user token is not enough');
-    throw new AppError('unauthorized', 'a valid X-API-Key is required');
+    throw new AppError('unauthorized', `a valid X-API-Key is required${noKeysHint(this.auth)}`);
   }
 }
 
