@@ -44,6 +44,27 @@ describe('a three-node cluster', () => {
     expect(a.statuses).toContainEqual({ id: ack.id, to: bob, status: 'delivered' });
   });
 
+  it('works the same for a client on long-polling only and for one that starts on polling and upgrades (the client default)', async () => {
+    const [alice, bob] = [user('alice'), user('bob')];
+    const a = await clients.connect(n1.url, alice, { transports: ['polling'] });
+    const b = await clients.connect(n2.url, bob, { transports: ['polling', 'websocket'] });
+    expect(a.socket.io.engine.transport.name).toBe('polling');
+
+    const first = await a.send(bob, { text: 'over polling' });
+    expect(first).toMatchObject({ ok: true, status: 'sent' });
+    await b.waitForMessage((m) => m.id === first.id, 'the first message');
+    await a.waitForStatus(first.id!, 'delivered');
+    await waitFor(() => b.socket.io.engine.transport.name === 'websocket', 'the upgrade to websocket');
+
+    const reply = await b.send(alice, { text: 'after the upgrade' });
+    const got = await a.waitForMessage((m) => m.id === reply.id, 'the reply');
+    expect(got).toMatchObject({ from: bob, to: alice, body: { text: 'after the upgrade' }, seq: 1 });
+    await b.waitForStatus(reply.id!, 'delivered');
+    expect(await a.emit('message:read', { ids: [got.id] })).toEqual({ ok: true });
+    await b.waitForStatus(reply.id!, 'read');
+    expect(a.socket.io.engine.transport.name).toBe('polling');
+  });
+
   it('sends over REST with a user JWT (the body cannot choose the sender) and with an API key', async () => {
     const [alice, bob] = [user('alice'), user('bob')];
     const b = await clients.connect(n3.url, bob);

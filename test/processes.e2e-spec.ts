@@ -212,17 +212,18 @@ describe('nodes as separate processes', () => {
     expect(typeof presence.body.lastSeen).toBe('number');
   });
 
-  it('on SIGTERM its clients reconnect by themselves, through a balancer, to another node, and get what was sent meanwhile', async () => {
-    const [idA, idB] = [`${cluster}-lb-a`, `${cluster}-lb-b`];
+  it.each([['websocket'], ['polling']] as const)('on SIGTERM its clients (%s) reconnect by themselves, through a balancer, to another node, and get what was sent meanwhile', async (transport) => {
+    const [idA, idB] = [`${cluster}-lb-${transport}-a`, `${cluster}-lb-${transport}-b`];
     const a = start(clusterEnv(cluster, idA, { LOG_LEVEL: 'info' }));
     const b = start(clusterEnv(cluster, idB, { LOG_LEVEL: 'info' }));
     const [ua, ub] = await Promise.all([a.listening(), b.listening()]);
     // The balancer sends new connections to a until a is gone, then to b (nginx's next upstream).
     const balancer = new TcpProxy(new URL(ua));
     const lb = await balancer.listen();
-    const alice = await clients.connect(ub, 'lb-alice');
+    const [aliceId, bobId] = [`lb-${transport}-alice`, `lb-${transport}-bob`];
+    const alice = await clients.connect(ub, aliceId);
     // A client as an app writes it: socket.io-client's defaults (reconnection on), with a quick backoff.
-    const bob = io(lb.origin, { auth: { token: tokenFor('lb-bob') }, transports: ['websocket'], reconnectionDelay: 100, reconnectionDelayMax: 200, forceNew: true });
+    const bob = io(lb.origin, { auth: { token: tokenFor(bobId) }, transports: [transport], reconnectionDelay: 100, reconnectionDelayMax: 200, forceNew: true });
     const seen = { sessions: [] as string[], ended: [] as string[], disconnects: [] as string[], bodies: [] as unknown[] };
     bob.on('session', (s: { nodeId: string }) => seen.sessions.push(s.nodeId));
     bob.on('session:ended', (e: { reason: string }) => seen.ended.push(e.reason));
@@ -238,7 +239,7 @@ describe('nodes as separate processes', () => {
       expect(await a.exitCode(10_000)).toBe(0);
       expect(seen).toMatchObject({ ended: ['shutdown'], disconnects: ['transport close'] });
       expect(bob.active).toBe(true); // still trying
-      expect((await alice.send('lb-bob', 'while bob was away')).status).toBe('stored');
+      expect((await alice.send(bobId, 'while bob was away')).status).toBe('stored');
       balancer.target = new URL(ub);
       await waitFor(() => seen.sessions.length === 2, 'bob back, on b');
       expect(seen.sessions).toEqual([idA, idB]);
