@@ -200,3 +200,21 @@ describe('RedisMessageStore: the writes of one turn', () => {
     expect((await store.pending('bob')).messages).toEqual([`${draft('bob', id2)},"seq":2}`]);
   });
 });
+
+/** What a node that died leaves in Redis must outlive the presence TTL, or nothing can clear it up. */
+describe('RedisPresenceStore: what a node that died leaves', () => {
+  const backends = new RedisBackends('d');
+  afterAll(() => backends.close());
+
+  it("keeps the node's list of sessions as long as the presence keys, so that a restart under its id later than the TTL still clears them", async () => {
+    const { redis, keys, config } = backends.open({ PRESENCE_TTL_SECONDS: '3', NODE_LEASE_MS: '600' });
+    const store = new RedisPresenceStore(redis, keys, config);
+    await store.acquireLease('n1');
+    await store.addSession('alice', { nodeId: 'n1', sessionId: 's1' }, 'multi');
+    await store.refreshSessions('n1', [{ userId: 'alice', sessionId: 's1' }]);
+    const week = 7 * 24 * 3600 * 1000;
+    for (const key of [keys.nodeSessions('n1'), keys.presence('alice')]) {
+      expect(await redis.pttl(key)).toBeGreaterThan(week - 60_000);
+    }
+  });
+});

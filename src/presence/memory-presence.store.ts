@@ -49,14 +49,33 @@ export class MemoryPresenceStore extends PresenceStore {
     }
     this.leases.set(nodeId, { token: this.token, expiresAt: Date.now() + this.config.nodeLeaseMs });
     // The sessions a previous holder of this node id left behind go with it; their last heartbeat is their users' lastSeen.
-    for (const [sessionId, userId] of this.nodeSessions.get(nodeId) ?? []) {
-      const member = `${nodeId}|${sessionId}`;
-      const expiry = this.entries.get(userId)?.get(member);
-      if (expiry === undefined) continue;
-      this.seen.set(userId, Math.max(this.seen.get(userId) ?? 0, expiry - this.config.presenceTtlMs));
-      this.entries.get(userId)?.delete(member);
-    }
+    for (const [sessionId, userId] of this.nodeSessions.get(nodeId) ?? []) this.endDeadSession(nodeId, sessionId, userId);
     this.nodeSessions.set(nodeId, new Map());
+  }
+
+  /** A session of a node that died goes; its last heartbeat is its user's lastSeen, unless a later end is. */
+  private endDeadSession(nodeId: string, sessionId: string, userId: string): void {
+    const member = `${nodeId}|${sessionId}`;
+    const expiry = this.entries.get(userId)?.get(member);
+    if (expiry === undefined) return;
+    this.seen.set(userId, Math.max(this.seen.get(userId) ?? 0, expiry - this.config.presenceTtlMs));
+    this.entries.get(userId)?.delete(member);
+  }
+
+  async sweepDeadNodes(): Promise<number> {
+    const now = Date.now();
+    let swept = 0;
+    for (const [nodeId, sessions] of this.nodeSessions) {
+      if (this.leaseAlive(nodeId, now)) continue;
+      for (const [sessionId, userId] of sessions) {
+        if ((this.entries.get(userId)?.get(`${nodeId}|${sessionId}`) ?? 0) > now) continue;
+        this.endDeadSession(nodeId, sessionId, userId);
+        sessions.delete(sessionId);
+        swept++;
+      }
+      if (sessions.size === 0) this.nodeSessions.delete(nodeId);
+    }
+    return swept;
   }
 
   async renewLease(nodeId: string): Promise<boolean> {

@@ -16,6 +16,7 @@ function fakeStore<O extends object>(overrides: O) {
     restoreSessions: jest.fn(async () => []),
     removeSessions: jest.fn(async (): Promise<void> => undefined),
     releaseLease: jest.fn(async () => undefined),
+    sweepDeadNodes: jest.fn(async () => 0),
     ...overrides,
   };
 }
@@ -79,6 +80,27 @@ describe('PresenceService: a session that ended while the store failed', () => {
     await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
     expect(removeSessions).toHaveBeenCalledTimes(2); // once removed, not again
     await service.beforeApplicationShutdown();
+  });
+});
+
+describe('PresenceService: what nodes that died left', () => {
+  const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
+  beforeEach(() => jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] }));
+  afterEach(() => jest.useRealTimers());
+
+  it('is swept once per presence TTL; a sweep that fails (Redis away) waits for the next', async () => {
+    const sweepDeadNodes = jest.fn(async () => 2).mockRejectedValueOnce(new Error('Connection is closed.'));
+    const service = serviceOver(config, fakeStore({ sweepDeadNodes }));
+    await service.onModuleInit();
+    await jest.advanceTimersByTimeAsync(config.presenceTtlMs - 1);
+    expect(sweepDeadNodes).not.toHaveBeenCalled();
+    await jest.advanceTimersByTimeAsync(1);
+    expect(sweepDeadNodes).toHaveBeenCalledTimes(1);
+    await jest.advanceTimersByTimeAsync(config.presenceTtlMs);
+    expect(sweepDeadNodes).toHaveBeenCalledTimes(2);
+    await service.beforeApplicationShutdown();
+    await jest.advanceTimersByTimeAsync(config.presenceTtlMs);
+    expect(sweepDeadNodes).toHaveBeenCalledTimes(2); // not after the shutdown
   });
 });
 

@@ -45,6 +45,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.timers = [
       setInterval(() => void this.renewLease(), Math.floor(this.config.nodeLeaseMs / 3)),
       setInterval(() => void this.heartbeat(), Math.floor(this.config.presenceTtlMs / 3)),
+      setInterval(() => void this.sweepDeadNodes(), this.config.presenceTtlMs),
     ];
     this.timers.forEach((t) => t.unref());
     this.store.onReconnected(() => void this.reassert());
@@ -177,6 +178,16 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       }
     } finally {
       this.beating = false;
+    }
+  }
+
+  /** What nodes that died left in the store; a failure (Redis away, which is logged elsewhere) waits for the next round. */
+  private async sweepDeadNodes(): Promise<void> {
+    try {
+      const swept = await this.store.sweepDeadNodes();
+      if (swept > 0) this.logger.log(`cleared ${swept} sessions of nodes that stopped without a clean shutdown`);
+    } catch (err) {
+      this.logger.debug(`sweep of dead nodes failed: ${String(err)}`);
     }
   }
 

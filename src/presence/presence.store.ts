@@ -89,4 +89,11 @@ export abstract class PresenceStore {
   abstract nodesOf(userId: string): Promise<string[]>;
   abstract presenceOf(userId: string): Promise<UserPresence>;
   abstract cluster(): Promise<ClusterPresence>;
+  /**
+   * Clears up after nodes that died without a clean stop and whose id nobody took again: once a session entry of
+   * a node without a lease has expired, it goes, and its last heartbeat becomes its user's lastSeen (unless a
+   * later end is there); a node with nothing left leaves the cluster's node list. Entries not yet expired stay
+   * (the node may be paused and come back). Every node runs it now and then; returns how many sessions it cleared.
+   */
+  abstract sweepDeadNodes(): Promise<number>;
 }

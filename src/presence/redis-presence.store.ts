@@ -34,6 +34,19 @@ const RELEASE_LEASE = new LuaScript(
 );
 
 /**
+ * Lua function endDeadSession(presenceKey, member, lastSeenKey, expiry, presenceTtl): the entry of a session that
+ * ended with its node (expiry: its score, or nil when it is gone already) is removed, and its last heartbeat
+ * becomes the user's lastSeen, unless a later end is there.
+ */
+const LUA_END_DEAD_SESSION = `
+local function endDeadSession(key, member, seen, expiry, presenceTtl)
+  if not expiry then return end
+  local last = math.floor(tonumber(expiry) - presenceTtl)
+  if last > tonumber(redis.call('GET', seen) or '0') then redis.call('SET', seen, tostring(last)) end
+  redis.call('ZREM', key, member)
+end`;
+
+/**
  * KEYS: lease, nodeSessions, nodes.  ARGV: token, leaseMs, nodeId, presencePrefix, lastSeenPrefix, presenceTtlMs.
  * Takes a free lease; the sessions a previous holder of the node id left behind are removed with it, and
  * each one's last heartbeat becomes its user's lastSeen (unless a later one is there). A lease this token holds
@@ -41,7 +54,8 @@ const RELEASE_LEASE = new LuaScript(
  */
 const ACQUIRE_LEASE = new LuaScript(
   'acquireLease',
-  `if redis.call('GET', KEYS[1]) == ARGV[1] then
+  `${LUA_END_DEAD_SESSION}
+  if redis.call('GET', KEYS[1]) == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return 1
   end
@@ -49,14 +63,8 @@ const ACQUIRE_LEASE = new LuaScript(
   local left = redis.call('HGETALL', KEYS[2])
   local presenceTtl = tonumber(ARGV[6])
   for i = 1, #left, 2 do
-    local key, member, seen = ARGV[4] .. left[i + 1], ARGV[3] .. '|' .. left[i], ARGV[5] .. left[i + 1]
-    -- The session ended with the node that held it: its last heartbeat is the user's lastSeen, unless a later end is.
-    local expiry = redis.call('ZSCORE', key, member)
-    if expiry then
-      local last = math.floor(tonumber(expiry) - presenceTtl)
-      if last > tonumber(redis.call('GET', seen) or '0') then redis.call('SET', seen, tostring(last)) end
-      redis.call('ZREM', key, member)
-    end
+    local key, member = ARGV[4] .. left[i + 1], ARGV[3] .. '|' .. left[i]
+    endDeadSession(key, member, ARGV[5] .. left[i + 1], redis.call('ZSCORE', key, member), presenceTtl)
   end
   redis.call('DEL', KEYS[2])
   redis.call('SADD', KEYS[3], ARGV[3])
@@ -72,11 +80,49 @@ const ACQUIRE_LEASE = new LuaScript(
  * whole TTL go.
  */
 /**
- * How long a user's presence key outlives its last write: an entry a crashed node left (nobody took its id
- * again) is where the user's lastSeen is read from, its last heartbeat; with the key gone, lastSeen would go
- * back to the user's previous end. A clean end removes its entry, and an empty key goes at once.
+ * How long a user's presence key, and a node's list of its sessions, outlive their last write: an entry a
+ * crashed node left is where the user's lastSeen is read from (its last heartbeat) until the sweep below or a
+ * restart under the node's id writes it as the user's lastSeen, and the node's list is how they find it. A
+ * clean end removes its entry, and an empty key goes at once.
  */
 const PRESENCE_KEY_KEEP_MS = 7 * 24 * 3600 * 1000;
+
+/** At most this many sessions of one dead node are looked at per sweep, so that one call keeps Redis busy briefly. */
+const SWEEP_BATCH = 1000;
+
+/**
+ * KEYS: nodes.  ARGV: leasePrefix, nodeSessionsPrefix, presencePrefix, lastSeenPrefix, presenceTtlMs, batch.
+ * For each node in the set without a lease: each of its sessions whose entry expired is removed, its last
+ * heartbeat written as its user's lastSeen (unless a later end is there), as ACQUIRE_LEASE does for a node id
+ * taken again; entries not yet expired stay (a paused node comes back to them). A node with no session left
+ * leaves the set. Returns how many sessions went.
+ */
+const SWEEP_DEAD_NODES = new LuaScript(
+  'sweepDeadNodes',
+  `${LUA_NOW}
+  ${LUA_END_DEAD_SESSION}
+  local leasePrefix, sessionsPrefix, presencePrefix, seenPrefix = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+  local ttl, batch, swept = tonumber(ARGV[5]), ARGV[6], 0
+  for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    if redis.call('EXISTS', leasePrefix .. node) == 0 then
+      local sessions = sessionsPrefix .. node
+      local page = redis.call('HSCAN', sessions, '0', 'COUNT', batch)
+      local left = page[2]
+      for i = 1, #left, 2 do
+        local sid, uid = left[i], left[i + 1]
+        local key, member = presencePrefix .. uid, node .. '|' .. sid
+        local expiry = redis.call('ZSCORE', key, member)
+        if not expiry or tonumber(expiry) <= now then
+          endDeadSession(key, member, seenPrefix .. uid, expiry, ttl)
+          redis.call('HDEL', sessions, sid)
+          swept = swept + 1
+        end
+      end
+      if redis.call('EXISTS', sessions) == 0 then redis.call('SREM', KEYS[1], node) end
+    end
+  end
+  return swept`,
+);
 
 const WRITE_SESSIONS = new LuaScript(
   'writeSessions',
@@ -112,7 +158,7 @@ const WRITE_SESSIONS = new LuaScript(
       redis.call('HSET', KEYS[2], sid, uid)
     end
   end
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[2], math.max(ttl * 2, ${PRESENCE_KEY_KEEP_MS}))
   return out`,
 );
 
@@ -142,7 +188,7 @@ const CLAIM_SESSION = new LuaScript(
   redis.call('ZADD', KEYS[3], now + ttl, own)
   redis.call('PEXPIRE', KEYS[3], math.max(ttl * 2, ${PRESENCE_KEY_KEEP_MS}))
   redis.call('HSET', KEYS[2], ARGV[4], ARGV[5])
-  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[2], math.max(ttl * 2, ${PRESENCE_KEY_KEEP_MS}))
   return out`,
 );
 
@@ -192,7 +238,7 @@ const PRESENCE_OF = new LuaScript(
   return out`,
 );
 
-const SCRIPTS = [ACQUIRE_LEASE, RENEW_LEASE, RELEASE_LEASE, WRITE_SESSIONS, CLAIM_SESSION, REMOVE_SESSIONS, NODES_OF, PRESENCE_OF];
+const SCRIPTS = [ACQUIRE_LEASE, RENEW_LEASE, RELEASE_LEASE, WRITE_SESSIONS, CLAIM_SESSION, REMOVE_SESSIONS, NODES_OF, PRESENCE_OF, SWEEP_DEAD_NODES];
 const BATCH = 500;
 
 type WriteMode = 'refresh' | 'restore';
@@ -308,6 +354,14 @@ export class RedisPresenceStore extends PresenceStore {
     return { userId, online, lastSeen: online || seen === '' ? null : Number(seen), sessions };
   }
 
+  async sweepDeadNodes(): Promise<number> {
+    return (await SWEEP_DEAD_NODES.run(
+      this.redis,
+      [this.keys.nodes],
+      [this.keys.leasePrefix, this.keys.nodeSessions(''), this.keys.presence(''), this.keys.lastSeen(''), this.config.presenceTtlMs, SWEEP_BATCH],
+    )) as number;
+  }
+
   async cluster(): Promise<ClusterPresence> {
     const nodeIds = (await this.redis.smembers(this.keys.nodes)).sort();
     const pipeline = this.redis.pipeline();
@@ -318,19 +372,15 @@ export class RedisPresenceStore extends PresenceStore {
     const replies = (await pipeline.exec()) ?? [];
     const users = new Set<string>();
     const nodes: Array<{ nodeId: string; sessions: number }> = [];
-    const gone: string[] = [];
+    // A node without a lease is left out here, and out of the set by the sweep once its sessions are cleared.
     nodeIds.forEach((nodeId, i) => {
       const [, alive] = replies[i * 2] ?? [];
       const [, sessionUsers] = replies[i * 2 + 1] ?? [];
-      if (alive !== 1) {
-        gone.push(nodeId);
-        return;
-      }
+      if (alive !== 1) return;
       const list = (sessionUsers as string[] | undefined) ?? [];
       list.forEach((u) => users.add(u));
       nodes.push({ nodeId, sessions: list.length });
     });
-    if (gone.length > 0) await this.redis.srem(this.keys.nodes, ...gone);
     return { online: users.size, sessions: nodes.reduce((n, x) => n + x.sessions, 0), nodes };
   }
 }

@@ -301,6 +301,51 @@ export function presenceStoreContract(
       }, 3 * config.presenceTtlMs);
     }, LONG);
 
+    it("sweepDeadNodes: a node that died, its id never taken again, is cleared once its entries expired: its users' lastSeen is written as their last heartbeat", async () => {
+      const a = backend.node();
+      const [live, dead, u, other] = [node(), node(), user(), user()];
+      await a.acquireLease(live);
+      const liveSid = sid();
+      hold(a, live, () => [{ userId: other, sessionId: liveSid }]);
+      await a.addSession(other, { nodeId: live, sessionId: liveSid }, 'multi');
+      await a.acquireLease(dead);
+      await a.addSession(u, { nodeId: dead, sessionId: sid() }, 'multi'); // then dead "dies": its lease is not renewed
+      const addedAt = Date.now();
+      expect(await a.sweepDeadNodes()).toBe(0); // its lease holds
+      await waitFor(`${dead}'s lease to lapse`, async () => (await a.nodesOf(u)).length === 0, config.nodeLeaseMs + 1000);
+      expect(await a.sweepDeadNodes()).toBe(0); // its entry has not expired: the node may be paused and come back
+      const lastSeen = (await a.presenceOf(u)).lastSeen;
+      expect(lastSeen).toBeGreaterThanOrEqual(addedAt - 1000);
+
+      await waitFor("the dead node's entry to expire", () => Date.now() > addedAt + config.presenceTtlMs + CLOCK_SLACK_MS, 2 * config.presenceTtlMs);
+      expect(await a.sweepDeadNodes()).toBe(1);
+      expect(await a.sweepDeadNodes()).toBe(0);
+      // The entry is gone: the lastSeen read now is the one the sweep wrote.
+      expect(await a.presenceOf(u)).toEqual({ userId: u, online: false, lastSeen, sessions: [] });
+      expect(normalized(await a.cluster())).toEqual({ online: 1, sessions: 1, nodes: [{ nodeId: live, sessions: 1 }] });
+      expect((await a.presenceOf(other)).online).toBe(true); // a live node's sessions are left alone
+    }, LONG);
+
+    itWithTwoProcesses('(Redis only: needs a second process) sweepDeadNodes leaves a node that came back from a pause as it is, and it writes its sessions again', async () => {
+      const paused = backend.node();
+      const [n, u] = [node(), user()];
+      const s = sid();
+      await paused.acquireLease(n);
+      await paused.addSession(u, { nodeId: n, sessionId: s }, 'multi');
+      const addedAt = Date.now();
+      await waitFor("the paused node's entry to expire", () => Date.now() > addedAt + config.presenceTtlMs + CLOCK_SLACK_MS, 2 * config.presenceTtlMs);
+      const sweeper = backend.node();
+      expect(await sweeper.sweepDeadNodes()).toBe(1);
+      // Back from the pause: the node finds its lease lost, takes it again and writes its sessions whole (PresenceService.restore).
+      expect(await paused.renewLease(n)).toBe(false);
+      await paused.acquireLease(n);
+      await paused.restoreSessions(n, [{ userId: u, sessionId: s }], 'multi');
+      hold(paused, n, () => [{ userId: u, sessionId: s }]);
+      expect(await sweeper.sweepDeadNodes()).toBe(0);
+      expect(await sweeper.presenceOf(u)).toEqual({ userId: u, online: true, lastSeen: null, sessions: [{ nodeId: n, sessionId: s }] });
+      expect(normalized(await sweeper.cluster())).toEqual({ online: 1, sessions: 1, nodes: [{ nodeId: n, sessions: 1 }] });
+    }, LONG);
+
     it('addSession: nodesOf returns the node; presenceOf is online with the session and lastSeen null', async () => {
       const a = backend.node();
       const n = node();
