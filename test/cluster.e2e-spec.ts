@@ -4,6 +4,7 @@ import { Socket, io } from 'socket.io-client';
 import request from 'supertest';
 import { MESSAGE_ID_PATTERN } from '../src/messaging/message-id';
 import { PrivateRedis } from './helpers/brokers';
+import { TcpProxy } from './helpers/proxy';
 import { ClientPool, tokenFor } from './helpers/client';
 import { AMQP_URL, API_KEY } from './helpers/env';
 import { forgetCluster } from './helpers/cleanup';
@@ -263,6 +264,71 @@ describe('a three-node cluster', () => {
 });
 
 /** Two nodes of a cluster of their own: this one's exchange is deleted under it. */
+describe('a client that confirms a message late, after it reconnected to another node', () => {
+  const cluster = uniqueName('t-lateack');
+  let nodes: TestNode[] = [];
+  afterAll(async () => {
+    await closeAll(nodes);
+    await forgetCluster(cluster, nodes.map((n) => n.nodeId));
+  });
+
+  it('confirms nothing on the new connection: the message it named, and every other, is delivered again', async () => {
+    // Fresh nodes: on each, the first message a socket gets asks for the first ack number of that process.
+    nodes = await startCluster(cluster, 3);
+    const [senderNode, first, second] = nodes;
+    const balancer = new TcpProxy(new URL(first.url));
+    const lb = await balancer.listen();
+    const clients = new ClientPool();
+    const bob = io(lb.origin, { auth: { token: tokenFor('bob') }, transports: ['websocket'], reconnectionDelay: 50, reconnectionDelayMax: 100, forceNew: true });
+    const got: Array<{ body: unknown; confirm: () => void }> = [];
+    const sessions: string[] = [];
+    bob.on('session', (s: { nodeId: string }) => sessions.push(s.nodeId));
+    bob.on('message', (m: { body: unknown }, confirm: () => void) => got.push({ body: m.body, confirm }));
+    try {
+      const alice = await clients.connect(senderNode.url, 'alice');
+      await waitFor(() => sessions.length === 1, 'bob on the first node');
+      const ids: string[] = [];
+      for (const body of [1, 2, 3]) {
+        const ack = await alice.send('bob', body);
+        expect(ack.status).toBe('sent');
+        ids.push(ack.id!);
+      }
+      await waitFor(() => got.length === 3, 'bob to get 1, 2 and 3');
+      got[0].confirm();
+      got[1].confirm();
+      const late = got[2].confirm; // the app is still saving 3
+      await alice.waitForStatus(ids[0], 'delivered');
+      await alice.waitForStatus(ids[1], 'delivered');
+
+      balancer.target = new URL(second.url);
+      balancer.cutAll();
+      await waitFor(() => sessions.length === 2, 'bob back, on the second node');
+      await waitFor(() => got.some((m, i) => i > 2 && m.body === 3), '3 delivered again');
+      for (const body of [4, 5]) {
+        const ack = await alice.send('bob', body);
+        expect(ack.status).toBe('sent');
+        ids.push(ack.id!);
+      }
+      await waitFor(() => got.filter((m) => m.body === 5).length === 1, 'bob to get 4 and 5');
+      late(); // answered on the new connection: it must not confirm 4 or 5 there
+      // 4 confirmed after it: once its receipt is back, the late answer has been dealt with too.
+      got.find((m, i) => i > 2 && m.body === 4)?.confirm();
+      await alice.waitForStatus(ids[3], 'delivered');
+      bob.close();
+
+      const again = await clients.connect(senderNode.url, 'bob', { autoConfirm: false });
+      await again.waitForMessages(2);
+      expect(again.messages.map((m) => m.body)).toEqual([3, 5]);
+      expect(alice.statuses).toEqual([ids[0], ids[1], ids[3]].map((id) => ({ id, to: 'bob', status: 'delivered' })));
+      clients.closeAll();
+    } finally {
+      bob.close();
+      clients.closeAll();
+      await balancer.close();
+    }
+  });
+});
+
 describe('a cluster whose exchange an operator deleted', () => {
   const cluster = uniqueName('t-xdel');
   const clients = new ClientPool();

@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto';
 import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import type { Socket as TcpSocket } from 'node:net';
 import { INestApplicationContext } from '@nestjs/common';
@@ -31,7 +32,7 @@ export class SwitchboardIoAdapter extends IoAdapter {
   override createIOServer(port: number, options?: ServerOptions): Server {
     this.trackConnections();
     const allowed = new Set(this.config.corsOrigins);
-    return super.createIOServer(port, {
+    const server = super.createIOServer(port, {
       ...options,
       parser: switchboardParser,
       transports: ['polling', 'websocket'],
@@ -40,6 +41,8 @@ export class SwitchboardIoAdapter extends IoAdapter {
       allowRequest: (req: IncomingMessage, callback: (err: string | null | undefined, success: boolean) => void) =>
         this.draining() ? callback('unavailable: this node is shutting down', false) : callback(null, originAllowed(req, allowed)),
     }) as Server;
+    startAckIdsAtRandom(server);
+    return server;
   }
 
   private trackConnections(): void {
@@ -78,6 +81,18 @@ export class SwitchboardIoAdapter extends IoAdapter {
   override bindMessageHandlers(...args: Parameters<IoAdapter['bindMessageHandlers']>): void {
     if (args[1].length > 0) super.bindMessageHandlers(...args);
   }
+}
+
+/**
+ * Socket.IO numbers the acks a namespace asks for from 0 in each process, and socket.io-client answers an ack
+ * on whatever connection it holds when the app calls back. A `message` confirmed late, after its client had
+ * reconnected to another node or to its node restarted, would then confirm whichever message of the new
+ * connection has that number: a message no session got would leave the inbox and its sender hear
+ * `delivered`. Started at a random point in 2^47 (the parser carries up to 2^53), the numbers of two processes
+ * do not meet, and such a late ack is ignored as unknown.
+ */
+function startAckIdsAtRandom(server: Server): void {
+  server.of('/')._ids = randomInt(2 ** 47);
 }
 
 export function originAllowed(req: IncomingMessage, allowed: ReadonlySet<string>): boolean {
