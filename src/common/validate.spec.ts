@@ -32,6 +32,14 @@ describe('validatePayload', () => {
     });
   });
 
+  it.each(['__proto__', 'constructor'])('takes a payload key named %s for an unknown field, not for what the DTO is', (key) => {
+    const payload: unknown = JSON.parse(`{"ids":["x"],"${key}":null}`);
+    const dto = validatePayload(ReadMessagesDto, payload);
+    expect(dto).toBeInstanceOf(ReadMessagesDto);
+    expect({ ...dto }).toEqual({ ids: ['x'] });
+    expect(rejection(ReadMessagesDto, JSON.parse(`{"ids":[1],"${key}":{"x":1}}`)).message).toBe('each value in ids must be a string');
+  });
+
   describe('SendMessageDto', () => {
     it('accepts a valid payload and returns a SendMessageDto', () => {
       const dto = validatePayload(SendMessageDto, { to: 'bob@example.com', body: { text: 'hi' }, clientMsgId: 'c-1' });

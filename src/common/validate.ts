@@ -21,7 +21,12 @@ export function validatePayload<T extends object>(cls: ClassConstructor<T>, payl
     throw new AppError('invalid_payload', 'payload must be an object');
   }
   // The payload's own fields onto an instance; class-validator's whitelist then strips what the DTO does not declare.
-  const instance = Object.assign(new cls(), payload);
+  // Not `__proto__` nor `constructor`, which no DTO declares: assigned, they would change what the instance is.
+  const instance = new cls();
+  const fields = instance as Record<string, unknown>;
+  for (const [key, value] of Object.entries(payload)) {
+    if (key !== '__proto__' && key !== 'constructor') fields[key] = value;
+  }
   const errors = validateSync(instance, VALIDATOR_OPTIONS);
   if (errors.length > 0) throw new AppError('invalid_payload', describeValidationErrors(errors));
   return instance;
