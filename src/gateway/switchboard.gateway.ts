@@ -5,6 +5,7 @@ import { AppError, toErrorBody } from '../common/app-error';
 import { ThrottledLog } from '../common/throttled-log';
 import { sendRateRule, takeToken } from '../common/token-bucket';
 import { validatePayload } from '../common/validate';
+import { LongTimeout, setLongTimeout } from '../common/long-timeout';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { AuthService } from '../auth/auth.service';
@@ -24,7 +25,6 @@ import { limitWriteBacklog, maxWriteBacklog } from './write-backlog';
 
 type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
 
-const MAX_TIMER_MS = 2 ** 31 - 1;
 const DISCONNECT_BATCH = 200;
 /**
  * A login that could not be registered is closed after this long, plus up to as long again at random.
@@ -43,7 +43,7 @@ const REGISTRATION_LOG_EVERY_MS = 10_000;
 export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, OnGatewayDisconnect, LocalDelivery, OnModuleDestroy {
   private readonly logger = new Logger('Gateway');
   private readonly byUser = new Map<string, Set<SwitchboardSocket>>();
-  private readonly expiryTimers = new Map<string, NodeJS.Timeout>();
+  private readonly expiryTimers = new Map<string, LongTimeout>();
   private readonly maxBacklog: number;
   private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
 
@@ -140,7 +140,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     const sockets = this.byUser.get(userId);
     sockets?.delete(socket);
     if (sockets?.size === 0) this.byUser.delete(userId);
-    clearTimeout(this.expiryTimers.get(socket.id));
+    this.expiryTimers.get(socket.id)?.clear();
     this.expiryTimers.delete(socket.id);
     this.presence.sessionEnded(userId, sessionId).catch((err: unknown) => {
       this.logger.warn(`could not remove session of ${userId}: ${String(err)}`);
@@ -233,11 +233,8 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private scheduleExpiry(socket: SwitchboardSocket): void {
     const { expiresAt } = socket.data;
     if (expiresAt === undefined) return;
-    const ms = expiresAt - Date.now();
-    if (ms > MAX_TIMER_MS) return;
-    const timer = setTimeout(() => this.end(socket, 'token_expired'), Math.max(0, ms));
-    timer.unref();
-    this.expiryTimers.set(socket.id, timer);
+    // A token may live longer than a plain timer can wait (about 24.8 days).
+    this.expiryTimers.set(socket.id, setLongTimeout(() => this.end(socket, 'token_expired'), expiresAt - Date.now()));
   }
 
   /** Every event gets an ack: its result, or an error; a bad event never costs the socket. */
