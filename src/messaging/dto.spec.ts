@@ -44,9 +44,21 @@ describe('parseSendMessage', () => {
     ['a clientMsgId of 129 characters', { to: 'bob', body: 1, clientMsgId: 'c'.repeat(129) }],
     ['a clientMsgId of 128 emoji (256 UTF-16 units)', { to: 'bob', body: 1, clientMsgId: emoji.repeat(128) }],
     ['a clientMsgId of 129 emoji', { to: 'bob', body: 1, clientMsgId: emoji.repeat(129) }],
+    ['a clientMsgId with an unpaired high surrogate', { to: 'bob', body: 1, clientMsgId: 'k\ud800' }],
+    ['a clientMsgId with an unpaired low surrogate', { to: 'bob', body: 1, clientMsgId: '\udfffk' }],
+    ['a clientMsgId with U+FFFD', { to: 'bob', body: 1, clientMsgId: 'k\ufffd' }],
     ['every field wrong', { to: 1, clientMsgId: 2 }],
   ])('answers %s as the DTO decorators do', (_, payload) => {
     expect(answer(parseSendMessage, payload)).toEqual(answer((p) => validatePayload(SendMessageDto, p), payload));
+  });
+
+  it('refuses a clientMsgId with an unpaired surrogate, which Redis would store as another one (U+FFFD)', () => {
+    expect(answer(parseSendMessage, { to: 'bob', body: 1, clientMsgId: 'k\ud800' })).toEqual({
+      ok: false,
+      code: 'invalid_payload',
+      message: 'clientMsgId must be well-formed Unicode (it holds an unpaired surrogate)',
+    });
+    expect(answer(parseSendMessage, { to: 'bob', body: 1, clientMsgId: `k${emoji}` })).toMatchObject({ ok: true });
   });
 
   it('returns only the declared fields, and no clientMsgId for a null one', () => {

@@ -1,10 +1,11 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ArrayMaxSize, IsArray, IsOptional, IsString, Length, Matches, ValidateBy, isString, length } from 'class-validator';
 import { AppError } from '../common/app-error';
-import { CLIENT_MSG_ID_MAX, USER_ID_PATTERN, USER_ID_RULE } from '../common/patterns';
+import { CLIENT_MSG_ID_MAX, USER_ID_PATTERN, USER_ID_RULE, WELL_FORMED } from '../common/patterns';
 import { JsonValue, SendStatus } from './message.types';
 
 const userIdMessage = { message: `$property ${USER_ID_RULE}` };
+const CLIENT_MSG_ID_UNPAIRED = 'clientMsgId must be well-formed Unicode (it holds an unpaired surrogate)';
 
 /** Present, with any JSON value (null included). IsDefined would refuse null. */
 const IsPresent = () =>
@@ -37,6 +38,7 @@ export class SendMessageDto {
     nullable: true,
   })
   @IsOptional()
+  @Matches(WELL_FORMED, { message: CLIENT_MSG_ID_UNPAIRED })
   @Length(1, CLIENT_MSG_ID_MAX)
   @IsString()
   clientMsgId?: string;
@@ -61,6 +63,7 @@ export function parseSendMessage(payload: unknown): SendMessageDto {
     if (!isString(clientMsgId)) throw invalid('clientMsgId must be a string');
     if (!length(clientMsgId, 1)) throw invalid('clientMsgId must be longer than or equal to 1 characters');
     if (!length(clientMsgId, 0, CLIENT_MSG_ID_MAX)) throw invalid(`clientMsgId must be shorter than or equal to ${CLIENT_MSG_ID_MAX} characters`);
+    if (!WELL_FORMED.test(clientMsgId)) throw invalid(CLIENT_MSG_ID_UNPAIRED);
     dto.clientMsgId = clientMsgId;
   }
   return dto;
