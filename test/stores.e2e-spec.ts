@@ -218,3 +218,32 @@ describe('RedisPresenceStore: what a node that died leaves', () => {
     }
   });
 });
+
+/** A full inbox of large messages is read in pages, so that other commands get to Redis between them. */
+describe('RedisMessageStore: reading a large inbox', () => {
+  const backends = new RedisBackends('r');
+  afterAll(() => backends.close());
+  const ids = new MessageIdGenerator();
+
+  it.each([
+    ['600 small messages (more than a page holds)', 600, 10],
+    ['5 messages of 600 KB (more bytes than a page holds)', 5, 600 * 1024],
+  ])('reads %s whole, in order, in several script calls', async (_what, count, bodyBytes) => {
+    const { redis, keys, config } = backends.open({ OFFLINE_MAX_PER_USER: '1000', SEND_RATE_PER_SECOND: '100000' });
+    const store = new RedisMessageStore(redis, keys, config);
+    const jsons: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const id = ids.next();
+      const accepted = await store.accept({ from: 'alice', to: 'bob', id, draft: `{"id":"${id}","from":"alice","to":"bob","body":"${'x'.repeat(bodyBytes)}","sentAt":1` });
+      if (accepted.kind !== 'accepted') throw new Error(`not accepted: ${accepted.kind}`);
+      jsons.push(accepted.json);
+    }
+    const calls = jest.spyOn(redis, 'evalsha');
+    const read = await store.pending('bob');
+    expect(calls.mock.calls.length).toBeGreaterThan(1);
+    calls.mockRestore();
+    expect(read.lastSeq).toBe(count);
+    expect(read.expired).toBe(0);
+    expect(read.messages).toEqual(jsons);
+  });
+});

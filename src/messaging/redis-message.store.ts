@@ -155,25 +155,61 @@ const SETTLE = new LuaScript(
   return 1`,
 );
 
-/** KEYS: inbox, seq.  ARGV: offlineTtlMs.  Drops expired messages at the head; returns {expired, lastSeq, json...}. */
-const PENDING = new LuaScript(
-  'pending',
+/**
+ * KEYS: inbox, seq.  ARGV: offlineTtlMs, from, lastSeq, maxBytes, maxCount.
+ * One page of an inbox read, oldest first: the messages from seq `from` up to seq `lastSeq`, at most `maxCount`
+ * of them and, past the first, at most `maxBytes` in all. The first page (`from` and `lastSeq` empty) drops the
+ * expired messages at the head and reads the seq counter. Returns {expired, lastSeq, next seq to read or '' when
+ * done, json...}.
+ */
+const PENDING_PAGE = new LuaScript(
+  'pendingPage',
   `${LUA_NOW}
   ${LUA_TIME_OF}
-  local all = redis.call('ZRANGE', KEYS[1], 0, -1)
-  local cutoff = now - tonumber(ARGV[1])
+  local from, lastSeq, maxBytes, maxCount = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
   local expired = 0
-  -- A member with no readable time (not a message of ours) ends the expired run: it is not removed here.
-  while expired < #all do
-    local t = timeOf(all[expired + 1])
-    if t == nil or t >= cutoff then break end
-    expired = expired + 1
+  if from == '' then
+    local cutoff = now - tonumber(ARGV[1])
+    -- A member with no readable time (not a message of ours) ends the expired run: it is not removed here.
+    local stop = false
+    while not stop do
+      local head = redis.call('ZRANGE', KEYS[1], expired, expired + 99)
+      if #head == 0 then break end
+      for _, m in ipairs(head) do
+        local t = timeOf(m)
+        if t == nil or t >= cutoff then stop = true break end
+        expired = expired + 1
+      end
+    end
+    if expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, expired - 1) end
+    from, lastSeq = '-inf', redis.call('GET', KEYS[2]) or '0'
   end
-  if expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, expired - 1) end
-  local out = {tostring(expired), redis.call('GET', KEYS[2]) or '0'}
-  for i = expired + 1, #all do out[#out + 1] = all[i] end
+  -- Fetched a few at a time, so that a page of large messages does not copy more of them than it returns.
+  local out, bytes, taken, last = {tostring(expired), lastSeq, ''}, 0, 0, nil
+  while taken < maxCount do
+    local chunk = redis.call('ZRANGEBYSCORE', KEYS[1], from, lastSeq, 'WITHSCORES', 'LIMIT', taken, math.min(16, maxCount - taken))
+    if #chunk == 0 then return out end
+    for i = 1, #chunk, 2 do
+      if taken > 0 and bytes + #chunk[i] > maxBytes then
+        out[3] = chunk[i + 1]
+        return out
+      end
+      bytes, taken, last = bytes + #chunk[i], taken + 1, chunk[i + 1]
+      out[#out + 1] = chunk[i]
+    end
+  end
+  out[3] = tostring(tonumber(last) + 1)
   return out`,
 );
+
+/**
+ * An inbox is read in pages of at most this many messages and, past the first, bytes: a full inbox of large
+ * messages (1,000 of 64 KB) in one script call kept Redis from everyone else for 300–450 ms at every login of
+ * its user; in pages of 256 KB no call takes Redis 2 ms, and other commands go between them (the whole read
+ * took 570 ms against 470 ms in one call, measured on the development machine).
+ */
+const PENDING_PAGE_COUNT = 256;
+const PENDING_PAGE_BYTES = 256 * 1024;
 
 /** KEYS: unread.  ARGV: ids.  Returns the `id|from` members found, and removes them. */
 const MARK_READ = new LuaScript(
@@ -259,12 +295,20 @@ export class RedisMessageStore extends MessageStore {
     await SETTLE.run(this.redis, [this.keys.idempotency(from, clientMsgId)], [id, status, by]);
   }
 
+  /**
+   * Every page up to the seq counter as the first page read it: a message with a seq up to it was stored with
+   * that seq at once (one script), so it is in some page unless something removed it meanwhile (a confirmation,
+   * the bound), which a reader takes as gone either way.
+   */
   async pending(userId: string): Promise<PendingMessages> {
-    const [expired, lastSeq, ...messages] = (await PENDING.run(
-      this.redis,
-      [this.keys.inbox(userId), this.keys.seq(userId)],
-      [this.config.offlineTtlMs],
-    )) as string[];
+    const keys = [this.keys.inbox(userId), this.keys.seq(userId)];
+    const args = [this.config.offlineTtlMs, '', '', PENDING_PAGE_BYTES, PENDING_PAGE_COUNT];
+    const [expired, lastSeq, next, ...messages] = (await PENDING_PAGE.run(this.redis, keys, args)) as string[];
+    for (let from = next; from !== ''; ) {
+      const [, , after, ...more] = (await PENDING_PAGE.run(this.redis, keys, [this.config.offlineTtlMs, from, lastSeq, PENDING_PAGE_BYTES, PENDING_PAGE_COUNT])) as string[];
+      for (const m of more) messages.push(m);
+      from = after;
+    }
     return { expired: Number(expired), lastSeq: Number(lastSeq), messages };
   }
 
