@@ -70,7 +70,8 @@ export const LUA_NOW = `local __t = redis.call('TIME'); local now = tonumber(__t
 export const LUA_LIVE_NODES = `
 local function liveNodes(key, leasePrefix, now, leases, lapsed)
   leases = leases or {}
-  local members = redis.call('ZRANGEBYSCORE', key, now, '+inf')
+  -- Exclusive of now: an entry whose expiry is now has lapsed, as the presence read and the sweep take it.
+  local members = redis.call('ZRANGEBYSCORE', key, '(' .. now, '+inf')
   local seen, out = {}, {}
   for _, m in ipairs(members) do
     local node = string.match(m, '^([^|]+)|')
