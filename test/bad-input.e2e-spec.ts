@@ -489,5 +489,21 @@ describe('bad input', () => {
       expect(tooLarge.error?.code).toBe('payload_too_large');
       expect(a.socket.connected).toBe(true);
     });
+
+    it('emits a session about 4 MB of messages it has not confirmed, not its whole inbox, and the rest as it confirms', async () => {
+      const [alice, bob] = [user('alice'), user('bob')];
+      const a = await clients.connect(big.url, alice);
+      for (let i = 1; i <= 6; i++) expect((await a.send(bob, `${i}${'x'.repeat(1_000_000)}`)).status).toBe('stored');
+      const b = await clients.connect(big.url, bob, { autoConfirm: false });
+      // Four fit in the window's 4 MiB; a fifth goes past it (a catch-up emits at least one message).
+      await b.waitForMessages(5);
+      // A round trip on the same connection: had the sixth been emitted with them, it would be here first.
+      expect(await b.emit('message:read', { ids: [] })).toEqual({ ok: true });
+      expect(b.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+      // Half the window confirmed: the rest comes.
+      [...b.unconfirmed.values()].slice(0, 3).forEach((confirm) => confirm());
+      await b.waitForMessages(6);
+      expect(b.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+    });
   });
 });

@@ -1,24 +1,26 @@
-import { InboxSnapshot } from '../messaging/message.types';
+import { InboxRead, InboxSnapshot } from '../messaging/message.types';
 import { StoredMessage } from '../messaging/stored-message';
 import { GAP_WAIT_MS, SessionStream } from './session-stream';
 
 const msg = (seq: number, from = 'alice'): StoredMessage => ({ id: `id-${seq}`, from, to: 'bob', seq, json: `{"seq":${seq}}` });
 
 /** A stream whose inbox reads are answered by the test, one deferred promise at a time. */
-function harness(window = 1000) {
+function harness(window = 1000, windowBytes = 1e9) {
   const emitted: number[] = [];
-  const reads: Array<{ resolve: (s: InboxSnapshot) => void; reject: (e: Error) => void }> = [];
+  const reads: Array<{ asked: InboxRead; resolve: (s: InboxSnapshot) => void; reject: (e: Error) => void }> = [];
   const errors: unknown[] = [];
   const stream = new SessionStream(
     (m) => emitted.push(m.seq),
-    () => new Promise<InboxSnapshot>((resolve, reject) => reads.push({ resolve, reject })),
+    (asked) => new Promise<InboxSnapshot>((resolve, reject) => reads.push({ asked, resolve, reject })),
     (err) => errors.push(err),
     window,
+    windowBytes,
   );
-  const answer = async (messages: StoredMessage[], lastSeq: number) => {
+  /** Answers the oldest pending read with `messages` (those from the seq it asked for), complete up to `readUpTo`. */
+  const answer = async (messages: StoredMessage[], lastSeq: number, readUpTo = lastSeq) => {
     const read = reads.shift();
     if (!read) throw new Error('no inbox read is pending');
-    read.resolve({ messages, lastSeq });
+    read.resolve({ messages: messages.filter((m) => m.seq >= read.asked.fromSeq), lastSeq, readUpTo });
     await flush();
   };
   return { stream, emitted, reads, errors, answer };
@@ -52,8 +54,12 @@ describe('SessionStream', () => {
     // The store lost everything: the next message is seq 1 again. Live, it looks like a repeat...
     h.stream.push(msg(1, 'carol'));
     expect(h.emitted).toEqual([1, 2, 3, 4]);
-    // ...until the catch-up that follows the node's recovery reads a counter below what the session had.
+    // ...until the catch-up that follows the node's recovery reads a counter below what the session had: it
+    // read from seq 5 on, so it reads again from the start.
     void h.stream.catchUp();
+    expect(h.reads.map((r) => r.asked.fromSeq)).toEqual([5]);
+    await h.answer([msg(1, 'carol'), msg(2, 'carol')], 2);
+    expect(h.reads.map((r) => r.asked.fromSeq)).toEqual([0]);
     await h.answer([msg(1, 'carol'), msg(2, 'carol')], 2);
     expect(h.emitted).toEqual([1, 2, 3, 4, 1, 2]);
     h.stream.push(msg(3, 'carol'));
@@ -210,11 +216,11 @@ describe('SessionStream', () => {
     h.stream.push(msg(5));
     h.stream.push(msg(6));
     expect(h.emitted).toEqual([1, 2, 3, 4]);
-    h.stream.confirmed();
+    h.stream.confirmed(0);
     h.stream.push(msg(7));
     expect(h.emitted).toEqual([1, 2, 3, 4]);
     expect(h.reads).toHaveLength(0);
-    h.stream.confirmed();
+    h.stream.confirmed(0);
     // 5 was confirmed by another session meanwhile; 6 and 7 wait in the inbox.
     await h.answer([msg(3), msg(4), msg(6), msg(7)], 7);
     expect(h.emitted).toEqual([1, 2, 3, 4, 6, 7]);
@@ -232,13 +238,35 @@ describe('SessionStream', () => {
     await h.answer([msg(1), msg(2), msg(3)], 3);
     expect(h.emitted).toEqual([1, 2, 3]);
     h.stream.push(msg(4));
-    h.stream.confirmed();
+    h.stream.confirmed(0);
     expect(h.reads).toHaveLength(0);
     // One of the three left unconfirmed: half the window.
-    h.stream.confirmed();
+    h.stream.confirmed(0);
     expect(h.emitted).toEqual([1, 2, 3]);
     await h.answer([msg(4)], 4);
     expect(h.emitted).toEqual([1, 2, 3, 4]);
+  });
+
+  it('reads no more of the inbox than its window of bytes has room for, and the rest once half of them is confirmed', async () => {
+    const h = harness(1000, 30); // msg(1) to msg(9) are 9 characters of JSON each
+    const all = Array.from({ length: 11 }, (_, i) => msg(i + 1));
+    void h.stream.catchUp();
+    expect(h.reads.map((r) => r.asked)).toEqual([{ fromSeq: 0, maxBytes: 30 }]);
+    await h.answer(all.slice(0, 3), 10, 3); // the store stopped after 3
+    expect(h.emitted).toEqual([1, 2, 3]);
+    expect(h.reads.map((r) => r.asked)).toEqual([{ fromSeq: 4, maxBytes: 3 }]);
+    await h.answer(all.slice(3, 4), 10, 4); // at least one, past the room
+    expect(h.emitted).toEqual([1, 2, 3, 4]);
+    expect(h.reads).toHaveLength(0); // 36 bytes out: the window is full
+    h.stream.push(all[10]);
+    expect(h.emitted).toEqual([1, 2, 3, 4]);
+    h.stream.confirmed(9);
+    h.stream.confirmed(9);
+    expect(h.reads).toHaveLength(0); // 18 bytes still out, more than half
+    h.stream.confirmed(9);
+    expect(h.reads.map((r) => r.asked)).toEqual([{ fromSeq: 5, maxBytes: 21 }]);
+    await h.answer(all, 11);
+    expect(h.emitted).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
   });
 
   it('emits nothing once closed', async () => {

@@ -1,4 +1,4 @@
-import { InboxSnapshot } from '../messaging/message.types';
+import { InboxRead, InboxSnapshot } from '../messaging/message.types';
 import { StoredMessage } from '../messaging/stored-message';
 
 export const GAP_WAIT_MS = 250;
@@ -21,11 +21,12 @@ const SKIPPED_KEEP_MS = 60_000;
  * break that sender's order (CONTRACT 4), and not once SKIPPED_KEEP_MS passed. A catch-up also runs when the session opens (its
  * stored messages go out before any newer live one) and after the node lost its broker connection.
  *
- * Flow control, like a consumer's prefetch: once `window` emitted messages wait for this session's
- * confirmation, live messages are left in the inbox instead of emitted. When half the window is confirmed,
- * a catch-up sends what the inbox has. A session that never confirms (a client that forgets the ack
- * callback, or cannot keep up) thus costs the node at most `window` plus one inbox of pending
- * acknowledgements, instead of one per message for as long as it stays connected.
+ * Flow control, like a consumer's prefetch: once `window` emitted messages, or `windowBytes` of them, wait for
+ * this session's confirmation, live messages are left in the inbox instead of emitted. When half of both is
+ * confirmed, a catch-up sends what the inbox has, from `next` on and no more bytes than the window has room
+ * for. A session that never confirms (a client that forgets the ack callback, or cannot keep up, or does not
+ * read at all) thus costs the node at most `window` pending acknowledgements plus one inbox's, and about
+ * `windowBytes` of messages, instead of one per message for as long as it stays connected.
  */
 export class SessionStream {
   private next = 0;
@@ -39,16 +40,18 @@ export class SessionStream {
   private catchingUp: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
-  /** Emitted messages this session has not confirmed yet. */
+  /** Emitted messages this session has not confirmed yet, and their JSON's length. */
   private unconfirmed = 0;
+  private unconfirmedBytes = 0;
   /** Set when `unconfirmed` reached the window: live messages stay in the inbox until half of it is confirmed. */
   private paused = false;
 
   constructor(
     private readonly emit: (msg: StoredMessage) => void,
-    private readonly readInbox: () => Promise<InboxSnapshot>,
+    private readonly readInbox: (read: InboxRead) => Promise<InboxSnapshot>,
     private readonly onError: (err: unknown) => void,
     private readonly window: number,
+    private readonly windowBytes: number,
   ) {}
 
   /** A message pushed live. */
@@ -70,10 +73,11 @@ export class SessionStream {
     this.drainContiguous();
   }
 
-  /** The session confirmed one of the messages emitted to it. */
-  confirmed(): void {
+  /** The session confirmed one of the messages emitted to it, whose JSON was `bytes` long. */
+  confirmed(bytes: number): void {
     this.unconfirmed = Math.max(0, this.unconfirmed - 1);
-    if (!this.paused || this.unconfirmed > this.window / 2) return;
+    this.unconfirmedBytes = Math.max(0, this.unconfirmedBytes - bytes);
+    if (!this.paused || this.unconfirmed > this.window / 2 || this.unconfirmedBytes > this.windowBytes / 2) return;
     this.paused = false;
     void this.catchUp();
   }
@@ -98,39 +102,58 @@ export class SessionStream {
     this.held.clear();
   }
 
+  /** Reads the inbox from `next`, as much as the window has room for, and again while more fits. */
   private async runCatchUp(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
-    const nextAtRead = this.next;
-    let snapshot: InboxSnapshot;
-    try {
-      snapshot = await this.readInbox();
-    } catch (err) {
-      this.onError(err);
-      this.armTimer(RETRY_MS);
-      return;
+    for (;;) {
+      const snapshot = await this.read();
+      if (snapshot === undefined || this.closed) return;
+      this.emitSnapshot(snapshot);
+      if (this.paused) {
+        // What it holds is in the inbox, where the catch-up that resumes the session reads it.
+        this.held.clear();
+        return;
+      }
+      if (snapshot.readUpTo >= snapshot.lastSeq) return;
     }
-    if (this.closed) return;
-    // The counter never goes back, and every seq this session had was assigned before the read: one below them
-    // means Redis came back without its data (no append-only file). Its seqs start again, and so does the
-    // stream, else it would take every new message for a repeat until the new seqs passed the old ones.
-    if (snapshot.lastSeq < nextAtRead - 1) {
+  }
+
+  /** The inbox from `next` on; undefined when it cannot be read (tried again after RETRY_MS). */
+  private async read(): Promise<InboxSnapshot | undefined> {
+    const nextAtRead = this.next;
+    const room = (): InboxRead => ({ fromSeq: this.next, maxBytes: Math.max(1, this.windowBytes - this.unconfirmedBytes) });
+    try {
+      const snapshot = await this.readInbox(room());
+      // The counter never goes back, and every seq this session had was assigned before the read: one below them
+      // means Redis came back without its data (no append-only file). Its seqs start again, and so does the
+      // stream, else it would take every new message for a repeat until the new seqs passed the old ones.
+      if (snapshot.lastSeq >= nextAtRead - 1 || this.closed) return snapshot;
       this.held.clear();
       this.skipped.clear();
       this.newestSinceSkip.clear();
       this.next = 0;
+      return await this.readInbox(room());
+    } catch (err) {
+      this.onError(err);
+      this.armTimer(RETRY_MS);
+      return undefined;
     }
-    // Every seq up to lastSeq is in the snapshot or gone from the inbox: emit those in order, skipping the gone.
-    // Above lastSeq only live messages can be held, and one may still be on its way: those wait as usual.
+  }
+
+  private emitSnapshot(snapshot: InboxSnapshot): void {
+    // Every seq from `next` up to readUpTo is in the snapshot or gone from the inbox: emit those in order,
+    // skipping the gone. Above it only live messages can be held, and one may still be on its way: those wait.
+    const upTo = snapshot.readUpTo;
     for (const msg of snapshot.messages) if (msg.seq >= this.next) this.held.set(msg.seq, msg);
-    const settled = [...this.held.values()].filter((m) => m.seq <= snapshot.lastSeq).sort((a, b) => a.seq - b.seq);
+    const settled = [...this.held.values()].filter((m) => m.seq <= upTo).sort((a, b) => a.seq - b.seq);
     // What the session skips now was sent while it was open (not before its first catch-up): its copy may come.
-    if (this.next > 0) this.rememberSkipped(this.next, snapshot.lastSeq, new Set(settled.map((m) => m.seq)));
+    if (this.next > 0) this.rememberSkipped(this.next, upTo, new Set(settled.map((m) => m.seq)));
     for (const msg of settled) {
       this.held.delete(msg.seq);
       if (msg.seq >= this.next) this.deliver(msg);
     }
-    this.next = Math.max(this.next, snapshot.lastSeq + 1);
+    this.next = Math.max(this.next, upTo + 1);
     this.drainContiguous();
   }
 
@@ -179,11 +202,15 @@ export class SessionStream {
     this.next = ordered[ordered.length - 1].seq + 1;
   }
 
-  /** Emits, counting toward the window. What a catch-up or the held messages owe still goes out past it: at most an inbox more. */
+  /**
+   * Emits, counting toward the window. What a catch-up or the held messages owe still goes out past it: at most
+   * an inbox more by count, and one message more by bytes (a catch-up reads no more than the window has room for).
+   */
   private deliver(msg: StoredMessage): void {
     if (this.skipped.size > 0) this.newestSinceSkip.set(msg.from, Math.max(msg.seq, this.newestSinceSkip.get(msg.from) ?? -1));
     this.emit(msg);
-    if (++this.unconfirmed >= this.window) this.paused = true;
+    this.unconfirmedBytes += msg.json.length;
+    if (++this.unconfirmed >= this.window || this.unconfirmedBytes >= this.windowBytes) this.paused = true;
   }
 
   private armTimer(ms: number): void {

@@ -27,6 +27,12 @@ type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
 
 const DISCONNECT_BATCH = 200;
 /**
+ * About how many bytes of messages a session may have emitted and not confirmed (SessionStream's flow control,
+ * beside OFFLINE_MAX_PER_USER messages): a client that stops reading holds no more than this in its node's
+ * buffers. A full inbox of large messages (1,000 of 64 KB) cost the node 60–70 MB per such session before.
+ */
+const SESSION_WINDOW_BYTES = 4 * 1024 * 1024;
+/**
  * A login that could not be registered is closed after this long, plus up to as long again at random.
  * socket.io-client counts the connection as made, so its backoff starts again at about a second each time:
  * through a Redis outage the node paces the retries itself, instead of taking a handshake per client a second.
@@ -103,9 +109,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     socket.data.sessionId = sessionId;
     const stream = new SessionStream(
       (msg) => this.emitMessage(socket, msg),
-      () => this.messages.inboxOf(userId),
+      (read) => this.messages.inboxOf(userId, read),
       (err) => this.logger.warn(`could not read the inbox of ${userId}: ${String(err)}`),
       this.config.offlineMaxPerUser,
+      SESSION_WINDOW_BYTES,
     );
     socket.data.stream = stream;
     limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
@@ -218,8 +225,9 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
    */
   private emitMessage(socket: SwitchboardSocket, msg: StoredMessage): void {
     const ref: DeliveredRef = { seq: msg.seq, id: msg.id, from: msg.from };
+    const bytes = msg.json.length;
     socket.emit('message', new PreEncoded<ChatMessage>(msg.json), () => {
-      socket.data.stream?.confirmed();
+      socket.data.stream?.confirmed(bytes);
       this.messages.confirm(socket.data.userId, ref);
     });
   }

@@ -13,7 +13,7 @@ import {
   ReadReceipt,
   SettledBy,
 } from './message.store';
-import { SendStatus } from './message.types';
+import { InboxRead, SendStatus, WHOLE_INBOX } from './message.types';
 import { timeOfId } from './message-id';
 import { Bucket, bucketIsFull, sendRateRule, takeToken } from '../common/token-bucket';
 
@@ -134,13 +134,22 @@ export class MemoryMessageStore extends MessageStore {
     }
   }
 
-  async pending(userId: string): Promise<PendingMessages> {
+  async pending(userId: string, read: InboxRead = WHOLE_INBOX): Promise<PendingMessages> {
     const inbox = this.inboxes.get(userId) ?? [];
     const cutoff = Date.now() - this.config.offlineTtlMs;
     let expired = 0;
     while (expired < inbox.length && timeOfId(inbox[expired].id) < cutoff) expired++;
     inbox.splice(0, expired);
-    return { expired, lastSeq: this.seqs.get(userId) ?? 0, messages: inbox.map((m) => m.json) };
+    const lastSeq = this.seqs.get(userId) ?? 0;
+    const messages: string[] = [];
+    let bytes = 0;
+    for (const m of inbox) {
+      if (m.seq < read.fromSeq) continue;
+      if (messages.length > 0 && bytes + m.json.length > read.maxBytes) return { expired, lastSeq, readUpTo: m.seq - 1, messages };
+      bytes += m.json.length;
+      messages.push(m.json);
+    }
+    return { expired, lastSeq, readUpTo: lastSeq, messages };
   }
 
   async confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]> {

@@ -22,7 +22,7 @@ import {
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { MessageIdGenerator } from './message-id';
 import { AcceptCommand, AcceptResult, ConfirmCommand, ConfirmResult, MessageStore, SettledBy } from './message.store';
-import { InboxSnapshot, MessageStatusEvent, SendResult } from './message.types';
+import { InboxRead, InboxSnapshot, MessageStatusEvent, SendResult, WHOLE_INBOX } from './message.types';
 import { StoredMessage, readStoredMessage } from './stored-message';
 
 /** What confirming a delivered message needs of it. */
@@ -204,12 +204,13 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   /**
-   * The user's stored messages, oldest first, and the last seq assigned to the user. One this version cannot
-   * read (written by hand, say, or laid out by a later version) is skipped, logged and counted, and left in the
-   * inbox as it is: the user gets every other message, where failing the whole read would stall their sessions.
+   * The user's stored messages (from `read.fromSeq` on, about `read.maxBytes` of them), oldest first, and the
+   * last seq assigned to the user. One this version cannot read (written by hand, say, or laid out by a later
+   * version) is skipped, logged and counted, and left in the inbox as it is: the user gets every other message,
+   * where failing the whole read would stall their sessions.
    */
-  async inboxOf(userId: string): Promise<InboxSnapshot> {
-    const { messages, expired, lastSeq } = await this.store.pending(userId);
+  async inboxOf(userId: string, read: InboxRead = WHOLE_INBOX): Promise<InboxSnapshot> {
+    const { messages, expired, lastSeq, readUpTo } = await this.store.pending(userId, read);
     if (expired > 0) this.metrics.inboxDropped.inc({ reason: 'expired' }, expired);
     const readable: StoredMessage[] = [];
     for (const json of messages) {
@@ -220,7 +221,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
         this.logger.error(`stored message for ${userId} skipped, ${String(err)}: ${JSON.stringify(json.slice(0, 120))}`);
       }
     }
-    return { lastSeq, messages: readable };
+    return { lastSeq, readUpTo, messages: readable };
   }
 
   /**

@@ -1,4 +1,4 @@
-import { SendStatus } from './message.types';
+import { InboxRead, SendStatus } from './message.types';
 
 export interface AcceptCommand {
   readonly from: string;
@@ -62,10 +62,15 @@ export interface ReadReceipt {
 }
 
 export interface PendingMessages {
-  /** Message JSONs, oldest first. */
+  /** Message JSONs from the seq asked for, oldest first. */
   readonly messages: string[];
-  /** The last seq assigned to the user (0 for none): every lower seq is in `messages` or gone for good. */
+  /** The last seq assigned to the user (0 for none). */
   readonly lastSeq: number;
+  /**
+   * Every seq from the one asked for up to this one is in `messages` or gone for good: `lastSeq`, unless the
+   * bytes asked for ran out first.
+   */
+  readonly readUpTo: number;
   /** Messages older than the offline TTL, removed by this call. */
   readonly expired: number;
 }
@@ -92,7 +97,11 @@ export abstract class MessageStore {
    * unsettled, so the first send's own status wins whenever it comes.
    */
   abstract settle(from: string, clientMsgId: string, id: string, status: SendStatus, by: SettledBy): Promise<void>;
-  abstract pending(userId: string): Promise<PendingMessages>;
+  /**
+   * The user's stored messages with a seq from `read.fromSeq` on, oldest first: as many as fit in
+   * `read.maxBytes`, and at least one. Expired messages at the inbox's head are removed (and counted) first.
+   */
+  abstract pending(userId: string, read?: InboxRead): Promise<PendingMessages>;
   abstract confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]>;
   /** Marks confirmed messages of `userId` read; returns who sent each one found. */
   abstract markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]>;

@@ -27,8 +27,19 @@ export interface SendResult {
   duplicate?: true;
 }
 
-/** A user's stored messages, oldest first, and the last seq ever assigned to the user. */
+/** Which part of an inbox to read: from a seq on, and about how many bytes (see MessageStore.pending). */
+export interface InboxRead {
+  readonly fromSeq: number;
+  readonly maxBytes: number;
+}
+
+/** The whole inbox. */
+export const WHOLE_INBOX: InboxRead = { fromSeq: 0, maxBytes: Infinity };
+
+/** A user's stored messages from the seq asked for, oldest first, and the last seq ever assigned to the user. */
 export interface InboxSnapshot {
   readonly messages: readonly StoredMessage[];
   readonly lastSeq: number;
+  /** Every seq from the one asked for up to this one is in `messages` or gone: `lastSeq`, unless the bytes asked for ran out first. */
+  readonly readUpTo: number;
 }

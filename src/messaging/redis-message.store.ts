@@ -19,7 +19,7 @@ import {
   ReadReceipt,
   SettledBy,
 } from './message.store';
-import { SendStatus } from './message.types';
+import { InboxRead, SendStatus, WHOLE_INBOX } from './message.types';
 
 /** Lua: the creation time (ms) of a stored message, read from the UUIDv7 at the start of its JSON. */
 const LUA_TIME_OF = `
@@ -158,9 +158,9 @@ const SETTLE = new LuaScript(
 /**
  * KEYS: inbox, seq.  ARGV: offlineTtlMs, from, lastSeq, maxBytes, maxCount.
  * One page of an inbox read, oldest first: the messages from seq `from` up to seq `lastSeq`, at most `maxCount`
- * of them and, past the first, at most `maxBytes` in all. The first page (`from` and `lastSeq` empty) drops the
- * expired messages at the head and reads the seq counter. Returns {expired, lastSeq, next seq to read or '' when
- * done, json...}.
+ * of them and, past the first, at most `maxBytes` in all. The first page (`lastSeq` empty) drops the expired
+ * messages at the head and reads the seq counter. Returns {expired, lastSeq, next seq to read or '' when done,
+ * json...}.
  */
 const PENDING_PAGE = new LuaScript(
   'pendingPage',
@@ -168,7 +168,7 @@ const PENDING_PAGE = new LuaScript(
   ${LUA_TIME_OF}
   local from, lastSeq, maxBytes, maxCount = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
   local expired = 0
-  if from == '' then
+  if lastSeq == '' then
     local cutoff = now - tonumber(ARGV[1])
     -- A member with no readable time (not a message of ours) ends the expired run: it is not removed here.
     local stop = false
@@ -182,7 +182,7 @@ const PENDING_PAGE = new LuaScript(
       end
     end
     if expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, expired - 1) end
-    from, lastSeq = '-inf', redis.call('GET', KEYS[2]) or '0'
+    lastSeq = redis.call('GET', KEYS[2]) or '0'
   end
   -- Fetched a few at a time, so that a page of large messages does not copy more of them than it returns.
   local out, bytes, taken, last = {tostring(expired), lastSeq, ''}, 0, 0, nil
@@ -296,20 +296,24 @@ export class RedisMessageStore extends MessageStore {
   }
 
   /**
-   * Every page up to the seq counter as the first page read it: a message with a seq up to it was stored with
+   * Page by page up to the seq counter as the first page read it: a message with a seq up to it was stored with
    * that seq at once (one script), so it is in some page unless something removed it meanwhile (a confirmation,
-   * the bound), which a reader takes as gone either way.
+   * the bound), which a reader takes as gone either way. Each page gets what is left of `read.maxBytes`.
    */
-  async pending(userId: string): Promise<PendingMessages> {
+  async pending(userId: string, read: InboxRead = WHOLE_INBOX): Promise<PendingMessages> {
     const keys = [this.keys.inbox(userId), this.keys.seq(userId)];
-    const args = [this.config.offlineTtlMs, '', '', PENDING_PAGE_BYTES, PENDING_PAGE_COUNT];
-    const [expired, lastSeq, next, ...messages] = (await PENDING_PAGE.run(this.redis, keys, args)) as string[];
-    for (let from = next; from !== ''; ) {
-      const [, , after, ...more] = (await PENDING_PAGE.run(this.redis, keys, [this.config.offlineTtlMs, from, lastSeq, PENDING_PAGE_BYTES, PENDING_PAGE_COUNT])) as string[];
+    const page = async (from: string, lastSeq: string, budget: number): Promise<string[]> =>
+      (await PENDING_PAGE.run(this.redis, keys, [this.config.offlineTtlMs, from, lastSeq, Math.min(PENDING_PAGE_BYTES, budget), PENDING_PAGE_COUNT])) as string[];
+    const [expired, lastSeq, first, ...messages] = await page(String(read.fromSeq), '', read.maxBytes);
+    let budget = read.maxBytes - byteCount(messages);
+    let next = first;
+    while (next !== '' && budget > 0) {
+      const [, , after, ...more] = await page(next, lastSeq, budget);
       for (const m of more) messages.push(m);
-      from = after;
+      budget -= byteCount(more);
+      next = after;
     }
-    return { expired: Number(expired), lastSeq: Number(lastSeq), messages };
+    return { expired: Number(expired), lastSeq: Number(lastSeq), readUpTo: next === '' ? Number(lastSeq) : Number(next) - 1, messages };
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
@@ -320,6 +324,11 @@ export class RedisMessageStore extends MessageStore {
       return { id: m.slice(0, bar), from: m.slice(bar + 1) };
     });
   }
+}
+
+/** What a page of JSONs weighs against a read's `maxBytes` (UTF-16 units, as JSON.length; close enough to bytes). */
+function byteCount(jsons: readonly string[]): number {
+  return jsons.reduce((n, j) => n + j.length, 0);
 }
 
 function confirmResult(reply: ReadonlyArray<string | number>): ConfirmResult {

@@ -109,7 +109,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
         expect(r.dropped).toBe(0);
         expect(r.nodes).toEqual([]);
       });
-      expect(await b.messages.pending(r1)).toEqual({ expired: 0, lastSeq: 3, messages: [results[0].json, results[2].json, results[4].json] });
+      expect(await b.messages.pending(r1)).toEqual({ expired: 0, lastSeq: 3, readUpTo: 3, messages: [results[0].json, results[2].json, results[4].json] });
       expect(await b.messages.pending(r2)).toMatchObject({ expired: 0, messages: [results[1].json, results[3].json] });
     });
 
@@ -155,6 +155,22 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect(parsed.map((m) => m.id)).toEqual(parsed.map((m) => m.id).sort());
       // pending reads; it does not take.
       expect((await b.messages.pending(to)).messages).toEqual(jsons);
+    });
+
+    it('pending from a seq on reads as many bytes as asked (at least one message), and says how far it read', async () => {
+      const b = open();
+      const [from, to] = [user(), user()];
+      const jsons: string[] = [];
+      for (let i = 0; i < 6; i++) jsons.push((await accepted(b.messages, command(from, to, `body ${i}`))).json);
+      const size = jsons[0].length; // the six are alike in length
+      // The second message was confirmed by another session: gone, inside what is read.
+      const second = JSON.parse(jsons[1]) as { id: string };
+      await b.messages.confirm([{ userId: to, seq: 2, id: second.id, from }]);
+      expect(await b.messages.pending(to, { fromSeq: 1, maxBytes: 2 * size })).toEqual({ expired: 0, lastSeq: 6, readUpTo: 3, messages: [jsons[0], jsons[2]] });
+      expect(await b.messages.pending(to, { fromSeq: 4, maxBytes: 1 })).toEqual({ expired: 0, lastSeq: 6, readUpTo: 4, messages: [jsons[3]] });
+      expect(await b.messages.pending(to, { fromSeq: 4, maxBytes: 10 * size })).toEqual({ expired: 0, lastSeq: 6, readUpTo: 6, messages: jsons.slice(3) });
+      expect(await b.messages.pending(to, { fromSeq: 7, maxBytes: 1 })).toEqual({ expired: 0, lastSeq: 6, readUpTo: 6, messages: [] });
+      expect(await b.messages.pending(to)).toMatchObject({ readUpTo: 6, messages: [jsons[0], ...jsons.slice(2)] });
     });
 
     it("accept reports the recipient's live nodes: none offline, each node with a session once, not a released node", async () => {
