@@ -246,4 +246,42 @@ describe('RedisMessageStore: reading a large inbox', () => {
     expect(read.expired).toBe(0);
     expect(read.messages).toEqual(jsons);
   });
+
+  const draftOf = (id: string, bodyBytes: number) => `{"id":"${id}","from":"alice","to":"bob","body":"${'x'.repeat(bodyBytes)}","sentAt":1`;
+
+  it('drops an expired run at the head longer than a page, over several calls, and counts it all', async () => {
+    const { redis, keys, config } = backends.open({ OFFLINE_TTL_SECONDS: '1', SEND_RATE_PER_SECOND: '100000' });
+    const store = new RedisMessageStore(redis, keys, config);
+    const old = new MessageIdGenerator();
+    for (let i = 0; i < 40; i++) {
+      const id = old.next(Date.now() - 60_000);
+      await store.accept({ from: 'alice', to: 'bob', id, draft: draftOf(id, 20_000) });
+    }
+    const fresh: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const id = ids.next();
+      const accepted = await store.accept({ from: 'alice', to: 'bob', id, draft: draftOf(id, 10) });
+      if (accepted.kind !== 'accepted') throw new Error(`not accepted: ${accepted.kind}`);
+      fresh.push(accepted.json);
+    }
+    const calls = jest.spyOn(redis, 'evalsha');
+    expect(await store.pending('bob')).toEqual({ expired: 40, lastSeq: 42, readUpTo: 42, messages: fresh });
+    expect(calls.mock.calls.length).toBeGreaterThan(1);
+    calls.mockRestore();
+  });
+
+  it('never splits entries that share a seq across pages (an entry written by hand beside a large message)', async () => {
+    const { redis, keys, config } = backends.open({ SEND_RATE_PER_SECOND: '100000' });
+    const store = new RedisMessageStore(redis, keys, config);
+    const jsons: string[] = [];
+    for (const size of [10, 300_000, 10]) {
+      const id = ids.next();
+      const accepted = await store.accept({ from: 'alice', to: 'bob', id, draft: draftOf(id, size) });
+      if (accepted.kind !== 'accepted') throw new Error(`not accepted: ${accepted.kind}`);
+      jsons.push(accepted.json);
+    }
+    await redis.zadd(keys.inbox('bob'), 2, 'junk'); // sorts before the message of seq 2
+    expect((await store.pending('bob')).messages).toEqual([jsons[0], 'junk', jsons[1], jsons[2]]);
+    expect(await store.pending('bob', { fromSeq: 2, maxBytes: 1 })).toMatchObject({ readUpTo: 2, messages: ['junk', jsons[1]] });
+  });
 });

@@ -158,48 +158,50 @@ const SETTLE = new LuaScript(
 /**
  * KEYS: inbox, seq.  ARGV: offlineTtlMs, from, lastSeq, maxBytes, maxCount.
  * One page of an inbox read, oldest first: the messages from seq `from` up to seq `lastSeq`, at most `maxCount`
- * of them and, past the first, at most `maxBytes` in all. The first page (`lastSeq` empty) drops the expired
- * messages at the head and reads the seq counter. Returns {expired, lastSeq, next seq to read or '' when done,
- * json...}.
+ * of them and, past the first, at most `maxBytes` in all (entries that share a seq are never split). The first page (`lastSeq` empty) first drops the expired messages at the head, one at
+ * a time and no more than `maxBytes` of them, and reads the seq counter. Returns {expired, expiring (1 when
+ * the expired run goes on past that), lastSeq, where the next page starts or '' when done, json...}.
  */
 const PENDING_PAGE = new LuaScript(
   'pendingPage',
   `${LUA_NOW}
   ${LUA_TIME_OF}
   local from, lastSeq, maxBytes, maxCount = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
-  local expired = 0
+  local expired, expiring = 0, '0'
   if lastSeq == '' then
-    local cutoff = now - tonumber(ARGV[1])
+    local cutoff, bytes = now - tonumber(ARGV[1]), 0
     -- A member with no readable time (not a message of ours) ends the expired run: it is not removed here.
-    local stop = false
-    while not stop do
-      local head = redis.call('ZRANGE', KEYS[1], expired, expired + 99)
-      if #head == 0 then break end
-      for _, m in ipairs(head) do
-        local t = timeOf(m)
-        if t == nil or t >= cutoff then stop = true break end
-        expired = expired + 1
+    while true do
+      local head = redis.call('ZRANGE', KEYS[1], expired, expired)[1]
+      if head == nil then break end
+      local t = timeOf(head)
+      if t == nil or t >= cutoff then break end
+      if expired > 0 and bytes + #head > maxBytes then
+        expiring = '1'
+        break
       end
+      expired, bytes = expired + 1, bytes + #head
     end
     if expired > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, expired - 1) end
     lastSeq = redis.call('GET', KEYS[2]) or '0'
   end
+  local out = {tostring(expired), expiring, lastSeq, ''}
+  if expiring == '1' then return out end
   -- Fetched a few at a time, so that a page of large messages does not copy more of them than it returns.
-  local out, bytes, taken, last = {tostring(expired), lastSeq, ''}, 0, 0, nil
-  while taken < maxCount do
-    local chunk = redis.call('ZRANGEBYSCORE', KEYS[1], from, lastSeq, 'WITHSCORES', 'LIMIT', taken, math.min(16, maxCount - taken))
+  local bytes, taken, lastScore = 0, 0, nil
+  while true do
+    local chunk = redis.call('ZRANGEBYSCORE', KEYS[1], from, lastSeq, 'WITHSCORES', 'LIMIT', taken, 16)
     if #chunk == 0 then return out end
     for i = 1, #chunk, 2 do
-      if taken > 0 and bytes + #chunk[i] > maxBytes then
-        out[3] = chunk[i + 1]
+      local score = chunk[i + 1]
+      if taken > 0 and score ~= lastScore and (taken >= maxCount or bytes + #chunk[i] > maxBytes) then
+        out[4] = score
         return out
       end
-      bytes, taken, last = bytes + #chunk[i], taken + 1, chunk[i + 1]
+      bytes, taken, lastScore = bytes + #chunk[i], taken + 1, score
       out[#out + 1] = chunk[i]
     end
-  end
-  out[3] = tostring(tonumber(last) + 1)
-  return out`,
+  end`,
 );
 
 /**
@@ -304,16 +306,23 @@ export class RedisMessageStore extends MessageStore {
     const keys = [this.keys.inbox(userId), this.keys.seq(userId)];
     const page = async (from: string, lastSeq: string, budget: number): Promise<string[]> =>
       (await PENDING_PAGE.run(this.redis, keys, [this.config.offlineTtlMs, from, lastSeq, Math.min(PENDING_PAGE_BYTES, budget), PENDING_PAGE_COUNT])) as string[];
-    const [expired, lastSeq, first, ...messages] = await page(String(read.fromSeq), '', read.maxBytes);
+    // The first page, again while a long expired run at the head is being removed.
+    let expired = 0;
+    let first: string[];
+    do {
+      first = await page(String(read.fromSeq), '', read.maxBytes);
+      expired += Number(first[0]);
+    } while (first[1] === '1');
+    const [, , lastSeq, firstNext, ...messages] = first;
     let budget = read.maxBytes - byteCount(messages);
-    let next = first;
+    let next = firstNext;
     while (next !== '' && budget > 0) {
-      const [, , after, ...more] = await page(next, lastSeq, budget);
+      const [, , , after, ...more] = await page(next, lastSeq, budget);
       for (const m of more) messages.push(m);
       budget -= byteCount(more);
       next = after;
     }
-    return { expired: Number(expired), lastSeq: Number(lastSeq), readUpTo: next === '' ? Number(lastSeq) : Number(next) - 1, messages };
+    return { expired, lastSeq: Number(lastSeq), readUpTo: readUpTo(next, Number(lastSeq)), messages };
   }
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
@@ -324,6 +333,11 @@ export class RedisMessageStore extends MessageStore {
       return { id: m.slice(0, bar), from: m.slice(bar + 1) };
     });
   }
+}
+
+/** How far a read got: all of it (`next` empty), or up to the seq before the one it stopped at. */
+function readUpTo(next: string, lastSeq: number): number {
+  return next === '' ? lastSeq : Number(next) - 1;
 }
 
 /** What a page of JSONs weighs against a read's `maxBytes` (UTF-16 units, as JSON.length; close enough to bytes). */
