@@ -490,20 +490,21 @@ describe('bad input', () => {
       expect(a.socket.connected).toBe(true);
     });
 
-    it('emits a session about 4 MB of messages it has not confirmed, not its whole inbox, and the rest as it confirms', async () => {
+    it('emits a session no more than its window of bytes it has not confirmed, not its whole inbox, and the rest as it confirms', async () => {
       const [alice, bob] = [user('alice'), user('bob')];
       const a = await clients.connect(big.url, alice);
-      for (let i = 1; i <= 6; i++) expect((await a.send(bob, `${i}${'x'.repeat(1_000_000)}`)).status).toBe('stored');
+      for (let i = 1; i <= 26; i++) expect((await a.send(bob, `${i}${'x'.repeat(1_000_000)}`)).status).toBe('stored');
       const b = await clients.connect(big.url, bob, { autoConfirm: false });
-      // Four fit in the window's 4 MiB; a fifth goes past it (a catch-up emits at least one message).
-      await b.waitForMessages(5);
-      // A round trip on the same connection: had the sixth been emitted with them, it would be here first.
+      // The window is 16 of the largest messages (24 MB here): 23 of these fit, a 24th goes past it (a catch-up
+      // emits at least one message).
+      await b.waitForMessages(24, 15_000);
+      // A round trip on the same connection: had the 25th been emitted with them, it would be here first.
       expect(await b.emit('message:read', { ids: [] })).toEqual({ ok: true });
-      expect(b.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+      expect(b.messages.map((m) => m.seq)).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
       // Half the window confirmed: the rest comes.
-      [...b.unconfirmed.values()].slice(0, 3).forEach((confirm) => confirm());
-      await b.waitForMessages(6);
-      expect(b.messages.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5, 6]);
-    });
+      [...b.unconfirmed.values()].slice(0, 13).forEach((confirm) => confirm());
+      await b.waitForMessages(26, 15_000);
+      expect(b.messages.map((m) => m.seq)).toEqual(Array.from({ length: 26 }, (_, i) => i + 1));
+    }, 30_000);
   });
 });

@@ -45,6 +45,8 @@ export class SessionStream {
   private unconfirmedBytes = 0;
   /** Set when `unconfirmed` reached the window: live messages stay in the inbox until half of it is confirmed. */
   private paused = false;
+  /** A catch-up was asked for while one ran: it runs again once done. */
+  private again = false;
 
   constructor(
     private readonly emit: (msg: StoredMessage) => void,
@@ -83,17 +85,29 @@ export class SessionStream {
   }
 
   /**
-   * Reads the inbox and emits what this session has not had yet, in order. Concurrent calls share one run.
-   * While the window is full it does nothing: the catch-up that resumes the session reads the inbox then.
+   * Reads the inbox and emits what this session has not had yet, in order. A call while one runs shares it, and
+   * has it run once more after (its read may predate what the call is for). While the window is full it emits
+   * nothing: the catch-up that resumes the session does.
    */
   catchUp(): Promise<void> {
-    if (this.paused) return Promise.resolve();
     this.opened = true;
-    this.catchingUp ??= this.runCatchUp().finally(() => {
+    if (this.catchingUp) {
+      // Its read may be older than what this call is for (a message left in the inbox while paused, say).
+      this.again = true;
+      return this.catchingUp;
+    }
+    this.catchingUp = this.runCatchUps().finally(() => {
       this.catchingUp = undefined;
       if (this.held.size > 0 && !this.closed) this.armTimer(GAP_WAIT_MS);
     });
     return this.catchingUp;
+  }
+
+  private async runCatchUps(): Promise<void> {
+    do {
+      this.again = false;
+      await this.runCatchUp();
+    } while (this.again && !this.closed);
   }
 
   close(): void {
@@ -102,13 +116,23 @@ export class SessionStream {
     this.held.clear();
   }
 
-  /** Reads the inbox from `next`, as much as the window has room for, and again while more fits. */
+  /**
+   * Reads the inbox from `next`, as much as the window has room for, and again while more fits. While the
+   * window is full it emits nothing (the catch-up that resumes the session does), but still reads one message's
+   * worth: a catch-up asked for then may follow a Redis that came back without its data, whose new seqs the
+   * stream must start again for (see `read`), or it would drop them live as repeats.
+   */
   private async runCatchUp(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
     for (;;) {
-      const snapshot = await this.read();
+      const pausedAtRead = this.paused;
+      const snapshot = await this.read(pausedAtRead);
       if (snapshot === undefined || this.closed) return;
+      if (pausedAtRead) {
+        this.held.clear();
+        return;
+      }
       this.emitSnapshot(snapshot);
       if (this.paused) {
         // What it holds is in the inbox, where the catch-up that resumes the session reads it.
@@ -119,10 +143,10 @@ export class SessionStream {
     }
   }
 
-  /** The inbox from `next` on; undefined when it cannot be read (tried again after RETRY_MS). */
-  private async read(): Promise<InboxSnapshot | undefined> {
+  /** The inbox from `next` on (`least`: one message); undefined when it cannot be read (tried again after RETRY_MS). */
+  private async read(least: boolean): Promise<InboxSnapshot | undefined> {
     const nextAtRead = this.next;
-    const room = (): InboxRead => ({ fromSeq: this.next, maxBytes: Math.max(1, this.windowBytes - this.unconfirmedBytes) });
+    const room = (): InboxRead => ({ fromSeq: this.next, maxBytes: least ? 1 : Math.max(1, this.windowBytes - this.unconfirmedBytes) });
     try {
       const snapshot = await this.readInbox(room());
       // The counter never goes back, and every seq this session had was assigned before the read: one below them

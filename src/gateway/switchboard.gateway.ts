@@ -29,9 +29,13 @@ const DISCONNECT_BATCH = 200;
 /**
  * About how many bytes of messages a session may have emitted and not confirmed (SessionStream's flow control,
  * beside OFFLINE_MAX_PER_USER messages): a client that stops reading holds no more than this in its node's
- * buffers. A full inbox of large messages (1,000 of 64 KB) cost the node 60–70 MB per such session before.
+ * buffers (a full inbox of large messages, 1,000 of 64 KB, cost the node 60–70 MB per such session before). 16
+ * MiB, or 16 of the largest messages: a session that confirms as it reads is held back only by a burst larger
+ * than that within a confirmation's round trip (and, paused, it misses what another session of its user confirms).
  */
-const SESSION_WINDOW_BYTES = 4 * 1024 * 1024;
+function sessionWindowBytes(config: Pick<AppConfig, 'maxMessageBytes'>): number {
+  return Math.max(16 * 1024 * 1024, 16 * config.maxMessageBytes);
+}
 /**
  * A login that could not be registered is closed after this long, plus up to as long again at random.
  * socket.io-client counts the connection as made, so its backoff starts again at about a second each time:
@@ -112,7 +116,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       (read) => this.messages.inboxOf(userId, read),
       (err) => this.logger.warn(`could not read the inbox of ${userId}: ${String(err)}`),
       this.config.offlineMaxPerUser,
-      SESSION_WINDOW_BYTES,
+      sessionWindowBytes(this.config),
     );
     socket.data.stream = stream;
     limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
