@@ -267,6 +267,12 @@ describe('loadConfig', () => {
       ]);
     });
 
+    it("keeps an app's own scheme as its webview sends it (capacitor, ionic, tauri, a browser extension)", () => {
+      const apps = ['capacitor://localhost', 'ionic://localhost', 'tauri://localhost', 'chrome-extension://abcdefghijklmnopabcdefghijklmnop', 'moz-extension://1b2c3d4e-aaaa-bbbb-cccc-123456789abc'];
+      expect(loadConfig({ CORS_ORIGINS: apps.join(',') }).corsOrigins).toEqual(apps);
+      expect(loadConfig({ CORS_ORIGINS: 'Capacitor://localhost/' }).corsOrigins).toEqual(['capacitor://localhost']);
+    });
+
     it.each(['notaurl', 'localhost:5173', 'app.example.com', '*', 'https://a.example/app', 'https://a.example/?x=1', 'https://u:p@a.example'])(
       'refuses a CORS_ORIGINS entry that no Origin header could match: %s',
       (entry) => {

@@ -63,8 +63,9 @@ const listOf = (name: string) =>
 
 /**
  * Browser origins, each as a browser sends it in its Origin header (scheme, host and port, lower case, no
- * slash): "https://App.example.com/" is kept as "https://app.example.com". Anything else would never match
- * an Origin, so it stops the boot: a path, a bare host name, or "*" (list the origins instead).
+ * slash): "https://App.example.com/" is kept as "https://app.example.com"; an app's own scheme
+ * (capacitor://localhost) as written. Anything else would never match an Origin, so it stops the boot: a path,
+ * a bare host name, or "*" (list the origins instead).
  */
 const origins = listOf('CORS_ORIGINS').transform((all, ctx) => {
   const out: string[] = [];
@@ -83,6 +84,10 @@ const origins = listOf('CORS_ORIGINS').transform((all, ctx) => {
 });
 
 function originOf(raw: string): string | undefined {
+  // An app's own scheme (capacitor://localhost, ionic://, tauri://, chrome-extension://<id>): the URL parser gives
+  // such a URL no origin, and its webview sends the Origin as written; only the scheme is case-insensitive.
+  const custom = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#@\s]+)\/?$/.exec(raw);
+  if (custom && !['http', 'https', 'ws', 'wss', 'ftp', 'file'].includes(custom[1].toLowerCase())) return `${custom[1].toLowerCase()}://${custom[2]}`;
   let url: URL;
   try {
     url = new URL(raw);
