@@ -17,6 +17,8 @@ export interface LoadBody {
   run: string;
   from: string;
   n: number;
+  /** Filler, to make the messages large (the soak's --pad). */
+  pad?: string;
 }
 
 function isLoadBody(body: unknown): body is LoadBody {
@@ -77,6 +79,8 @@ export interface SenderOptions {
   ackTimeoutMs?: number;
   /** 'rest': a backend's sends, `POST /messages` with the API key (default 'socket': `message:send`). */
   transport?: 'socket' | 'rest';
+  /** Characters of filler in every body (default none). */
+  padBytes?: number;
 }
 
 export interface SentRecord {
@@ -243,11 +247,17 @@ export class LoadSender {
     }
   }
 
+  private bodyOf(n: number): LoadBody {
+    const body: LoadBody = { run: this.opts.run, from: this.opts.userId, n };
+    if (this.opts.padBytes) body.pad = 'x'.repeat(this.opts.padBytes);
+    return body;
+  }
+
   private sendOnce(socket: Socket, rec: SentRecord): Promise<SendOutcome> {
     return new Promise((resolve) => {
       rec.attempts++;
       rec.firstSentAt ??= Date.now();
-      const body: LoadBody = { run: this.opts.run, from: this.opts.userId, n: rec.n };
+      const body = this.bodyOf(rec.n);
       // emit is synchronous: the order of sendOnce calls is the order on the wire.
       socket.timeout(this.opts.ackTimeoutMs ?? 5000).emit('message:send', { to: rec.to, body, clientMsgId: rec.clientMsgId }, (err: Error | null, reply?: AckReply) => {
         if (err) return resolve({ kind: 'retry', why: err.message.includes('timed out') ? 'ack timeout' : err.message });
@@ -262,7 +272,7 @@ export class LoadSender {
     rec.attempts++;
     rec.firstSentAt ??= Date.now();
     const url = this.opts.urls[this.urlIndex % this.opts.urls.length];
-    const body: LoadBody = { run: this.opts.run, from: this.opts.userId, n: rec.n };
+    const body = this.bodyOf(rec.n);
     let res: Response;
     let json: unknown;
     try {
@@ -498,7 +508,9 @@ export class LoadRecipient {
       this.duplicates++;
       return;
     }
-    this.unique.set(msg.id, { msg, at: Date.now(), session });
+    // The filler of a large message is not kept: the accounting needs the rest, and a soak holds every message.
+    const kept = isLoadBody(msg.body) && msg.body.pad !== undefined ? { ...msg, body: { run: msg.body.run, from: msg.body.from, n: msg.body.n } } : msg;
+    this.unique.set(msg.id, { msg: kept, at: Date.now(), session });
     this.seqs.push(msg.seq);
     if (isLoadBody(msg.body)) {
       const list = this.perSender.get(msg.body.from) ?? [];

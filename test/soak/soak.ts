@@ -46,18 +46,20 @@ interface Options {
   sessions: number;
   /** SESSION_POLICY of the nodes. */
   policy: 'multi' | 'single';
+  /** Characters of filler in every body (large messages: the flow control's byte window binds). */
+  pad: number;
 }
 
 type NumericOption = Exclude<keyof Options, 'policy'>;
 
 function options(argv: string[]): Options {
-  const opts: Options = { seconds: 90, seed: Date.now() % 100_000, senders: 5, recipients: 5, rate: 30, overlap: 0, rest: 1, confirmDelay: 0, sessions: 1, policy: 'multi' };
+  const opts: Options = { seconds: 90, seed: Date.now() % 100_000, senders: 5, recipients: 5, rate: 30, overlap: 0, rest: 1, confirmDelay: 0, sessions: 1, policy: 'multi', pad: 0 };
   for (const arg of argv) {
     const policy = /^--policy=(multi|single)$/.exec(arg);
-    const m = /^--(seconds|seed|senders|recipients|rate|overlap|rest|confirm-delay|sessions)=(\d+)$/.exec(arg);
+    const m = /^--(seconds|seed|senders|recipients|rate|overlap|rest|confirm-delay|sessions|pad)=(\d+)$/.exec(arg);
     if (policy) opts.policy = policy[1] as Options['policy'];
     else if (m) opts[(m[1] === 'confirm-delay' ? 'confirmDelay' : m[1]) as NumericOption] = Number(m[2]);
-    else throw new Error(`unknown option ${arg} (use --seconds, --seed, --senders, --recipients, --rate, --overlap, --rest, --confirm-delay, --sessions, --policy)`);
+    else throw new Error(`unknown option ${arg} (use --seconds, --seed, --senders, --recipients, --rate, --overlap, --rest, --confirm-delay, --sessions, --pad, --policy)`);
   }
   if (opts.sessions > 1 && opts.policy === 'single') throw new Error('--sessions above 1 needs --policy=multi');
   return opts;
@@ -192,7 +194,7 @@ async function main(): Promise<void> {
   const rand = random(opts.seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)];
   const run = uniqueName('soak');
-  console.log(`SOAK ${run}: seed=${opts.seed} seconds=${opts.seconds} senders=${opts.senders} recipients=${opts.recipients} rate=${opts.rate}/s each overlap=${opts.overlap} rest=${opts.rest} confirm-delay=${opts.confirmDelay} sessions=${opts.sessions} policy=${opts.policy}`);
+  console.log(`SOAK ${run}: seed=${opts.seed} seconds=${opts.seconds} senders=${opts.senders} recipients=${opts.recipients} rate=${opts.rate}/s each overlap=${opts.overlap} rest=${opts.rest} confirm-delay=${opts.confirmDelay} sessions=${opts.sessions} policy=${opts.policy} pad=${opts.pad}`);
 
   // Interrupted: kill the nodes; exiting runs the brokers' own emergency stop (test/helpers/brokers.ts).
   const started: Node[] = [];
@@ -231,6 +233,7 @@ async function main(): Promise<void> {
           NODE_LEASE_MS: String(LEASE_MS),
           PRESENCE_TTL_SECONDS: '3',
           SESSION_POLICY: opts.policy,
+          MAX_MESSAGE_BYTES: String(Math.max(65_536, opts.pad + 1024)),
         }) as Record<string, string>,
       ),
   );
@@ -263,6 +266,7 @@ async function main(): Promise<void> {
           ratePerSecond: opts.rate,
           run,
           transport: i < opts.rest ? 'rest' : 'socket',
+          padBytes: opts.pad,
         }),
     );
     await Promise.all(sessions.map((r) => r.connect()));
