@@ -216,6 +216,19 @@ describe('bad input', () => {
       expect((await reader.send(bob, 'still connected')).ok).toBe(true);
     });
 
+    it('limits message:send calls per session at ten times the send rate, repeats of a clientMsgId included, before Redis', async () => {
+      const sender = await clients.connect(node.url, `${cluster}-repeater`);
+      const first = await sender.send(bob, 'once', 'same-id');
+      expect(first.ok).toBe(true);
+      // SEND_RATE_PER_SECOND=5 here: 50 calls a second, bursts of 100. Repeats are answered without a send token.
+      const acks = await Promise.all(Array.from({ length: 150 }, () => sender.send(bob, 'once', 'same-id')));
+      const limited = acks.filter((x) => !x.ok);
+      expect(acks.filter((x) => x.ok && x.duplicate === true && x.id === first.id).length).toBeGreaterThanOrEqual(95);
+      expect(limited.length).toBeGreaterThanOrEqual(40);
+      expect(limited[0]).toEqual({ ok: false, error: { code: 'rate_limited', message: 'more than 50 message:send calls per second on this session' } });
+      expect(sender.socket.connected).toBe(true);
+    });
+
     it('keeps at most OFFLINE_MAX_PER_USER stored messages, drops the oldest and counts them in a metric', async () => {
       const metric = () => counter('switchboard_inbox_dropped_total', 'reason="overflow"');
       const before = await metric();

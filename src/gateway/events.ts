@@ -43,8 +43,8 @@ export interface SocketData {
   expiresAt?: number;
   /** The session's messages in seq order (set once the session is registered). */
   stream?: SessionStream;
-  /** The session's `message:read` limiter (SEND_RATE_PER_SECOND calls a second, bursts of twice that). */
-  readBucket?: Bucket;
+  /** The session's own limiters of `message:send` and `message:read` calls (SwitchboardGateway.takeSessionToken). */
+  buckets?: { 'message:send'?: Bucket; 'message:read'?: Bucket };
 }
 
 export type SwitchboardServer = Server<ClientToServerEvents, ServerEmitEvents, InterServerEvents, SocketData>;

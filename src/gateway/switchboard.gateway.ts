@@ -26,6 +26,8 @@ import { limitWriteBacklog, maxWriteBacklog } from './write-backlog';
 type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
 
 const DISCONNECT_BATCH = 200;
+/** `message:send` calls a session may make per send its user may make (repeats and refusals included). */
+const SEND_CALLS_PER_SEND = 10;
 /**
  * About how many bytes of messages a session may have emitted and not confirmed (SessionStream's flow control,
  * beside OFFLINE_MAX_PER_USER messages): a client that stops reading holds no more than this in its node's
@@ -58,10 +60,12 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
 
   private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
-    'message:send': (socket, payload) =>
-      this.messages.send(socket.data.userId, parseSendMessage(payload), 'socket'),
+    'message:send': (socket, payload) => {
+      this.takeSessionToken(socket, 'message:send');
+      return this.messages.send(socket.data.userId, parseSendMessage(payload), 'socket');
+    },
     'message:read': async (socket, payload) => {
-      this.takeReadToken(socket);
+      this.takeSessionToken(socket, 'message:read');
       await this.messages.markRead(socket.data.userId, validatePayload(ReadMessagesDto, payload).ids);
       return {};
     },
@@ -196,14 +200,20 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   }
 
   /**
-   * One `message:read` costs Redis a lookup per id (up to 500): a session gets SEND_RATE_PER_SECOND of them a
-   * second, in bursts of twice that, as sends. Counted on the node, per session (the contract limits sends only).
+   * Limits counted on the node, per session, before anything reaches Redis (the contract limits sends per user,
+   * which Redis counts):
+   * - `message:read` costs Redis a lookup per id (up to 500): SEND_RATE_PER_SECOND calls a second, in bursts of
+   *   twice that, as sends;
+   * - `message:send` calls, ten times the send rate: a repeated clientMsgId is answered without a send token (a
+   *   retry must get its answer) and a refused send still costs a script call, so one socket could otherwise
+   *   keep Redis busy with as many calls as it can write (47,000 a second, measured by a security review).
    */
-  private takeReadToken(socket: SwitchboardSocket): void {
-    const rate = this.config.sendRatePerSecond;
-    const taken = takeToken(socket.data.readBucket, Date.now(), sendRateRule(rate));
-    if ('retryAfterMs' in taken) throw new AppError('rate_limited', `more than ${rate} message:read calls per second on this session`, taken.retryAfterMs);
-    socket.data.readBucket = taken.bucket;
+  private takeSessionToken(socket: SwitchboardSocket, event: 'message:send' | 'message:read'): void {
+    const rate = event === 'message:read' ? this.config.sendRatePerSecond : SEND_CALLS_PER_SEND * this.config.sendRatePerSecond;
+    const buckets = (socket.data.buckets ??= {});
+    const taken = takeToken(buckets[event], Date.now(), sendRateRule(rate));
+    if ('retryAfterMs' in taken) throw new AppError('rate_limited', `more than ${rate} ${event} calls per second on this session`, taken.retryAfterMs);
+    buckets[event] = taken.bucket;
   }
 
   /** Once per REGISTRATION_LOG_EVERY_MS: an outage would otherwise log a line per login attempt. */
