@@ -307,6 +307,20 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
   });
 
+  it('stops emitting the live messages it held during a catch-up once the window of bytes is full; they are read from the inbox later', async () => {
+    const h = harness(1000, 30); // msg(1) to msg(9) are 9 characters of JSON each
+    void h.stream.catchUp();
+    await h.answer([], 0);
+    void h.stream.catchUp(); // after an outage; its read is on its way while live messages come
+    for (let seq = 1; seq <= 8; seq++) h.stream.push(msg(seq));
+    await h.answer([], 0);
+    expect(h.emitted).toEqual([1, 2, 3, 4]); // 36 bytes: past the window by one
+    for (let i = 0; i < 3; i++) h.stream.confirmed(9);
+    expect(h.reads.map((r) => r.asked)).toEqual([{ fromSeq: 5, maxBytes: 21 }]);
+    await h.answer([msg(5), msg(6), msg(7), msg(8)], 8);
+    expect(h.emitted).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+  });
+
   it('emits nothing once closed', async () => {
     const h = harness();
     void h.stream.catchUp();

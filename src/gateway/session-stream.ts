@@ -206,29 +206,36 @@ export class SessionStream {
     if (this.skipped.size === 0) this.newestSinceSkip.clear();
   }
 
+  /** Emits the held messages that follow on without a gap, until the window is full (the rest are in the inbox). */
   private drainContiguous(): void {
     let msg: StoredMessage | undefined;
-    while ((msg = this.held.get(this.next)) !== undefined) {
+    while (!this.paused && (msg = this.held.get(this.next)) !== undefined) {
       this.held.delete(this.next);
       this.deliver(msg);
       this.next++;
     }
+    if (this.paused) this.held.clear();
     if (this.held.size === 0) {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
   }
 
+  /** Gives up waiting for a gap: emits what it holds, in order, until the window is full (the rest are in the inbox). */
   private flushHeld(): void {
     const ordered = [...this.held.values()].sort((a, b) => a.seq - b.seq);
     this.held.clear();
-    for (const msg of ordered) this.deliver(msg);
-    this.next = ordered[ordered.length - 1].seq + 1;
+    for (const msg of ordered) {
+      if (this.paused) break;
+      this.deliver(msg);
+      this.next = msg.seq + 1;
+    }
   }
 
   /**
-   * Emits, counting toward the window. What a catch-up or the held messages owe still goes out past it: at most
-   * an inbox more by count, and one message more by bytes (a catch-up reads no more than the window has room for).
+   * Emits, counting toward the window. What a catch-up read still goes out past it: at most an inbox more by
+   * count, and one message more by bytes (a catch-up reads no more than the window has room for), besides the
+   * late copies of skipped seqs. Held live messages stop at the window (drainContiguous, flushHeld).
    */
   private deliver(msg: StoredMessage): void {
     if (this.skipped.size > 0) this.newestSinceSkip.set(msg.from, Math.max(msg.seq, this.newestSinceSkip.get(msg.from) ?? -1));
