@@ -273,6 +273,10 @@ describe('loadConfig', () => {
       expect(loadConfig({ CORS_ORIGINS: 'Capacitor://localhost/' }).corsOrigins).toEqual(['capacitor://localhost']);
     });
 
+    it.each(['htps://app.example.com', 'httpx://app.example.com', 'htp://localhost:5173', 'hxxps://a.example'])('refuses a scheme a letter or two from http(s), a typo rather than an app: %s', (entry) => {
+      expect(refusal({ CORS_ORIGINS: entry }).message).toMatch(/^CORS_ORIGINS: ".+" is not an origin/);
+    });
+
     it.each(['notaurl', 'localhost:5173', 'app.example.com', '*', 'https://a.example/app', 'https://a.example/?x=1', 'https://u:p@a.example'])(
       'refuses a CORS_ORIGINS entry that no Origin header could match: %s',
       (entry) => {

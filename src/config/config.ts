@@ -86,8 +86,13 @@ const origins = listOf('CORS_ORIGINS').transform((all, ctx) => {
 function originOf(raw: string): string | undefined {
   // An app's own scheme (capacitor://localhost, ionic://, tauri://, chrome-extension://<id>): the URL parser gives
   // such a URL no origin, and its webview sends the Origin as written; only the scheme is case-insensitive.
+  // Its host is compared as written (a URL with such a scheme keeps its host's case). A scheme a letter or two
+  // from http or https (htps://) is a typo, not an app: refused like any entry that no Origin could match.
   const custom = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#@\s]+)\/?$/.exec(raw);
-  if (custom && !['http', 'https', 'ws', 'wss', 'ftp', 'file'].includes(custom[1].toLowerCase())) return `${custom[1].toLowerCase()}://${custom[2]}`;
+  const scheme = custom?.[1].toLowerCase();
+  if (custom && scheme && !['http', 'https', 'ws', 'wss', 'ftp', 'file'].includes(scheme)) {
+    return editDistance(scheme, 'http') <= 2 || editDistance(scheme, 'https') <= 2 ? undefined : `${scheme}://${custom[2]}`;
+  }
   let url: URL;
   try {
     url = new URL(raw);
@@ -222,6 +227,17 @@ export function maxRequestBytes(config: Pick<AppConfig, 'maxMessageBytes'>): num
  */
 export function maxPacketBytes(config: Pick<AppConfig, 'maxMessageBytes'>): number {
   return Math.max(1e6, maxRequestBytes(config));
+}
+
+/** Levenshtein distance of two short strings. */
+function editDistance(a: string, b: string): number {
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) next[j] = Math.min(row[j] + 1, next[j - 1] + 1, row[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    row = next;
+  }
+  return row[b.length];
 }
 
 export function defaultNodeId(): string {
