@@ -6,9 +6,9 @@ import { MESSAGE_ID_PATTERN } from '../src/messaging/message-id';
 import { PrivateRedis } from './helpers/brokers';
 import { TcpProxy } from './helpers/proxy';
 import { ClientPool, tokenFor } from './helpers/client';
-import { AMQP_URL, API_KEY } from './helpers/env';
+import { AMQP_URL, API_KEY, clusterEnv } from './helpers/env';
 import { forgetCluster } from './helpers/cleanup';
-import { TestNode, closeAll, startCluster } from './helpers/nodes';
+import { TestNode, closeAll, startCluster, startNode } from './helpers/nodes';
 import { uniqueName, waitFor } from './helpers/wait';
 
 /** Three nodes in this process against the real Redis and RabbitMQ, one cluster name for the file. */
@@ -471,6 +471,51 @@ describe('a cluster whose Redis comes back empty (no append-only file)', () => {
     expect(after.seq).toBe(1);
     expect(bob.socket.connected).toBe(true);
   }, 40_000);
+});
+
+describe('a cluster whose Redis comes back empty while one node is still cut off from it', () => {
+  const cluster = uniqueName('t-empty-late');
+  const clients = new ClientPool();
+  let redis: PrivateRedis;
+  let proxy: TcpProxy;
+  let n1: TestNode, n2: TestNode;
+
+  beforeAll(async () => {
+    redis = await PrivateRedis.start({ appendonly: false });
+    proxy = new TcpProxy(new URL(redis.url));
+    const viaProxy = await proxy.listen();
+    n1 = await startNode(clusterEnv(cluster, `${cluster}-n1`, { REDIS_URL: redis.url }));
+    n2 = await startNode(clusterEnv(cluster, `${cluster}-n2`, { REDIS_URL: viaProxy.toString() }));
+  });
+  afterAll(async () => {
+    clients.closeAll();
+    await closeAll([n1, n2]);
+    await proxy.close();
+    await forgetCluster(cluster, [n1, n2].map((n) => n.nodeId), { redisUrl: redis.url });
+    await redis.destroy();
+  });
+
+  it("delivers to a recipient who stayed connected what was stored before his node was back, though the new seqs passed his", async () => {
+    const alice = await clients.connect(n1.url, 'alice');
+    const bob = await clients.connect(n2.url, 'bob');
+    for (const text of ['one', 'two', 'three']) expect((await alice.send('bob', text)).ok).toBe(true);
+    await bob.waitForMessages(3);
+
+    // Bob's node loses Redis, which comes back empty; alice's node is back first.
+    proxy.target = new URL('redis://127.0.0.1:1');
+    proxy.cutAll();
+    await redis.stop();
+    await redis.start();
+    const after = ['a1', 'a2', 'a3', 'a4'];
+    for (const text of after) {
+      await waitFor(async () => (await alice.send('bob', text, `k-${text}`)).ok === true, `the send of ${text} to be taken by the empty Redis`, 15_000);
+    }
+    // Stored with seqs 1 to 4: bob looks offline. His node had him at seq 3.
+    proxy.target = new URL(redis.url);
+    for (const text of after) await bob.waitForMessage((m) => m.body === text, `${text}, stored while bob's node was cut off`, 15_000);
+    expect(bob.messages.slice(3).map((m) => [m.body, m.seq])).toEqual(after.map((text, i) => [text, i + 1]));
+    expect(bob.socket.connected).toBe(true);
+  }, 60_000);
 });
 
 describe('a cluster whose Redis hangs', () => {

@@ -321,6 +321,20 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
   });
 
+  it('starts again at once when told the store lost its data, dropping a read begun before', async () => {
+    const h = harness();
+    void h.stream.catchUp();
+    await h.answer([msg(1), msg(2), msg(3)], 3);
+    void h.stream.catchUp(); // a reconnect's: its read starts from 4
+    h.stream.restart(); // the node found the store's data epoch changed
+    await h.answer([], 5); // by now 5 new messages have seqs 1 to 5: the counter alone would not tell
+    expect(h.reads.map((r) => r.asked.fromSeq)).toEqual([0]);
+    await h.answer([1, 2, 3, 4, 5].map((seq) => msg(seq, 'carol')), 5);
+    expect(h.emitted).toEqual([1, 2, 3, 1, 2, 3, 4, 5]);
+    h.stream.push(msg(6, 'carol'));
+    expect(h.emitted).toEqual([1, 2, 3, 1, 2, 3, 4, 5, 6]);
+  });
+
   it('emits nothing once closed', async () => {
     const h = harness();
     void h.stream.catchUp();

@@ -47,6 +47,8 @@ export class SessionStream {
   private paused = false;
   /** A catch-up was asked for while one ran: it runs again once done. */
   private again = false;
+  /** Counts restarts: a read begun before one is dropped. */
+  private generation = 0;
 
   constructor(
     private readonly emit: (msg: StoredMessage) => void,
@@ -110,6 +112,18 @@ export class SessionStream {
     } while (this.again && !this.closed);
   }
 
+  /**
+   * The store lost its data (Redis came back empty): its seqs start again, and so does this stream, at once. A
+   * catch-up reading meanwhile drops what it read (it read from the old `next`) and reads again.
+   */
+  restart(): void {
+    this.generation++;
+    this.held.clear();
+    this.skipped.clear();
+    this.newestSinceSkip.clear();
+    this.next = 0;
+  }
+
   close(): void {
     this.closed = true;
     clearTimeout(this.timer);
@@ -145,19 +159,20 @@ export class SessionStream {
 
   /** The inbox from `next` on (`least`: one message); undefined when it cannot be read (tried again after RETRY_MS). */
   private async read(least: boolean): Promise<InboxSnapshot | undefined> {
-    const nextAtRead = this.next;
     const room = (): InboxRead => ({ fromSeq: this.next, maxBytes: least ? 1 : Math.max(1, this.windowBytes - this.unconfirmedBytes) });
     try {
-      const snapshot = await this.readInbox(room());
-      // The counter never goes back, and every seq this session had was assigned before the read: one below them
-      // means Redis came back without its data (no append-only file). Its seqs start again, and so does the
-      // stream, else it would take every new message for a repeat until the new seqs passed the old ones.
-      if (snapshot.lastSeq >= nextAtRead - 1 || this.closed) return snapshot;
-      this.held.clear();
-      this.skipped.clear();
-      this.newestSinceSkip.clear();
-      this.next = 0;
-      return await this.readInbox(room());
+      for (;;) {
+        const generation = this.generation;
+        const nextAtRead = this.next;
+        const snapshot = await this.readInbox(room());
+        if (this.closed) return snapshot;
+        // Restarted meanwhile: this read was from the old `next`.
+        if (generation !== this.generation) continue;
+        // The counter never goes back, and every seq this session had was assigned before the read: one below
+        // them means Redis came back without its data, whether or not the node noticed (see restart).
+        if (snapshot.lastSeq >= nextAtRead - 1) return snapshot;
+        this.restart();
+      }
     } catch (err) {
       this.onError(err);
       this.armTimer(RETRY_MS);

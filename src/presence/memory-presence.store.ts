@@ -62,6 +62,11 @@ export class MemoryPresenceStore extends PresenceStore {
     this.entries.get(userId)?.delete(member);
   }
 
+  /** In-process: the data lives as long as the process. */
+  async dataEpoch(): Promise<string> {
+    return this.token;
+  }
+
   async sweepDeadNodes(): Promise<number> {
     const now = Date.now();
     let swept = 0;

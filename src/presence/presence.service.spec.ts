@@ -17,6 +17,7 @@ function fakeStore<O extends object>(overrides: O) {
     removeSessions: jest.fn(async (): Promise<void> => undefined),
     releaseLease: jest.fn(async () => undefined),
     sweepDeadNodes: jest.fn(async () => 0),
+    dataEpoch: jest.fn(async () => 'epoch-1'),
     ...overrides,
   };
 }
@@ -42,7 +43,13 @@ describe('PresenceService at boot', () => {
       const failure = failures.shift();
       if (failure) throw failure;
     });
-    const store = { acquireLease, onReconnected: jest.fn(), removeSessions: jest.fn(async () => undefined), releaseLease: jest.fn(async () => undefined) };
+    const store = {
+      acquireLease,
+      dataEpoch: jest.fn(async () => 'epoch-1'),
+      onReconnected: jest.fn(),
+      removeSessions: jest.fn(async () => undefined),
+      releaseLease: jest.fn(async () => undefined),
+    };
     return { store: store as unknown as PresenceStore, acquireLease };
   };
   const boot = (store: PresenceStore) => (service = new PresenceService(config, store, new MetricsService(config), new Lifecycle())).onModuleInit();
@@ -79,6 +86,32 @@ describe('PresenceService: a session that ended while the store failed', () => {
     ]);
     await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
     expect(removeSessions).toHaveBeenCalledTimes(2); // once removed, not again
+    await service.beforeApplicationShutdown();
+  });
+});
+
+describe('PresenceService: a reconnect to a store that lost its data', () => {
+  const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
+  beforeEach(() => jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined));
+  afterEach(() => jest.restoreAllMocks());
+
+  it("tells the listeners when the store's data epoch changed since the node last read it, and only then", async () => {
+    let reconnected: () => void = () => undefined;
+    const dataEpoch = jest.fn(async () => 'epoch-1');
+    const service = serviceOver(config, fakeStore({ dataEpoch, onReconnected: jest.fn((l: () => void) => (reconnected = l)) }));
+    const heard: boolean[] = [];
+    service.onReasserted((storeLost) => heard.push(storeLost));
+    await service.onModuleInit();
+    const reconnect = async (count: number) => {
+      reconnected();
+      for (let i = 0; i < 20 && heard.length < count; i++) await Promise.resolve();
+    };
+    await reconnect(1);
+    expect(heard).toEqual([false]);
+    dataEpoch.mockResolvedValue('epoch-2'); // Redis came back empty, and a node wrote a new epoch
+    await reconnect(2);
+    await reconnect(3);
+    expect(heard).toEqual([false, true, false]);
     await service.beforeApplicationShutdown();
   });
 });

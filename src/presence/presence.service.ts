@@ -21,7 +21,9 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   private readonly local = new Map<string, string>();
   private timers: NodeJS.Timeout[] = [];
   private beating = false;
-  private readonly reassertedListeners: Array<() => void> = [];
+  private readonly reassertedListeners: Array<(storeLost: boolean) => void> = [];
+  /** The store's data epoch as this node last read it (PresenceStore.dataEpoch). */
+  private epoch: string | undefined;
   private readonly replacedListeners: Array<(userId: string, sessionId: string) => void> = [];
   /** One lease recovery at a time: the renewal timer, the heartbeat and a reconnect may all notice the loss. */
   private recovering: Promise<void> | undefined;
@@ -61,25 +63,38 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     for (;;) {
       try {
         await this.store.acquireLease(this.config.nodeId);
-        return;
+        break;
       } catch (err) {
         if (err instanceof NodeIdInUseError || Date.now() >= deadline) throw err;
         this.logger.warn(`could not take the node lease yet, trying again: ${String(err)}`);
         await delay(BOOT_RETRY_PAUSE_MS);
       }
     }
+    // Unread (the store went away again), the first reconnect reads it, and cannot tell a loss before it.
+    this.epoch = await this.store.dataEpoch().catch(() => undefined);
   }
 
   /**
    * Listeners run after this node wrote its presence again following a loss of the store's connection or of
    * its lease: its users may have looked offline meanwhile, and what was sent to them is in their inboxes.
+   * `storeLost`: the store's data epoch changed meanwhile (Redis came back without its data), so every seq
+   * starts again, whatever any counter reads by now.
    */
-  onReasserted(listener: () => void): void {
+  onReasserted(listener: (storeLost: boolean) => void): void {
     this.reassertedListeners.push(listener);
   }
 
-  private reasserted(): void {
-    this.reassertedListeners.forEach((l) => l());
+  private async reasserted(): Promise<void> {
+    let storeLost = false;
+    try {
+      const epoch = await this.store.dataEpoch();
+      storeLost = this.epoch !== undefined && epoch !== this.epoch;
+      if (storeLost) this.logger.warn('the store came back without its data (Redis restarted empty, or flushed): every seq starts again');
+      this.epoch = epoch;
+    } catch (err) {
+      this.logger.warn(`could not read the store's data epoch: ${String(err)}`);
+    }
+    this.reassertedListeners.forEach((l) => l(storeLost));
   }
 
   /**
@@ -215,14 +230,14 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     const lapsed = await this.store.refreshSessions(this.config.nodeId, this.sessions());
     if (lapsed.length === 0) return;
     this.logger.warn(`${lapsed.length} session(s) had lapsed in the store (it did not answer for a while): catching them up`);
-    this.reasserted();
+    await this.reasserted();
   }
 
   /** Its users may have looked offline since the failed heartbeat, and what was sent to them meanwhile was stored. */
   private async restoreAfterFailedHeartbeat(): Promise<void> {
     await this.restore();
     this.logger.log('presence written whole after a failed heartbeat');
-    this.reasserted();
+    await this.reasserted();
   }
 
   /**
@@ -241,7 +256,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       await this.store.acquireLease(this.config.nodeId);
       await this.restore();
       // While the lease was out, this node's users looked offline: what was sent to them meanwhile was stored.
-      this.reasserted();
+      await this.reasserted();
     } catch (err) {
       if (err instanceof NodeIdInUseError) this.lifecycle.requestShutdown(err.message);
       else this.logger.warn(`lease recovery failed, will try again: ${String(err)}`);
@@ -254,7 +269,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       if (await this.store.renewLease(this.config.nodeId)) {
         await this.restore();
         this.logger.log('presence re-asserted after a reconnect');
-        this.reasserted();
+        await this.reasserted();
       } else {
         await this.recoverLease();
       }

@@ -90,6 +90,11 @@ export abstract class PresenceStore {
   abstract presenceOf(userId: string): Promise<UserPresence>;
   abstract cluster(): Promise<ClusterPresence>;
   /**
+   * The store's data epoch: an id that stays the same for as long as the store keeps its data, and is new once
+   * it lost it (a Redis restarted without its data); made by the first caller to find none.
+   */
+  abstract dataEpoch(): Promise<string>;
+  /**
    * Clears up after nodes that died without a clean stop and whose id nobody took again: once a session entry of
    * a node without a lease has expired, it goes, and its last heartbeat becomes its user's lastSeen (unless a
    * later end is there); a node with nothing left leaves the cluster's node list. Entries not yet expired stay

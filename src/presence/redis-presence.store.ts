@@ -238,7 +238,16 @@ const PRESENCE_OF = new LuaScript(
   return out`,
 );
 
-const SCRIPTS = [ACQUIRE_LEASE, RENEW_LEASE, RELEASE_LEASE, WRITE_SESSIONS, CLAIM_SESSION, REMOVE_SESSIONS, NODES_OF, PRESENCE_OF, SWEEP_DEAD_NODES];
+/** KEYS: dataEpoch.  ARGV: a new epoch.  The epoch, written first if there is none. */
+const DATA_EPOCH = new LuaScript(
+  'dataEpoch',
+  `local epoch = redis.call('GET', KEYS[1])
+  if epoch then return epoch end
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]`,
+);
+
+const SCRIPTS = [ACQUIRE_LEASE, RENEW_LEASE, RELEASE_LEASE, WRITE_SESSIONS, CLAIM_SESSION, REMOVE_SESSIONS, NODES_OF, PRESENCE_OF, SWEEP_DEAD_NODES, DATA_EPOCH];
 const BATCH = 500;
 
 type WriteMode = 'refresh' | 'restore';
@@ -352,6 +361,10 @@ export class RedisPresenceStore extends PresenceStore {
     const sessions = members.map(parseMember);
     const online = sessions.length > 0;
     return { userId, online, lastSeen: online || seen === '' ? null : Number(seen), sessions };
+  }
+
+  async dataEpoch(): Promise<string> {
+    return (await DATA_EPOCH.run(this.redis, [this.keys.dataEpoch], [randomUUID()])) as string;
   }
 
   async sweepDeadNodes(): Promise<number> {

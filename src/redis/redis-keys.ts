@@ -14,6 +14,13 @@ export class RedisKeys {
   get leasePrefix(): string {
     return `${this.cluster}:lease:`;
   }
+  /**
+   * STRING, no TTL: a random id written by the first node to find it missing. A different one after a reconnect
+   * means Redis lost its data meanwhile (restarted without an append-only file, flushed): every seq starts again.
+   */
+  get dataEpoch(): string {
+    return `${this.cluster}:epoch`;
+  }
   /** SET: every node id that has held a lease (for the cluster overview). */
   get nodes(): string {
     return `${this.cluster}:nodes`;

@@ -346,6 +346,14 @@ export function presenceStoreContract(
       expect(normalized(await sweeper.cluster())).toEqual({ online: 1, sessions: 1, nodes: [{ nodeId: n, sessions: 1 }] });
     }, LONG);
 
+    it('dataEpoch: the same for every node of the cluster, call after call, as long as the store keeps its data', async () => {
+      const [a, b] = [backend.node(), backend.node()];
+      const first = await a.dataEpoch();
+      expect(first).toMatch(/.{8,}/);
+      expect(await b.dataEpoch()).toBe(first);
+      expect(await a.dataEpoch()).toBe(first);
+    });
+
     it('addSession: nodesOf returns the node; presenceOf is online with the session and lastSeen null', async () => {
       const a = backend.node();
       const n = node();
