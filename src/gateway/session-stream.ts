@@ -144,16 +144,13 @@ export class SessionStream {
       const snapshot = await this.read(pausedAtRead);
       if (snapshot === undefined || this.closed) return;
       if (pausedAtRead) {
-        this.held.clear();
-        return;
-      }
-      this.emitSnapshot(snapshot);
-      if (this.paused) {
         // What it holds is in the inbox, where the catch-up that resumes the session reads it.
         this.held.clear();
         return;
       }
-      if (snapshot.readUpTo >= snapshot.lastSeq) return;
+      this.emitSnapshot(snapshot);
+      // Paused, it holds nothing more (drainContiguous): the catch-up that resumes the session reads the inbox.
+      if (this.paused || snapshot.readUpTo >= snapshot.lastSeq) return;
     }
   }
 
