@@ -335,6 +335,22 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([1, 2, 3, 1, 2, 3, 4, 5, 6]);
   });
 
+  it('starts again when a message comes under a seq it is past but newer than all it emitted (the store lost its last writes)', async () => {
+    const h = harness();
+    const at = (seq: number, n: number): StoredMessage => ({ id: `0000-${String(n).padStart(4, '0')}`, from: 'alice', to: 'bob', seq, json: `{"n":${n}}` });
+    void h.stream.catchUp();
+    await h.answer([1, 2, 3, 4, 5].map((n) => at(n, n)), 5);
+    // A repeat (an id it emitted) is dropped as before.
+    h.stream.push(at(5, 5));
+    expect(h.reads).toHaveLength(0);
+    // Redis failed over to a replica that lacked the writes of seqs 4 and 5: the next two messages get them again.
+    h.stream.push(at(4, 6));
+    expect(h.reads.map((r) => r.asked.fromSeq)).toEqual([0]);
+    h.stream.push(at(5, 7));
+    await h.answer([1, 2, 3].map((n) => at(n, n)).concat([at(4, 6), at(5, 7)]), 5);
+    expect(h.emitted).toEqual([1, 2, 3, 4, 5, 1, 2, 3, 4, 5]);
+  });
+
   it('emits nothing once closed', async () => {
     const h = harness();
     void h.stream.catchUp();

@@ -49,6 +49,8 @@ export class SessionStream {
   private again = false;
   /** Counts restarts: a read begun before one is dropped. */
   private generation = 0;
+  /** The newest id emitted (UUIDv7: time-ordered as strings). */
+  private newestId: string | undefined;
 
   constructor(
     private readonly emit: (msg: StoredMessage) => void,
@@ -62,8 +64,13 @@ export class SessionStream {
   push(msg: StoredMessage): void {
     if (this.closed) return;
     if (msg.seq < this.next) {
-      this.emitLate(msg);
-      return;
+      if (!this.counterWentBack(msg)) {
+        this.emitLate(msg);
+        return;
+      }
+      // Redis lost its last writes (a failover, an older snapshot) while the cluster's data epoch survived.
+      this.restart();
+      void this.catchUp();
     }
     if (this.paused) return;
     if (this.catchingUp || !this.opened || msg.seq > this.next) {
@@ -199,6 +206,16 @@ export class SessionStream {
     this.forgetSkipped(now);
   }
 
+  /**
+   * A message under a seq this session is past, but newer than anything it emitted: not a repeat nor a late copy
+   * of a skipped seq, but a new message under a seq the store gave out again, having lost its last writes
+   * (an unplanned failover, a restart from an older snapshot) while the data epoch survived. Only a sending
+   * node's clock far ahead of the others' could make a late copy look so; the price is an inbox sent again.
+   */
+  private counterWentBack(msg: StoredMessage): boolean {
+    return !this.skipped.has(msg.seq) && this.newestId !== undefined && msg.id > this.newestId;
+  }
+
   /** A late copy of a skipped seq: emitted once, unless its sender's order forbids it (see the class comment). */
   private emitLate(msg: StoredMessage): void {
     const skippedAt = this.skipped.get(msg.seq);
@@ -252,6 +269,7 @@ export class SessionStream {
   private deliver(msg: StoredMessage): void {
     if (this.skipped.size > 0) this.newestSinceSkip.set(msg.from, Math.max(msg.seq, this.newestSinceSkip.get(msg.from) ?? -1));
     this.emit(msg);
+    if (this.newestId === undefined || msg.id > this.newestId) this.newestId = msg.id;
     this.unconfirmedBytes += msg.json.length;
     if (++this.unconfirmed >= this.window || this.unconfirmedBytes >= this.windowBytes) this.paused = true;
   }
