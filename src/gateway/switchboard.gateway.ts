@@ -106,7 +106,8 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       }
     });
     this.messages.attachLocalDelivery(this);
-    this.presence.onReasserted((storeLost) => this.catchUpAll(storeLost));
+    this.presence.onStoreLost(() => this.restartAll());
+    this.presence.onReasserted(() => this.catchUpAll());
     this.presence.onReplaced((userId, sessionId) => this.endSession(userId, sessionId, 'replaced'));
     this.bus.onReconnected(() => void this.presence.recheckReplaced());
   }
@@ -175,14 +176,13 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     return socket !== undefined;
   }
 
-  /** `storeLost`: Redis came back without its data, and every session's seqs start again. */
-  catchUpAll(storeLost = false): void {
-    for (const sockets of this.byUser.values()) {
-      for (const socket of sockets) {
-        if (storeLost) socket.data.stream?.restart();
-        void socket.data.stream?.catchUp();
-      }
-    }
+  catchUpAll(): void {
+    for (const sockets of this.byUser.values()) for (const socket of sockets) void socket.data.stream?.catchUp();
+  }
+
+  /** Redis came back without its data: every session's seqs start again. */
+  private restartAll(): void {
+    for (const sockets of this.byUser.values()) for (const socket of sockets) socket.data.stream?.restart();
   }
 
   deliverStatus(userId: string, status: MessageStatusEvent): number {

@@ -95,23 +95,28 @@ describe('PresenceService: a reconnect to a store that lost its data', () => {
   beforeEach(() => jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined));
   afterEach(() => jest.restoreAllMocks());
 
-  it("tells the listeners when the store's data epoch changed since the node last read it, and only then", async () => {
+  it("tells the listeners, before it writes its sessions again, when the store's data epoch changed since the node last read it, and only then", async () => {
     let reconnected: () => void = () => undefined;
     const dataEpoch = jest.fn(async () => 'epoch-1');
-    const service = serviceOver(config, fakeStore({ dataEpoch, onReconnected: jest.fn((l: () => void) => (reconnected = l)) }));
-    const heard: boolean[] = [];
-    service.onReasserted((storeLost) => heard.push(storeLost));
+    const heard: string[] = [];
+    const restoreSessions = jest.fn(async () => {
+      heard.push('restore');
+      return [];
+    });
+    const service = serviceOver(config, fakeStore({ dataEpoch, restoreSessions, onReconnected: jest.fn((l: () => void) => (reconnected = l)) }));
+    service.onStoreLost(() => heard.push('lost'));
+    service.onReasserted(() => heard.push('reasserted'));
     await service.onModuleInit();
     const reconnect = async (count: number) => {
       reconnected();
-      for (let i = 0; i < 20 && heard.length < count; i++) await Promise.resolve();
+      for (let i = 0; i < 50 && heard.filter((h) => h === 'reasserted').length < count; i++) await Promise.resolve();
     };
     await reconnect(1);
-    expect(heard).toEqual([false]);
+    expect(heard).toEqual(['restore', 'reasserted']);
     dataEpoch.mockResolvedValue('epoch-2'); // Redis came back empty, and a node wrote a new epoch
     await reconnect(2);
     await reconnect(3);
-    expect(heard).toEqual([false, true, false]);
+    expect(heard).toEqual(['restore', 'reasserted', 'lost', 'restore', 'reasserted', 'restore', 'reasserted']);
     await service.beforeApplicationShutdown();
   });
 });

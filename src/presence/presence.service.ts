@@ -21,7 +21,8 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   private readonly local = new Map<string, string>();
   private timers: NodeJS.Timeout[] = [];
   private beating = false;
-  private readonly reassertedListeners: Array<(storeLost: boolean) => void> = [];
+  private readonly reassertedListeners: Array<() => void> = [];
+  private readonly storeLostListeners: Array<() => void> = [];
   /** The store's data epoch as this node last read it (PresenceStore.dataEpoch). */
   private epoch: string | undefined;
   private readonly replacedListeners: Array<(userId: string, sessionId: string) => void> = [];
@@ -77,24 +78,35 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   /**
    * Listeners run after this node wrote its presence again following a loss of the store's connection or of
    * its lease: its users may have looked offline meanwhile, and what was sent to them is in their inboxes.
-   * `storeLost`: the store's data epoch changed meanwhile (Redis came back without its data), so every seq
-   * starts again, whatever any counter reads by now.
    */
-  onReasserted(listener: (storeLost: boolean) => void): void {
+  onReasserted(listener: () => void): void {
     this.reassertedListeners.push(listener);
   }
 
-  private async reasserted(): Promise<void> {
-    let storeLost = false;
+  private reasserted(): void {
+    this.reassertedListeners.forEach((l) => l());
+  }
+
+  /**
+   * Listeners run when the node, back at the store, finds its data epoch changed (Redis came back without its
+   * data, or was flushed): every seq starts again. Before the node writes its presence again, so that no push
+   * of a new message reaches a session that has not started again yet.
+   */
+  onStoreLost(listener: () => void): void {
+    this.storeLostListeners.push(listener);
+  }
+
+  private async checkEpoch(): Promise<void> {
     try {
       const epoch = await this.store.dataEpoch();
-      storeLost = this.epoch !== undefined && epoch !== this.epoch;
-      if (storeLost) this.logger.warn('the store came back without its data (Redis restarted empty, or flushed): every seq starts again');
+      if (this.epoch !== undefined && epoch !== this.epoch) {
+        this.logger.warn('the store came back without its data (Redis restarted empty, or flushed): every seq starts again');
+        this.storeLostListeners.forEach((l) => l());
+      }
       this.epoch = epoch;
     } catch (err) {
       this.logger.warn(`could not read the store's data epoch: ${String(err)}`);
     }
-    this.reassertedListeners.forEach((l) => l(storeLost));
   }
 
   /**
@@ -230,14 +242,14 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     const lapsed = await this.store.refreshSessions(this.config.nodeId, this.sessions());
     if (lapsed.length === 0) return;
     this.logger.warn(`${lapsed.length} session(s) had lapsed in the store (it did not answer for a while): catching them up`);
-    await this.reasserted();
+    this.reasserted();
   }
 
   /** Its users may have looked offline since the failed heartbeat, and what was sent to them meanwhile was stored. */
   private async restoreAfterFailedHeartbeat(): Promise<void> {
     await this.restore();
     this.logger.log('presence written whole after a failed heartbeat');
-    await this.reasserted();
+    this.reasserted();
   }
 
   /**
@@ -254,9 +266,10 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.logger.error('node lease was lost; re-acquiring it and re-registering local sessions');
     try {
       await this.store.acquireLease(this.config.nodeId);
+      await this.checkEpoch();
       await this.restore();
       // While the lease was out, this node's users looked offline: what was sent to them meanwhile was stored.
-      await this.reasserted();
+      this.reasserted();
     } catch (err) {
       if (err instanceof NodeIdInUseError) this.lifecycle.requestShutdown(err.message);
       else this.logger.warn(`lease recovery failed, will try again: ${String(err)}`);
@@ -267,9 +280,10 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   private async reassert(): Promise<void> {
     try {
       if (await this.store.renewLease(this.config.nodeId)) {
+        await this.checkEpoch();
         await this.restore();
         this.logger.log('presence re-asserted after a reconnect');
-        await this.reasserted();
+        this.reasserted();
       } else {
         await this.recoverLease();
       }
