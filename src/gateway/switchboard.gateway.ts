@@ -3,7 +3,7 @@ import { OnGatewayConnection, OnGatewayDisconnect, OnGatewayInit, WebSocketGatew
 import { NodeBus } from '../amqp/node-bus';
 import { AppError, toErrorBody } from '../common/app-error';
 import { ThrottledLog } from '../common/throttled-log';
-import { sendRateRule, takeToken } from '../common/token-bucket';
+import { BucketRule, sendRateRule, takeToken } from '../common/token-bucket';
 import { validatePayload } from '../common/validate';
 import { LongTimeout, setLongTimeout } from '../common/long-timeout';
 import { AppConfig } from '../config/config';
@@ -57,6 +57,9 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private readonly byUser = new Map<string, Set<SwitchboardSocket>>();
   private readonly expiryTimers = new Map<string, LongTimeout>();
   private readonly maxBacklog: number;
+  private readonly windowBytes: number;
+  /** The per-session limits of takeSessionToken, by event. */
+  private readonly sessionRules: Record<'message:send' | 'message:read', BucketRule>;
   private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
 
   private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
@@ -81,6 +84,11 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     private readonly bus: NodeBus,
   ) {
     this.maxBacklog = maxWriteBacklog(config);
+    this.windowBytes = sessionWindowBytes(config);
+    this.sessionRules = {
+      'message:send': sendRateRule(SEND_CALLS_PER_SEND * config.sendRatePerSecond),
+      'message:read': sendRateRule(config.sendRatePerSecond),
+    };
   }
 
   afterInit(server: SwitchboardServer): void {
@@ -121,7 +129,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       (read) => this.messages.inboxOf(userId, read),
       (err) => this.logger.warn(`could not read the inbox of ${userId}: ${String(err)}`),
       this.config.offlineMaxPerUser,
-      sessionWindowBytes(this.config),
+      this.windowBytes,
     );
     socket.data.stream = stream;
     limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
@@ -215,10 +223,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
    *   keep Redis busy with as many calls as it can write (47,000 a second, measured by a security review).
    */
   private takeSessionToken(socket: SwitchboardSocket, event: 'message:send' | 'message:read'): void {
-    const rate = event === 'message:read' ? this.config.sendRatePerSecond : SEND_CALLS_PER_SEND * this.config.sendRatePerSecond;
+    const rule = this.sessionRules[event];
     const buckets = (socket.data.buckets ??= {});
-    const taken = takeToken(buckets[event], Date.now(), sendRateRule(rate));
-    if ('retryAfterMs' in taken) throw new AppError('rate_limited', `more than ${rate} ${event} calls per second on this session`, taken.retryAfterMs);
+    const taken = takeToken(buckets[event], Date.now(), rule);
+    if ('retryAfterMs' in taken) throw new AppError('rate_limited', `more than ${rule.rate} ${event} calls per second on this session`, taken.retryAfterMs);
     buckets[event] = taken.bucket;
   }
 

@@ -72,7 +72,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       }
     }
     // Unread (the store went away again), the first reconnect reads it, and cannot tell a loss before it.
-    this.epoch = await this.store.dataEpoch().catch(() => undefined);
+    await this.checkEpoch();
   }
 
   /**
