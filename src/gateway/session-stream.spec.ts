@@ -38,7 +38,7 @@ describe('SessionStream', () => {
     const h = harness();
     h.stream.push(msg(3));
     h.stream.push(msg(4));
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([msg(1), msg(2), msg(3)], 3);
     expect(h.emitted).toEqual([1, 2, 3, 4]);
     h.stream.push(msg(3));
@@ -48,7 +48,7 @@ describe('SessionStream', () => {
 
   it('starts its seqs again when the store did (Redis came back without its data), instead of taking new messages for repeats', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([msg(1), msg(2), msg(3)], 3);
     h.stream.push(msg(4));
     // The store lost everything: the next message is seq 1 again. Live, it looks like a repeat...
@@ -67,7 +67,7 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([1, 2, 3, 4, 1, 2, 3]);
   });
 
-  it('holds live messages before the first catch-up without reading the inbox on its own', async () => {
+  it('holds live messages until it is opened without reading the inbox on its own', async () => {
     const h = harness();
     h.stream.push(msg(7));
     jest.advanceTimersByTime(GAP_WAIT_MS * 10);
@@ -75,9 +75,20 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([]);
   });
 
+  it('takes no catch-up before it is opened (a reconnect racing a login must not emit before `session`)', async () => {
+    const h = harness();
+    h.stream.push(msg(2));
+    await h.stream.catchUp();
+    expect(h.reads).toHaveLength(0);
+    expect(h.emitted).toEqual([]);
+    void h.stream.open();
+    await h.answer([msg(1), msg(2)], 2);
+    expect(h.emitted).toEqual([1, 2]);
+  });
+
   it('starts after the last seq ever assigned, when the inbox is empty', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([], 41);
     h.stream.push(msg(42));
     expect(h.emitted).toEqual([42]);
@@ -85,7 +96,7 @@ describe('SessionStream', () => {
 
   it('puts two live messages that crossed back in seq order without reading the inbox', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([], 0);
     h.stream.push(msg(2, 'carol'));
     expect(h.emitted).toEqual([]);
@@ -97,7 +108,7 @@ describe('SessionStream', () => {
 
   it('fills a gap that lasts past the wait from the inbox, in order, before the held messages', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([], 0);
     h.stream.push(msg(1));
     h.stream.push(msg(4));
@@ -111,7 +122,7 @@ describe('SessionStream', () => {
 
   it('skips seqs the inbox no longer has (confirmed elsewhere, dropped), and goes on', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([], 0);
     h.stream.push(msg(3));
     jest.advanceTimersByTime(GAP_WAIT_MS);
@@ -123,7 +134,7 @@ describe('SessionStream', () => {
 
   it('emits a skipped seq that comes live after all (its node was late, another session confirmed it first), once', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([], 0);
     h.stream.push(msg(1));
     h.stream.push(msg(3, 'carol')); // 2 (alice's) is late on this node; the user's other session confirms it meanwhile
@@ -138,7 +149,7 @@ describe('SessionStream', () => {
 
   it("does not emit a skipped seq's late copy after a newer message of the same sender: that sender's order comes first", async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([], 0);
     h.stream.push(msg(1));
     h.stream.push(msg(3)); // alice's 2 is late here; the other session confirmed it
@@ -150,7 +161,7 @@ describe('SessionStream', () => {
 
   it('forgets a skipped seq after a minute: a copy that late is not emitted', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([], 0);
     h.stream.push(msg(1));
     h.stream.push(msg(3, 'carol'));
@@ -163,7 +174,7 @@ describe('SessionStream', () => {
 
   it('does not take seqs from before the session opened for skipped ones', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([msg(5)], 5); // 1 to 4 were confirmed before this session existed
     h.stream.push(msg(3));
     expect(h.emitted).toEqual([5]);
@@ -171,7 +182,7 @@ describe('SessionStream', () => {
 
   it('catches up on request (after a broker outage) with what was stored meanwhile', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([msg(1)], 1);
     void h.stream.catchUp();
     await h.answer([msg(1), msg(2), msg(3)], 3);
@@ -180,7 +191,7 @@ describe('SessionStream', () => {
 
   it('keeps what it holds and tries again when the inbox cannot be read', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([], 0);
     h.stream.push(msg(2));
     jest.advanceTimersByTime(GAP_WAIT_MS);
@@ -195,7 +206,7 @@ describe('SessionStream', () => {
 
   it('keeps waiting for a seq still in flight above the inbox snapshot, instead of skipping it', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([msg(1)], 1);
     h.stream.push(msg(2));
     h.stream.push(msg(4));
@@ -209,7 +220,7 @@ describe('SessionStream', () => {
 
   it('leaves live messages in the inbox once a window of them is unconfirmed, and catches up when half is confirmed', async () => {
     const h = harness(4);
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([msg(1), msg(2)], 2);
     h.stream.push(msg(3));
     h.stream.push(msg(4));
@@ -237,7 +248,7 @@ describe('SessionStream', () => {
 
   it('starts its seqs again when the store came back empty while its window was full, and gets the new ones on resuming', async () => {
     const h = harness(3);
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([msg(1), msg(2), msg(3)], 3);
     expect(h.emitted).toEqual([1, 2, 3]); // the window is full
     // Redis came back without its data; the node catches its sessions up.
@@ -259,7 +270,7 @@ describe('SessionStream', () => {
 
   it('reads again when a catch-up is asked for while one reads: that read may predate a message left in the inbox meanwhile', async () => {
     const h = harness(2);
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([msg(1), msg(2)], 2); // the window is full
     h.stream.push(msg(3)); // left in the inbox
     void h.stream.catchUp(); // a broker outage's catch-up: one message's worth, read before 3 was stored
@@ -272,7 +283,7 @@ describe('SessionStream', () => {
 
   it('emits what a catch-up owes past the window, but nothing more until confirmations come', async () => {
     const h = harness(2);
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([msg(1), msg(2), msg(3)], 3);
     expect(h.emitted).toEqual([1, 2, 3]);
     h.stream.push(msg(4));
@@ -288,7 +299,7 @@ describe('SessionStream', () => {
   it('reads no more of the inbox than its window of bytes has room for, and the rest once half of them is confirmed', async () => {
     const h = harness(1000, 30); // msg(1) to msg(9) are 9 characters of JSON each
     const all = Array.from({ length: 11 }, (_, i) => msg(i + 1));
-    void h.stream.catchUp();
+    void h.stream.open();
     expect(h.reads.map((r) => r.asked)).toEqual([{ fromSeq: 0, maxBytes: 30 }]);
     await h.answer(all.slice(0, 3), 10, 3); // the store stopped after 3
     expect(h.emitted).toEqual([1, 2, 3]);
@@ -309,7 +320,7 @@ describe('SessionStream', () => {
 
   it('stops emitting the live messages it held during a catch-up once the window of bytes is full; they are read from the inbox later', async () => {
     const h = harness(1000, 30); // msg(1) to msg(9) are 9 characters of JSON each
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([], 0);
     void h.stream.catchUp(); // after an outage; its read is on its way while live messages come
     for (let seq = 1; seq <= 8; seq++) h.stream.push(msg(seq));
@@ -323,7 +334,7 @@ describe('SessionStream', () => {
 
   it('starts again at once when told the store lost its data, dropping a read begun before', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([msg(1), msg(2), msg(3)], 3);
     void h.stream.catchUp(); // a reconnect's: its read starts from 4
     h.stream.restart(); // the node found the store's data epoch changed
@@ -338,7 +349,7 @@ describe('SessionStream', () => {
   it('starts again when a message comes under a seq it is past but newer than all it emitted (the store lost its last writes)', async () => {
     const h = harness();
     const at = (seq: number, n: number): StoredMessage => ({ id: `0000-${String(n).padStart(4, '0')}`, from: 'alice', to: 'bob', seq, json: `{"n":${n}}` });
-    void h.stream.catchUp();
+    void h.stream.open();
     await h.answer([1, 2, 3, 4, 5].map((n) => at(n, n)), 5);
     // A repeat (an id it emitted) is dropped as before.
     h.stream.push(at(5, 5));
@@ -353,7 +364,7 @@ describe('SessionStream', () => {
 
   it('emits nothing once closed', async () => {
     const h = harness();
-    void h.stream.catchUp();
+    void h.stream.open();
     h.stream.close();
     await h.answer([msg(1)], 1);
     h.stream.push(msg(2));

@@ -30,7 +30,7 @@ const SKIPPED_KEEP_MS = 60_000;
  */
 export class SessionStream {
   private next = 0;
-  /** Until the first catch-up (which runs once the session is registered), live messages only wait. */
+  /** Until `open` (once the session is registered), live messages only wait. */
   private opened = false;
   private readonly held = new Map<number, StoredMessage>();
   /** Seqs a catch-up skipped as gone since this session opened (the newest MAX_SKIPPED), with when, until they come live. */
@@ -94,12 +94,22 @@ export class SessionStream {
   }
 
   /**
+   * Opens the stream, once its session is registered and told (`session`): the first catch-up sends the stored
+   * messages, and the live ones held meanwhile follow.
+   */
+  open(): Promise<void> {
+    this.opened = true;
+    return this.catchUp();
+  }
+
+  /**
    * Reads the inbox and emits what this session has not had yet, in order. A call while one runs shares it, and
    * has it run once more after (its read may predate what the call is for). While the window is full it emits
-   * nothing: the catch-up that resumes the session does.
+   * nothing: the catch-up that resumes the session does. Before `open` it does nothing: the session is not yet
+   * told it exists (a broker's reconnect racing a login), and the opening catch-up reads the inbox anyway.
    */
   catchUp(): Promise<void> {
-    this.opened = true;
+    if (!this.opened || this.closed) return Promise.resolve();
     if (this.catchingUp) {
       // Its read may be older than what this call is for (a message left in the inbox while paused, say).
       this.again = true;

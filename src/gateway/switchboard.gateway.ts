@@ -154,7 +154,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     socket.emit('session', { userId, nodeId: this.config.nodeId, sessionId });
     this.scheduleExpiry(socket);
     // After the presence write: anything stored before it is in the inbox, anything after comes live.
-    await stream.catchUp();
+    await stream.open();
   }
 
   handleDisconnect(socket: SwitchboardSocket): void {
