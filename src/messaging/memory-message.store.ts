@@ -15,6 +15,7 @@ import {
 } from './message.store';
 import { InboxRead, SendStatus, WHOLE_INBOX } from './message.types';
 import { timeOfId } from './message-id';
+import { redraft } from './stored-message';
 import { Bucket, bucketIsFull, sendRateRule, takeToken } from '../common/token-bucket';
 
 interface IdempotencyRecord {
@@ -94,8 +95,10 @@ export class MemoryMessageStore extends MessageStore {
       const first = this.idempotency.get(idemKey);
       if (first && first.expiresAt > now) {
         const dup = { kind: 'duplicate', id: first.id, status: first.status } as const;
-        const still = !first.settled && first.to === cmd.to ? this.inboxes.get(cmd.to)?.find((m) => m.seq === first.seq) : undefined;
-        return still ? { ...dup, repush: { json: still.json, nodes: await this.presence.nodesOf(cmd.to) } } : dup;
+        if (first.settled || first.to !== cmd.to) return dup;
+        // From the inbox, or drafted again once it left it (see AcceptResult's `repush`).
+        const still = this.inboxes.get(cmd.to)?.find((m) => m.seq === first.seq && m.id === first.id);
+        return { ...dup, repush: { json: still?.json ?? redraft(cmd.draft, first.id, first.seq), nodes: await this.presence.nodesOf(cmd.to) } };
       }
     }
     const rule = sendRateRule(this.config.sendRatePerSecond);

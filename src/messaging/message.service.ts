@@ -23,7 +23,7 @@ import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { MessageIdGenerator } from './message-id';
 import { AcceptCommand, AcceptResult, ConfirmCommand, ConfirmResult, MessageStore, SettledBy } from './message.store';
 import { InboxRead, InboxSnapshot, MessageStatusEvent, SendResult, WHOLE_INBOX } from './message.types';
-import { StoredMessage, readStoredMessage } from './stored-message';
+import { StoredMessage, messageDraft, readStoredMessage } from './stored-message';
 
 /** What confirming a delivered message needs of it. */
 export type DeliveredRef = Pick<StoredMessage, 'seq' | 'id' | 'from'>;
@@ -121,10 +121,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     // A null clientMsgId (the DTO's @IsOptional lets it through over REST) is no clientMsgId: taken as one, every
     // such send would share the idempotency record of the key "" and answer as a duplicate of the first.
     const clientMsgId = input.clientMsgId ?? undefined;
-    const draft =
-      `{"id":"${id}","from":${JSON.stringify(from)},"to":${JSON.stringify(to)},"body":${bodyJson},"sentAt":${Date.now()}` +
-      (clientMsgId === undefined ? '' : `,"clientMsgId":${JSON.stringify(clientMsgId)}`);
-    return { from, to, id, clientMsgId, draft };
+    return { from, to, id, clientMsgId, draft: messageDraft(id, from, to, bodyJson, clientMsgId) };
   }
 
   /**
@@ -147,7 +144,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
       this.metrics.messagesDuplicate.inc();
       if (result.repush && clientMsgId !== undefined) {
         // The first send has not settled: its node died mid-send, or its push is still under way. This repeat
-        // pushes again to the recipient's nodes as they are now (a session drops a seq it already has). The
+        // pushes again to the recipient's nodes as they are now (a session drops a seq it already has; once one
+        // session confirmed it, the others may still wait for it). The
         // record's status is what the first send expected when it stored the message: 'stored' stays 'stored' (a
         // recipient who came online since must not turn it into 'sent'; CONTRACT 4: the first status), and
         // 'sent' holds only if this push was routed too (a push the broker could not route is the first's fate

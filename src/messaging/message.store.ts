@@ -15,8 +15,10 @@ export type AcceptResult =
       readonly id: string;
       readonly status: SendStatus;
       /**
-       * The first send never settled its push (its node died mid-send) and the message is still unconfirmed
-       * in the recipient's inbox: push it again.
+       * The first send never settled its push (its node died mid-send): push it again, from the inbox or, once it
+       * left the inbox (one session of the recipient confirmed it, the bound dropped it), drafted again from this
+       * repeat's draft (`redraft`: the first's id, sentAt and seq, this repeat's body). The recipient's other
+       * sessions skip a seq they cannot find, and take a copy that comes later.
        */
       readonly repush?: { readonly json: string; readonly nodes: string[] };
     }

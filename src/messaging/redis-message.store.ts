@@ -20,6 +20,7 @@ import {
   SettledBy,
 } from './message.store';
 import { InboxRead, SendStatus, WHOLE_INBOX } from './message.types';
+import { redraft } from './stored-message';
 
 /** Lua: the creation time (ms) of a stored message, read from the UUIDv7 at the start of its JSON. */
 const LUA_TIME_OF = `
@@ -69,8 +70,12 @@ const WRITES = new LuaScript(
       if first then
         local fid, status, seq, settled, fto = string.match(first, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
         if settled == '0' and fto == to then
+          -- Pushed again, from the inbox or, once it left it (confirmed by one session, dropped by the bound),
+          -- drafted again by the node ('' here): another session may be waiting for it.
           local still = redis.call('ZRANGEBYSCORE', inbox, seq, seq)
-          if still[1] then return {'duplicate', fid, status, still[1], unpack(liveNodes(presence, leasePrefix, nowArg, leases))} end
+          local json = still[1]
+          if not json or string.sub(json, 8, 43) ~= fid then json = '' end
+          return {'duplicate', fid, status, seq, json, unpack(liveNodes(presence, leasePrefix, nowArg, leases))}
         end
         return {'duplicate', fid or first, status or 'stored'}
       end
@@ -291,7 +296,10 @@ export class RedisMessageStore extends MessageStore {
     args[WRITES_SHARED_ARGS - 1] = kinds;
     const replies = (await WRITES.runNow(this.redis, keys, args)) as Array<Array<string | number>>;
     // An accept's reply holds strings only; a confirmation's starts with the number 1 when it removed the message.
-    return replies.map((reply, i) => (batch[i].kind === 'accept' ? acceptResult(reply as string[]) : confirmResult(reply)));
+    return replies.map((reply, i) => {
+      const write = batch[i];
+      return write.kind === 'accept' ? acceptResult(reply as string[], write.cmd) : confirmResult(reply);
+    });
   }
 
   async settle(from: string, clientMsgId: string, id: string, status: SendStatus, by: SettledBy): Promise<void> {
@@ -351,15 +359,16 @@ function confirmResult(reply: ReadonlyArray<string | number>): ConfirmResult {
   return { removed: reply[0] === 1, senderNodes: reply.slice(1).map(String) };
 }
 
-function acceptResult(reply: string[]): AcceptResult | Error {
+function acceptResult(reply: string[], cmd: AcceptCommand): AcceptResult | Error {
   switch (reply[0]) {
     case 'failed':
       if (redisStateError(reply[1])) return new AppError('unavailable', `Redis refused this send for now: ${reply[1]}`);
       return new Error(`Redis refused the commands of this send: ${reply[1]}`);
     case 'duplicate': {
-      const [, id, status, json, ...nodes] = reply;
+      const [, id, status, seq, json, ...nodes] = reply;
       const first = { kind: 'duplicate', id, status: status as SendStatus } as const;
-      return json === undefined ? first : { ...first, repush: { json, nodes } };
+      if (seq === undefined) return first;
+      return { ...first, repush: { json: json === '' ? redraft(cmd.draft, id, Number(seq)) : json, nodes } };
     }
     case 'rate_limited':
       return { kind: 'rate_limited', retryAfterMs: Number(reply[1]) };

@@ -1,5 +1,6 @@
+import { MessageIdGenerator, timeOfId } from './message-id';
 import { ChatMessage } from './message.types';
-import { InvalidStoredMessageError, detached, readStoredMessage } from './stored-message';
+import { InvalidStoredMessageError, detached, messageDraft, readStoredMessage, redraft } from './stored-message';
 
 const id = '019aee3c-1234-7abc-8def-0123456789ab';
 
@@ -41,5 +42,27 @@ describe('detached', () => {
     const sub = parent.slice(500);
     expect(detached(sub)).toBe(sub);
     expect(detached('')).toBe('');
+  });
+});
+
+describe('messageDraft and redraft', () => {
+  const ids = new MessageIdGenerator();
+
+  it("drafts a message whose sentAt is its id's time, which the store completes with its seq", () => {
+    const id = ids.next(1_764_892_800_123);
+    const json = `${messageDraft(id, 'alice', 'bob', '{"t":1}', 'k-1')},"seq":3}`;
+    expect(JSON.parse(json)).toEqual({ id, from: 'alice', to: 'bob', body: { t: 1 }, sentAt: timeOfId(id), clientMsgId: 'k-1', seq: 3 });
+    expect(readStoredMessage(json)).toMatchObject({ id, from: 'alice', to: 'bob', seq: 3 });
+  });
+
+  it.each([
+    ['with a clientMsgId', 'k ",\\"sentAt\\":5'],
+    ['without one', undefined],
+  ])("drafts the first send's message again from a repeat's draft, %s, whatever its body holds", (_, clientMsgId) => {
+    const body = JSON.stringify({ text: ',"sentAt":42', nested: { sentAt: 42 }, s: '"}' });
+    const first = ids.next(1_764_892_800_000);
+    const stored = `${messageDraft(first, 'a.b@c', 'bob:1', body, clientMsgId)},"seq":17}`;
+    const repeat = messageDraft(ids.next(1_764_892_805_555), 'a.b@c', 'bob:1', body, clientMsgId);
+    expect(redraft(repeat, first, 17)).toBe(stored);
   });
 });

@@ -1,4 +1,5 @@
 import { USER_ID_PATTERN, isObject, isUserId } from '../common/patterns';
+import { timeOfId } from './message-id';
 import { ChatMessage } from './message.types';
 
 /**
@@ -26,6 +27,37 @@ export class InvalidStoredMessageError extends Error {
  */
 const USER_ID = USER_ID_PATTERN.source.replace(/^\^|\$$/g, '');
 const WRITTEN_BY_SEND = new RegExp(`^\\{"id":"([0-9a-f-]{36})","from":"(${USER_ID})","to":"(${USER_ID})","body":[^]*,"seq":(\\d{1,15})\\}$`);
+
+/**
+ * A send's message JSON up to, not including, `,"seq":N}` (the store adds its seq): `bodyJson` is the body
+ * made by JSON.stringify, and `sentAt` the time in the id, so that the message can be drafted again from its
+ * id alone (redraft).
+ */
+export function messageDraft(id: string, from: string, to: string, bodyJson: string, clientMsgId?: string): string {
+  return (
+    `{"id":"${id}","from":${JSON.stringify(from)},"to":${JSON.stringify(to)},"body":${bodyJson},"sentAt":${timeOfId(id)}` +
+    (clientMsgId === undefined ? '' : `,"clientMsgId":${JSON.stringify(clientMsgId)}`)
+  );
+}
+
+/**
+ * The JSON of the message a first send stored under `firstId` and `seq`, drafted again from a repeat's draft
+ * (the same sender, recipient and clientMsgId): the first's id, sentAt and seq, the repeat's body. For a repeat
+ * that must push the first send again when the inbox no longer holds it (see AcceptResult's `repush`).
+ */
+export function redraft(draft: string, firstId: string, seq: number): string {
+  const head = draft.indexOf('"', '{"id":"'.length);
+  let rest = draft.slice(head);
+  // The last `,"sentAt":` is the draft's own (one in the body comes before it, and a clientMsgId after it is a
+  // JSON string, which cannot hold an unescaped quote).
+  const at = rest.lastIndexOf(SENT_AT);
+  if (at >= 0) {
+    const after = rest.slice(at + SENT_AT.length);
+    rest = `${rest.slice(0, at)}${SENT_AT}${timeOfId(firstId)}${after.slice(/^\d*/.exec(after)?.[0].length ?? 0)}`;
+  }
+  return `{"id":"${firstId}${rest},"seq":${seq}}`;
+}
+const SENT_AT = ',"sentAt":';
 
 /**
  * Reads a stored message's JSON. The shape `send` writes is read from its head and tail alone; anything else

@@ -3,6 +3,7 @@ import { AppConfig } from '../../src/config/config';
 import { MessageIdGenerator, timeOfId } from '../../src/messaging/message-id';
 import { AcceptCommand, AcceptResult, ConfirmResult, MessageStore } from '../../src/messaging/message.store';
 import { JsonValue } from '../../src/messaging/message.types';
+import { messageDraft } from '../../src/messaging/stored-message';
 import { PresenceStore } from '../../src/presence/presence.store';
 import { holdLease, LeaseHolder, PRESENCE_CONTRACT_ENV } from './presence-store.contract';
 
@@ -63,10 +64,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const sentAt = at ?? Date.now();
       // A generator keeps its ids increasing, so an id dated in the past needs a generator of its own.
       const id = at === undefined ? ids.next(sentAt) : new MessageIdGenerator().next(sentAt);
-      const draft =
-        `{"id":"${id}","from":${JSON.stringify(from)},"to":${JSON.stringify(to)},"body":${JSON.stringify(body)},"sentAt":${sentAt}` +
-        (clientMsgId === undefined ? '' : `,"clientMsgId":${JSON.stringify(clientMsgId)}`);
-      return { from, to, id, clientMsgId, draft };
+      return { from, to, id, clientMsgId, draft: messageDraft(id, from, to, JSON.stringify(body), clientMsgId) };
     };
 
     const accepted = async (store: MessageStore, cmd: AcceptCommand): Promise<Accepted> => {
@@ -211,7 +209,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect((await b.messages.pending(live)).messages).toEqual([liveResult.json]);
     });
 
-    it("a duplicate's repush: the recipient's live nodes now; none once the first message was confirmed, dropped, or for another recipient", async () => {
+    it("a duplicate's repush: the recipient's live nodes now, also once the first message was confirmed or dropped (drafted again); none for another recipient", async () => {
       const b = open({ OFFLINE_MAX_PER_USER: '2' });
       const [from, to, elsewhere] = [user(), user(), user()];
       const first = command(from, to, 'one', 'c-1');
@@ -228,15 +226,30 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       // The same clientMsgId naming another recipient: still the first id, but nothing to push and nothing stored.
       expect(await b.messages.accept(command(from, elsewhere, 'one', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
       expect(await b.messages.pending(elsewhere)).toMatchObject({ expired: 0, messages: [] });
-      // Confirmed: nothing left to push.
+      // Confirmed by one session: the others may still wait for it (the first send's node died before its
+      // push), so it is drafted again from the repeat, with the first's id, sentAt and seq.
       expect((await confirmOne(b.messages, to, stored.seq, first.id, from)).removed).toBe(true);
-      expect(await b.messages.accept(command(from, to, 'one', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
+      expect(await b.messages.accept(command(from, to, 'one', 'c-1'))).toEqual({
+        kind: 'duplicate',
+        id: first.id,
+        status: 'stored',
+        repush: { json: stored.json, nodes: [n] },
+      });
+      expect(await b.messages.pending(to)).toMatchObject({ messages: [] });
 
-      // Pushed out by the bound (2): nothing left to push either.
+      // Pushed out by the bound (2): the same.
       const second = command(from, to, 'two', 'c-2');
-      await accepted(b.messages, second);
+      const secondStored = await accepted(b.messages, second);
       await accepted(b.messages, command(from, to, 'three'));
       expect((await accepted(b.messages, command(from, to, 'four'))).dropped).toBe(1);
+      expect(await b.messages.accept(command(from, to, 'two', 'c-2'))).toEqual({
+        kind: 'duplicate',
+        id: second.id,
+        status: 'sent',
+        repush: { json: secondStored.json, nodes: [n] },
+      });
+      // Settled, nothing is pushed again.
+      await b.messages.settle(from, 'c-2', second.id, 'sent', 'send');
       expect(await b.messages.accept(command(from, to, 'two', 'c-2'))).toEqual({ kind: 'duplicate', id: second.id, status: 'sent' });
     });
 
