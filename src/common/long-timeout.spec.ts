@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { MAX_TIMER_MS, setLongTimeout } from './long-timeout';
 
 describe('setLongTimeout', () => {
@@ -29,5 +30,21 @@ describe('setLongTimeout', () => {
     t.clear();
     jest.advanceTimersByTime(3 * MAX_TIMER_MS);
     expect(fn).not.toHaveBeenCalled();
+  });
+
+  it('leaves nothing behind in Node once cleared, whatever the delays (a timer list per delay)', () => {
+    jest.useRealTimers();
+    // Node's own timer lists, read in a process of their own (--expose-internals).
+    const script = `
+      const { timerListMap } = require('internal/timers');
+      const { setLongTimeout } = require(${JSON.stringify(require.resolve('./long-timeout'))});
+      const before = Object.keys(timerListMap).length;
+      const timers = [];
+      for (let i = 0; i < 2000; i++) timers.push(setLongTimeout(() => undefined, 3600000 + i));
+      const during = Object.keys(timerListMap).length - before;
+      for (const t of timers) t.clear();
+      console.log(JSON.stringify({ during, after: Object.keys(timerListMap).length - before }));`;
+    const out = execFileSync(process.execPath, ['--expose-internals', '-r', 'ts-node/register/transpile-only', '-e', script], { encoding: 'utf8' });
+    expect(JSON.parse(out)).toEqual({ during: 2000, after: 0 });
   });
 });
