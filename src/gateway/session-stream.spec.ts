@@ -172,6 +172,21 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([1, 3]);
   });
 
+  it('keeps nothing per sender once its skipped seqs are a minute old, however many senders come after', async () => {
+    const h = harness();
+    void h.stream.open();
+    await h.answer([], 0);
+    h.stream.push(msg(1));
+    h.stream.push(msg(3, 'carol'));
+    jest.advanceTimersByTime(GAP_WAIT_MS);
+    await h.answer([msg(3, 'carol')], 3);
+    jest.advanceTimersByTime(60_001);
+    for (let seq = 4; seq < 104; seq++) h.stream.push(msg(seq, `sender-${seq}`));
+    expect(h.emitted).toHaveLength(102);
+    expect(h.stream['skipped'].size).toBe(0);
+    expect(h.stream['newestSinceSkip'].size).toBe(0);
+  });
+
   it('does not take seqs from before the session opened for skipped ones', async () => {
     const h = harness();
     void h.stream.open();

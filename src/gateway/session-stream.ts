@@ -277,6 +277,9 @@ export class SessionStream {
    * late copies of skipped seqs. Held live messages stop at the window (drainContiguous, flushHeld).
    */
   private deliver(msg: StoredMessage): void {
+    // Skipped seqs are forgotten here too: a session receiving from ever more senders would otherwise keep one
+    // entry of newestSinceSkip per sender for as long as it lives (found by a review).
+    if (this.skipped.size > 0) this.forgetSkipped(Date.now());
     if (this.skipped.size > 0) this.newestSinceSkip.set(msg.from, Math.max(msg.seq, this.newestSinceSkip.get(msg.from) ?? -1));
     this.emit(msg);
     if (this.newestId === undefined || msg.id > this.newestId) this.newestId = msg.id;
