@@ -61,6 +61,8 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   /** The per-session limits of takeSessionToken, by event. */
   private readonly sessionRules: Record<'message:send' | 'message:read', BucketRule>;
   private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
+  /** Through an outage every session that ends fails to be removed: logged as the registrations are. */
+  private readonly removalLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
 
   private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
     'message:send': (socket, payload) => {
@@ -167,7 +169,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     this.expiryTimers.get(socket.id)?.clear();
     this.expiryTimers.delete(socket.id);
     this.presence.sessionEnded(userId, sessionId).catch((err: unknown) => {
-      this.logger.warn(`could not remove session of ${userId}: ${String(err)}`);
+      this.removalLog.note(`could not remove session of ${userId} (removed again at the next heartbeat): ${String(err)}`);
     });
   }
 

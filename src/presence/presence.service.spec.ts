@@ -90,6 +90,28 @@ describe('PresenceService: a session that ended while the store failed', () => {
   });
 });
 
+describe('PresenceService: a session the store could not register', () => {
+  const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
+  beforeEach(() => jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] }));
+  afterEach(() => jest.useRealTimers());
+
+  it('is neither refreshed nor removed later: logins refused through an outage leave nothing behind', async () => {
+    const addSession = jest.fn(async () => []).mockRejectedValueOnce(new Error('Connection is closed.'));
+    const store = fakeStore({ addSession });
+    const service = serviceOver(config, store);
+    await service.onModuleInit();
+    await expect(service.sessionStarted('u1', 'refused')).rejects.toThrow('Connection is closed.');
+    await service.sessionStarted('u2', 'registered');
+    await service.sessionEnded('u1', 'refused');
+    expect(store.removeSessions).not.toHaveBeenCalled();
+
+    await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
+    expect(store.refreshSessions.mock.calls).toEqual([['n1', [{ userId: 'u2', sessionId: 'registered' }]]]);
+    expect(store.removeSessions).not.toHaveBeenCalled();
+    await service.beforeApplicationShutdown();
+  });
+});
+
 describe('PresenceService: a reconnect to a store that lost its data', () => {
   const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
   beforeEach(() => jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined));
