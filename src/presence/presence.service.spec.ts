@@ -2,8 +2,8 @@ import { Logger } from '@nestjs/common';
 import { loadConfig } from '../config/config';
 import { Lifecycle } from '../health/lifecycle';
 import { MetricsService } from '../metrics/metrics.service';
-import { NodeIdInUseError, PresenceStore } from './presence.store';
-import { PresenceService } from './presence.service';
+import { LocalSession, NodeIdInUseError, PresenceStore } from './presence.store';
+import { MAX_UNREMOVED, PresenceService } from './presence.service';
 
 /** A store that holds its lease and answers every write, with `overrides` for what a test looks at. */
 function fakeStore<O extends object>(overrides: O) {
@@ -90,24 +90,37 @@ describe('PresenceService: a session that ended while the store failed', () => {
   });
 });
 
-describe('PresenceService: a session the store could not register', () => {
+describe('PresenceService: sessions ending through a Redis outage', () => {
   const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
-  beforeEach(() => jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] }));
-  afterEach(() => jest.useRealTimers());
+  beforeEach(() => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+    jest.restoreAllMocks();
+  });
 
-  it('is neither refreshed nor removed later: logins refused through an outage leave nothing behind', async () => {
-    const addSession = jest.fn(async () => []).mockRejectedValueOnce(new Error('Connection is closed.'));
-    const store = fakeStore({ addSession });
-    const service = serviceOver(config, store);
+  it(`keeps at most ${MAX_UNREMOVED} to remove again, the first ones (the only ones whose writes may have reached Redis)`, async () => {
+    const down = new Error('Connection is closed.');
+    const addSession = jest.fn(async () => {
+      throw down;
+    });
+    const removeSessions = jest.fn(async (nodeId: string, sessions: readonly LocalSession[]): Promise<void> => {
+      if (sessions.length === 1) throw down;
+    });
+    const service = serviceOver(config, fakeStore({ addSession, removeSessions }));
     await service.onModuleInit();
-    await expect(service.sessionStarted('u1', 'refused')).rejects.toThrow('Connection is closed.');
-    await service.sessionStarted('u2', 'registered');
-    await service.sessionEnded('u1', 'refused');
-    expect(store.removeSessions).not.toHaveBeenCalled();
-
+    // Logins refused and closed, again and again: every one is ended while Redis is away.
+    for (let i = 0; i < MAX_UNREMOVED + 50; i++) {
+      await expect(service.sessionStarted('u1', `s${i}`)).rejects.toThrow(down);
+      await expect(service.sessionEnded('u1', `s${i}`)).rejects.toThrow(down);
+    }
     await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
-    expect(store.refreshSessions.mock.calls).toEqual([['n1', [{ userId: 'u2', sessionId: 'registered' }]]]);
-    expect(store.removeSessions).not.toHaveBeenCalled();
+    const removedAgain = removeSessions.mock.calls.filter(([, sessions]) => sessions.length > 1);
+    expect(removedAgain).toHaveLength(1);
+    expect(removedAgain[0][1]).toHaveLength(MAX_UNREMOVED);
+    expect(removedAgain[0][1][0]).toEqual({ userId: 'u1', sessionId: 's0' });
     await service.beforeApplicationShutdown();
   });
 });
