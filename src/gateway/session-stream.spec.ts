@@ -1,3 +1,4 @@
+import { MessageIdGenerator } from '../messaging/message-id';
 import { InboxRead, InboxSnapshot } from '../messaging/message.types';
 import { StoredMessage } from '../messaging/stored-message';
 import { GAP_WAIT_MS, SessionStream } from './session-stream';
@@ -360,20 +361,36 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([1, 2, 3, 1, 2, 3, 4, 5, 6]);
   });
 
-  it('starts again when a message comes under a seq it is past but newer than all it emitted (the store lost its last writes)', async () => {
-    const h = harness();
-    const at = (seq: number, n: number): StoredMessage => ({ id: `0000-${String(n).padStart(4, '0')}`, from: 'alice', to: 'bob', seq, json: `{"n":${n}}` });
-    void h.stream.open();
-    await h.answer([1, 2, 3, 4, 5].map((n) => at(n, n)), 5);
-    // A repeat (an id it emitted) is dropped as before.
-    h.stream.push(at(5, 5));
-    expect(h.reads).toHaveLength(0);
-    // Redis failed over to a replica that lacked the writes of seqs 4 and 5: the next two messages get them again.
-    h.stream.push(at(4, 6));
-    expect(h.reads.map((r) => r.asked.fromSeq)).toEqual([0]);
-    h.stream.push(at(5, 7));
-    await h.answer([1, 2, 3].map((n) => at(n, n)).concat([at(4, 6), at(5, 7)]), 5);
-    expect(h.emitted).toEqual([1, 2, 3, 4, 5, 1, 2, 3, 4, 5]);
+  describe('a message under a seq it is past', () => {
+    /** Ids made `n` seconds after BASE; the session opens between the fifth and the sixth. */
+    const BASE = 1_764_892_800_000;
+    const at = (seq: number, n: number): StoredMessage => ({ id: new MessageIdGenerator().next(BASE + n * 1000), from: 'alice', to: 'bob', seq, json: `{"n":${n}}` });
+    beforeEach(() => jest.setSystemTime(BASE + 5_500));
+
+    it('newer than all it emitted, and than its opening: starts again (the store lost its last writes)', async () => {
+      const h = harness();
+      void h.stream.open();
+      await h.answer([1, 2, 3, 4, 5].map((n) => at(n, n)), 5);
+      // A repeat (an id it emitted) is dropped as before.
+      h.stream.push(at(5, 5));
+      expect(h.reads).toHaveLength(0);
+      // Redis failed over to a replica that lacked the writes of seqs 4 and 5: the next two messages get them again.
+      h.stream.push(at(4, 6));
+      expect(h.reads.map((r) => r.asked.fromSeq)).toEqual([0]);
+      h.stream.push(at(5, 7));
+      await h.answer([1, 2, 3].map((n) => at(n, n)).concat([at(4, 6), at(5, 7)]), 5);
+      expect(h.emitted).toEqual([1, 2, 3, 4, 5, 1, 2, 3, 4, 5]);
+    });
+
+    it('made before it opened: dropped, not taken for the counter going back (a repeat pushing a message confirmed before)', async () => {
+      const h = harness();
+      void h.stream.open();
+      // Seq 2 (made at 3 s) was confirmed by another session before this one opened; it emitted only seq 1.
+      await h.answer([at(1, 1)], 2);
+      h.stream.push(at(2, 3));
+      expect(h.reads).toHaveLength(0);
+      expect(h.emitted).toEqual([1]);
+    });
   });
 
   it('emits nothing once closed', async () => {

@@ -1,3 +1,4 @@
+import { leastIdAt } from '../messaging/message-id';
 import { InboxRead, InboxSnapshot } from '../messaging/message.types';
 import { StoredMessage } from '../messaging/stored-message';
 
@@ -51,6 +52,8 @@ export class SessionStream {
   private generation = 0;
   /** The newest id emitted (UUIDv7: time-ordered as strings). */
   private newestId: string | undefined;
+  /** The least id made after the session opened. */
+  private openedId = '';
 
   constructor(
     private readonly emit: (msg: StoredMessage) => void,
@@ -99,6 +102,7 @@ export class SessionStream {
    */
   open(): Promise<void> {
     this.opened = true;
+    this.openedId = leastIdAt(Date.now());
     return this.catchUp();
   }
 
@@ -217,13 +221,16 @@ export class SessionStream {
   }
 
   /**
-   * A message under a seq this session is past, but newer than anything it emitted: not a repeat nor a late copy
-   * of a skipped seq, but a new message under a seq the store gave out again, having lost its last writes
-   * (an unplanned failover, a restart from an older snapshot) while the data epoch survived. Only a sending
-   * node's clock far ahead of the others' could make a late copy look so; the price is an inbox sent again.
+   * A message under a seq this session is past, but newer than anything it emitted and made after the session
+   * opened: not a repeat nor a late copy of a skipped seq, but a new message under a seq the store gave out
+   * again, having lost its last writes (an unplanned failover, a restart from an older snapshot) while the data
+   * epoch survived. A message made before the session opened is none: a repeat's push of one confirmed before,
+   * say (the regression review found such a push sending a session's whole inbox again). The check trusts the
+   * nodes' clocks: a sending node's far ahead of this one's could make a late copy look new (the price is an inbox
+   * sent again), and one behind by more than the session's age a new message look old (dropped as a repeat).
    */
   private counterWentBack(msg: StoredMessage): boolean {
-    return !this.skipped.has(msg.seq) && this.newestId !== undefined && msg.id > this.newestId;
+    return !this.skipped.has(msg.seq) && this.newestId !== undefined && msg.id > this.newestId && msg.id > this.openedId;
   }
 
   /** A late copy of a skipped seq: emitted once, unless its sender's order forbids it (see the class comment). */

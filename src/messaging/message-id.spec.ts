@@ -1,4 +1,4 @@
-import { MESSAGE_ID_PATTERN, MessageIdGenerator, timeOfId } from './message-id';
+import { MESSAGE_ID_PATTERN, MessageIdGenerator, leastIdAt, timeOfId } from './message-id';
 
 /** True when every element sorts (as a string) strictly after the one before it. */
 function strictlyIncreasing(ids: readonly string[]): boolean {
@@ -86,5 +86,17 @@ describe('MESSAGE_ID_PATTERN', () => {
     ['no dashes', '0194a7b12c3d7abc8def0123456789ab'],
   ])('rejects %s', (_what, id) => {
     expect(MESSAGE_ID_PATTERN.test(id)).toBe(false);
+  });
+});
+
+describe('leastIdAt', () => {
+  it('sorts at or before every id made at that millisecond or later, and after every id made before it', () => {
+    const ms = 1_764_892_800_123;
+    const gen = new MessageIdGenerator();
+    const before = new MessageIdGenerator().next(ms - 1);
+    const ids = [gen.next(ms), gen.next(ms), gen.next(ms + 1)];
+    for (const id of ids) expect(id >= leastIdAt(ms)).toBe(true);
+    expect(before < leastIdAt(ms)).toBe(true);
+    expect(leastIdAt(ms)).toMatch(MESSAGE_ID_PATTERN);
   });
 });
