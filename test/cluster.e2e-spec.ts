@@ -2,7 +2,9 @@ import amqplib from 'amqplib';
 import Redis from 'ioredis';
 import { Socket, io } from 'socket.io-client';
 import request from 'supertest';
-import { MESSAGE_ID_PATTERN } from '../src/messaging/message-id';
+import { MESSAGE_ID_PATTERN, MessageIdGenerator, timeOfId } from '../src/messaging/message-id';
+import { MessageStore } from '../src/messaging/message.store';
+import { messageDraft } from '../src/messaging/stored-message';
 import { PrivateRedis } from './helpers/brokers';
 import { TcpProxy } from './helpers/proxy';
 import { ClientPool, tokenFor } from './helpers/client';
@@ -183,6 +185,28 @@ describe('a three-node cluster', () => {
     const marker = await a1.send(bob, 'marker');
     await b.waitForMessage((m) => m.id === marker.id, 'the marker');
     expect(b.messages.map((m) => m.id)).toEqual([first.id, marker.id]);
+  });
+
+  it("pushes a send whose node died before its push again at the sender's repeat, also to a session that stayed connected after another confirmed it", async () => {
+    const [alice, bob] = [user('alice'), user('bob')];
+    const b1 = await clients.connect(n1.url, bob);
+    const a = await clients.connect(n2.url, alice);
+    // Stored as n3 would store it, then n3 "dies": nothing is pushed and the idempotency record stays unsettled.
+    const id = new MessageIdGenerator().next();
+    const draft = messageDraft(id, alice, bob, JSON.stringify({ text: 'first try' }), 'c-died');
+    const stored = await n3.app.get(MessageStore).accept({ from: alice, to: bob, id, clientMsgId: 'c-died', draft });
+    expect(stored).toMatchObject({ kind: 'accepted', seq: 1 });
+    // A new session of bob's gets it from the inbox and confirms it: it leaves the inbox.
+    const b2 = await clients.connect(n2.url, bob);
+    await b2.waitForMessage((m) => m.id === id, 'the stored message');
+    await waitFor(async () => (await n1.app.get(MessageStore).pending(bob)).messages.length === 0, 'the confirmation');
+    expect(b1.messages).toEqual([]);
+
+    // Alice's client never had an answer, and resends: b1, connected all along, gets the message as it was stored.
+    expect(await a.send(bob, { text: 'first try' }, 'c-died')).toEqual({ ok: true, id, status: 'sent', duplicate: true });
+    const got = await b1.waitForMessage((m) => m.id === id, 'the message pushed again');
+    expect(got).toEqual(b2.messages[0]);
+    expect(got).toEqual({ id, from: alice, to: bob, body: { text: 'first try' }, sentAt: timeOfId(id), clientMsgId: 'c-died', seq: 1 });
   });
 
   it('keeps one sender’s messages in send order across nodes', async () => {
