@@ -69,8 +69,14 @@ describe('PresenceService at boot', () => {
 
 describe('PresenceService: a session that ended while the store failed', () => {
   const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
-  beforeEach(() => jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] }));
-  afterEach(() => jest.useRealTimers());
+  beforeEach(() => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+    jest.restoreAllMocks();
+  });
 
   it('is removed again at the next heartbeat, so it neither counts as online nor leaves its user without a lastSeen', async () => {
     const removeSessions = jest.fn(async (): Promise<void> => undefined).mockRejectedValueOnce(new Error('Connection is closed.'));
@@ -87,18 +93,6 @@ describe('PresenceService: a session that ended while the store failed', () => {
     await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
     expect(removeSessions).toHaveBeenCalledTimes(2); // once removed, not again
     await service.beforeApplicationShutdown();
-  });
-});
-
-describe('PresenceService: sessions ending through a Redis outage', () => {
-  const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
-  beforeEach(() => {
-    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
-    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
-  });
-  afterEach(() => {
-    jest.useRealTimers();
-    jest.restoreAllMocks();
   });
 
   it(`keeps at most ${MAX_UNREMOVED} to remove again, the first ones (the only ones whose writes may have reached Redis)`, async () => {
@@ -124,6 +118,7 @@ describe('PresenceService: sessions ending through a Redis outage', () => {
     await service.beforeApplicationShutdown();
   });
 });
+
 
 describe('PresenceService: a reconnect to a store that lost its data', () => {
   const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
