@@ -22,6 +22,18 @@ function fakeStore<O extends object>(overrides: O) {
   };
 }
 
+/** In a describe block: fake timers (promises and immediates still run), and warnings not printed. */
+function fakeTimersAndQuietWarnings(): void {
+  beforeEach(() => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+    jest.restoreAllMocks();
+  });
+}
+
 /** A service over `store`, with `config`. */
 const serviceOver = (config: ReturnType<typeof loadConfig>, store: object) =>
   new PresenceService(config, store as PresenceStore, new MetricsService(config), new Lifecycle());
@@ -69,14 +81,7 @@ describe('PresenceService at boot', () => {
 
 describe('PresenceService: a session that ended while the store failed', () => {
   const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
-  beforeEach(() => {
-    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
-    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
-  });
-  afterEach(() => {
-    jest.useRealTimers();
-    jest.restoreAllMocks();
-  });
+  fakeTimersAndQuietWarnings();
 
   it('is removed again at the next heartbeat, so it neither counts as online nor leaves its user without a lastSeen', async () => {
     const removeSessions = jest.fn(async (): Promise<void> => undefined).mockRejectedValueOnce(new Error('Connection is closed.'));
@@ -174,14 +179,7 @@ describe('PresenceService: what nodes that died left', () => {
 
 describe('PresenceService: a heartbeat that finds sessions lapsed', () => {
   const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
-  beforeEach(() => {
-    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
-    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
-  });
-  afterEach(() => {
-    jest.useRealTimers();
-    jest.restoreAllMocks();
-  });
+  fakeTimersAndQuietWarnings();
 
   it('has the sessions caught up: their users looked offline, and what was sent to them meanwhile was only stored', async () => {
     const session = { userId: 'u1', sessionId: 's1' };
