@@ -26,6 +26,8 @@ export class MemoryPresenceStore extends PresenceStore {
   /** userId -> (`nodeId|sessionId` -> expiry ms) */
   private readonly entries = new Map<string, Map<string, number>>();
   private readonly nodeSessions = new Map<string, Map<string, string>>();
+  /** Per node, the sessions a newer login took over since its last heartbeat (takeDisplaced). */
+  private readonly displaced = new Map<string, Set<string>>();
   private readonly seen = new Map<string, number>();
 
   constructor(@InjectConfig() private readonly config: AppConfig) {
@@ -108,11 +110,26 @@ export class MemoryPresenceStore extends PresenceStore {
         const other = { nodeId: member.slice(0, bar), sessionId: member.slice(bar + 1) };
         this.entries.get(userId)?.delete(member);
         this.nodeSessions.get(other.nodeId)?.delete(other.sessionId);
-        if (this.leaseAlive(other.nodeId)) displaced.push(other);
+        if (this.leaseAlive(other.nodeId)) {
+          displaced.push(other);
+          this.displacedOf(other.nodeId).add(other.sessionId);
+        }
       }
     }
     this.write(ref.nodeId, [{ userId, sessionId: ref.sessionId }], 'restore');
     return displaced;
+  }
+
+  async takeDisplaced(nodeId: string): Promise<string[]> {
+    const ids = [...(this.displaced.get(nodeId) ?? [])];
+    this.displaced.delete(nodeId);
+    return ids;
+  }
+
+  private displacedOf(nodeId: string): Set<string> {
+    let ids = this.displaced.get(nodeId);
+    if (!ids) this.displaced.set(nodeId, (ids = new Set()));
+    return ids;
   }
 
   async refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<LocalSession[]> {

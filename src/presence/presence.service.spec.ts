@@ -125,6 +125,25 @@ describe('PresenceService: a session that ended while the store failed', () => {
 });
 
 
+describe('PresenceService: SESSION_POLICY=single, a login elsewhere whose claim reply was lost', () => {
+  const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent', SESSION_POLICY: 'single' });
+  fakeTimersAndQuietWarnings();
+
+  it("ends, at the next heartbeat, this node's sessions that the claim took over (those still here)", async () => {
+    const takeDisplaced = jest.fn(async (): Promise<string[]> => []).mockResolvedValueOnce(['s1', 'ended-already']);
+    const service = serviceOver(config, fakeStore({ takeDisplaced }));
+    const replaced: Array<[string, string]> = [];
+    service.onReplaced((userId, sessionId) => replaced.push([userId, sessionId]));
+    await service.onModuleInit();
+    await service.sessionStarted('u1', 's1');
+    await service.sessionStarted('u2', 's2');
+    await jest.advanceTimersByTimeAsync(config.presenceTtlMs / 3);
+    expect(takeDisplaced).toHaveBeenCalledWith('n1');
+    expect(replaced).toEqual([['u1', 's1']]);
+    await service.beforeApplicationShutdown();
+  });
+});
+
 describe('PresenceService: a reconnect to a store that lost its data', () => {
   const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
   beforeEach(() => jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined));

@@ -215,6 +215,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       await this.removeAgain();
       if (this.heartbeatFailed) await this.restoreAfterFailedHeartbeat();
       else await this.refresh();
+      await this.endDisplaced();
     } catch (err) {
       if (err instanceof LeaseLostError) await this.recoverLease();
       else {
@@ -223,6 +224,20 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       }
     } finally {
       this.beating = false;
+    }
+  }
+
+  /**
+   * SESSION_POLICY=single: this node's sessions that a newer login took over are ended as replaced. The claiming
+   * node has them ended over RabbitMQ already, unless it never learnt whom it displaced: Redis carried out its
+   * claim and the reply was lost (a partition at that moment), which left such a session connected and offline
+   * to everyone (found by a review). One ended already is no longer here.
+   */
+  private async endDisplaced(): Promise<void> {
+    if (this.config.sessionPolicy !== 'single') return;
+    for (const sessionId of await this.store.takeDisplaced(this.config.nodeId)) {
+      const userId = this.local.get(sessionId);
+      if (userId !== undefined) this.replacedListeners.forEach((l) => l(userId, sessionId));
     }
   }
 

@@ -77,6 +77,12 @@ export abstract class PresenceStore {
    */
   abstract refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<LocalSession[]>;
   /**
+   * The ids of this node's sessions that a newer login took over (policy `single`) since the last call, and
+   * forgets them: the claiming node learns them from `addSession` and has them ended, but a reply lost (a
+   * partition at that moment) would leave such a session connected and offline to everyone.
+   */
+  abstract takeDisplaced(nodeId: string): Promise<string[]>;
+  /**
    * Writes every listed session of this node again, whether the store still has it or not. With policy
    * `single`, a session whose user has a live session on another node (a newer login while this node was cut
    * off) is not written: those are returned, for the node to end as replaced.

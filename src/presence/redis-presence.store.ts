@@ -164,9 +164,9 @@ const WRITE_SESSIONS = new LuaScript(
 
 /**
  * SESSION_POLICY=single. KEYS: lease, nodeSessions, presence(user).
- * ARGV: token, ttlMs, nodeId, sessionId, userId, leasePrefix, nodeSessionsPrefix.
+ * ARGV: token, ttlMs, nodeId, sessionId, userId, leasePrefix, nodeSessionsPrefix, displacedPrefix.
  * Fenced like WRITE_SESSIONS; removes every other session of the user and returns those whose node holds its
- * lease, lapsed entries included.
+ * lease, lapsed entries included; each is also added to its node's displaced set (takeDisplaced).
  */
 const CLAIM_SESSION = new LuaScript(
   'claimSession',
@@ -182,7 +182,12 @@ const CLAIM_SESSION = new LuaScript(
       redis.call('HDEL', ARGV[7] .. node, sid)
       -- A lapsed entry of a node that holds its lease may be a session still connected there (the entry lapsed
       -- while Redis hung): it is ended too. A node without its lease holds nothing to end.
-      if redis.call('EXISTS', ARGV[6] .. node) == 1 then out[#out + 1] = m end
+      if redis.call('EXISTS', ARGV[6] .. node) == 1 then
+        out[#out + 1] = m
+        -- Told at its next heartbeat too, should this reply be lost.
+        redis.call('SADD', ARGV[8] .. node, sid)
+        redis.call('PEXPIRE', ARGV[8] .. node, ttl)
+      end
     end
   end
   redis.call('ZADD', KEYS[3], now + ttl, own)
@@ -300,10 +305,19 @@ export class RedisPresenceStore extends PresenceStore {
     const [ok, ...displaced] = (await CLAIM_SESSION.run(
       this.redis,
       [this.keys.lease(ref.nodeId), this.keys.nodeSessions(ref.nodeId), this.keys.presence(userId)],
-      [this.token, this.config.presenceTtlMs, ref.nodeId, ref.sessionId, userId, this.keys.leasePrefix, this.keys.nodeSessions('')],
+      [this.token, this.config.presenceTtlMs, ref.nodeId, ref.sessionId, userId, this.keys.leasePrefix, this.keys.nodeSessions(''), this.keys.displacedPrefix],
     )) as [number, ...string[]];
     if (ok !== 1) throw new LeaseLostError(ref.nodeId);
     return displaced.map(parseMember);
+  }
+
+  async takeDisplaced(nodeId: string): Promise<string[]> {
+    const key = this.keys.displaced(nodeId);
+    const [read] = (await this.redis.multi().smembers(key).del(key).exec()) ?? [];
+    if (!read) return [];
+    const [err, ids] = read;
+    if (err) throw err;
+    return ids as string[];
   }
 
   async refreshSessions(nodeId: string, sessions: readonly LocalSession[]): Promise<LocalSession[]> {

@@ -29,6 +29,18 @@ export class RedisKeys {
   nodeSessions(nodeId: string): string {
     return `${this.cluster}:nsess:${nodeId}`;
   }
+  /**
+   * SET of session ids of a node that a newer login took over (SESSION_POLICY=single), until that node's next
+   * heartbeat takes them: the claiming node also tells it over RabbitMQ, but may never learn whom it displaced
+   * (the claim's reply lost). PX = the presence TTL.
+   */
+  displaced(nodeId: string): string {
+    return `${this.cluster}:displaced:${nodeId}`;
+  }
+  /** Prefix of displaced keys; a Lua script appends the node id. */
+  get displacedPrefix(): string {
+    return `${this.cluster}:displaced:`;
+  }
   /** ZSET member `nodeId|sessionId`, score = the entry's expiry (epoch ms). */
   presence(userId: string): string {
     return `${this.cluster}:ps:${userId}`;

@@ -480,6 +480,23 @@ export function presenceStoreContract(
       expect((await a.cluster()).nodes).toEqual(expect.arrayContaining([{ nodeId: n1, sessions: 0 }, { nodeId: n2, sessions: 1 }]));
     });
 
+    it("SESSION_POLICY=single: the sessions a new login took over are kept for their node's heartbeat to take, once (the claim's reply may be lost)", async () => {
+      const a = backend.node();
+      const b = backend.node();
+      const [n1, n2] = [node(), node()];
+      await a.acquireLease(n1);
+      await b.acquireLease(n2);
+      const [u, other] = [user(), user()];
+      const [s1, s2, s3] = [sid(), sid(), sid()];
+      await a.addSession(u, { nodeId: n1, sessionId: s1 }, 'single');
+      await a.addSession(other, { nodeId: n1, sessionId: s2 }, 'multi');
+      expect(await a.takeDisplaced(n1)).toEqual([]);
+      await b.addSession(u, { nodeId: n2, sessionId: s3 }, 'single');
+      expect(await a.takeDisplaced(n1)).toEqual([s1]);
+      expect(await a.takeDisplaced(n1)).toEqual([]);
+      expect(await b.takeDisplaced(n2)).toEqual([]);
+    });
+
     it('SESSION_POLICY=single: a restore does not write back a session that a newer login replaced, and returns it', async () => {
       const a = backend.node();
       const b = backend.node();
