@@ -138,6 +138,13 @@ export function presenceStoreContract(
     const node = (): string => `n-${rand()}`;
     const user = (): string => `u-${rand()}`;
     const sid = (): string => `s-${rand()}`;
+    /** Two nodes of the cluster, `a` holding the lease of `n1` and `b` that of `n2`. */
+    const twoNodes = async () => {
+      const [a, b, n1, n2] = [backend.node(), backend.node(), node(), node()];
+      await a.acquireLease(n1);
+      await b.acquireLease(n2);
+      return { a, b, n1, n2 };
+    };
     const sortedNodesOf = async (store: PresenceStore, userId: string): Promise<string[]> =>
       (await store.nodesOf(userId)).sort();
 
@@ -367,13 +374,9 @@ export function presenceStoreContract(
     });
 
     it('two sessions on two nodes: nodesOf returns both nodes (each once), presenceOf lists every session', async () => {
-      const a = backend.node();
-      const b = backend.node();
-      const [n1, n2] = [node(), node()];
+      const { a, b, n1, n2 } = await twoNodes();
       const u = user();
       const [s1, s2, s3] = [sid(), sid(), sid()];
-      await a.acquireLease(n1);
-      await b.acquireLease(n2);
       hold(a, n1);
       hold(b, n2);
       await a.addSession(u, { nodeId: n1, sessionId: s1 }, 'multi');
@@ -394,13 +397,9 @@ export function presenceStoreContract(
     });
 
     it('removeSessions: online while a session is left; after the last one, offline with lastSeen = now (epoch ms)', async () => {
-      const a = backend.node();
-      const b = backend.node();
-      const [n1, n2] = [node(), node()];
+      const { a, b, n1, n2 } = await twoNodes();
       const u = user();
       const [s1, s2] = [sid(), sid()];
-      await a.acquireLease(n1);
-      await b.acquireLease(n2);
       hold(a, n1);
       hold(b, n2);
       await a.addSession(u, { nodeId: n1, sessionId: s1 }, 'multi');
@@ -462,11 +461,7 @@ export function presenceStoreContract(
     }, LONG);
 
     it('SESSION_POLICY=single: a new session removes and returns the live others, on any node; a refresh does not bring them back', async () => {
-      const a = backend.node();
-      const b = backend.node();
-      const [n1, n2] = [node(), node()];
-      await a.acquireLease(n1);
-      await b.acquireLease(n2);
+      const { a, b, n1, n2 } = await twoNodes();
       const u = user();
       const [s1, s2, s3] = [sid(), sid(), sid()];
       expect(await a.addSession(u, { nodeId: n1, sessionId: s1 }, 'single')).toEqual([]);
@@ -481,11 +476,7 @@ export function presenceStoreContract(
     });
 
     it("SESSION_POLICY=single: the sessions a new login took over are kept for their node's heartbeat to take, once (the claim's reply may be lost)", async () => {
-      const a = backend.node();
-      const b = backend.node();
-      const [n1, n2] = [node(), node()];
-      await a.acquireLease(n1);
-      await b.acquireLease(n2);
+      const { a, b, n1, n2 } = await twoNodes();
       const [u, other] = [user(), user()];
       const [s1, s2, s3] = [sid(), sid(), sid()];
       await a.addSession(u, { nodeId: n1, sessionId: s1 }, 'single');
@@ -498,11 +489,7 @@ export function presenceStoreContract(
     });
 
     it('SESSION_POLICY=single: a restore does not write back a session that a newer login replaced, and returns it', async () => {
-      const a = backend.node();
-      const b = backend.node();
-      const [n1, n2] = [node(), node()];
-      await a.acquireLease(n1);
-      await b.acquireLease(n2);
+      const { a, b, n1, n2 } = await twoNodes();
       const [u, alone] = [user(), user()];
       const [old, newer, other] = [sid(), sid(), sid()];
       await a.addSession(u, { nodeId: n1, sessionId: old }, 'single');
