@@ -3,7 +3,9 @@ import Redis from 'ioredis';
 import { Socket, io } from 'socket.io-client';
 import request from 'supertest';
 import { MESSAGE_ID_PATTERN, MessageIdGenerator, timeOfId } from '../src/messaging/message-id';
+import { MessageService } from '../src/messaging/message.service';
 import { MessageStore } from '../src/messaging/message.store';
+import { SendResult } from '../src/messaging/message.types';
 import { messageDraft } from '../src/messaging/stored-message';
 import { PrivateRedis } from './helpers/brokers';
 import { TcpProxy } from './helpers/proxy';
@@ -350,6 +352,49 @@ describe('a client that confirms a message late, after it reconnected to another
       clients.closeAll();
       await balancer.close();
     }
+  });
+});
+
+describe('an inbox at its bound (OFFLINE_MAX_PER_USER=2)', () => {
+  const cluster = uniqueName('t-bound');
+  const clients = new ClientPool();
+  let node: TestNode;
+  beforeAll(async () => {
+    [node] = await startCluster(cluster, 1, { OFFLINE_MAX_PER_USER: '2' });
+  });
+  afterAll(async () => {
+    clients.closeAll();
+    await closeAll([node]);
+    await forgetCluster(cluster, [node.nodeId]);
+  });
+
+  it('takes a confirmation before a send that comes in the same breath: the send drops no message nobody confirmed', async () => {
+    const alice = await clients.connect(node.url, 'alice');
+    const bob = await clients.connect(node.url, 'bob', { autoConfirm: false });
+    const [m1, m2] = [await alice.send('bob', 1), await alice.send('bob', 2)];
+    await bob.waitForMessages(2);
+    // As bob's confirmation of 2 reaches the node, a third message to him does too (found by a review).
+    const service = node.app.get(MessageService);
+    const confirm = service.confirm.bind(service);
+    let third: Promise<SendResult> | undefined;
+    jest.spyOn(service, 'confirm').mockImplementationOnce((userId, msg) => {
+      confirm(userId, msg);
+      third = service.send('alice', { to: 'bob', body: 3 }, 'rest');
+    });
+    bob.unconfirmed.get(m2.id!)!();
+    await alice.waitForStatus(m2.id!, 'delivered');
+    await waitFor(() => third !== undefined, 'the third send');
+    const m3 = await third!;
+    expect(m3.status).toBe('sent');
+    await bob.waitForMessages(3);
+    bob.close();
+
+    const again = await clients.connect(node.url, 'bob');
+    await again.waitForMessages(2);
+    expect(again.messages.map((m) => [m.id, m.body])).toEqual([
+      [m1.id, 1],
+      [m3.id, 3],
+    ]);
   });
 });
 

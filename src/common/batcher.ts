@@ -70,9 +70,10 @@ export class Batcher<T, R> {
     const waiters = this.waiters;
     this.items = [];
     this.waiters = [];
-    // A run that throws instead of rejecting fails its batch the same way.
-    const done = Promise.resolve()
-      .then(() => this.run(items))
+    // The run starts now, so that what it hands on (to another batcher, say) goes before anything the caller does
+    // next. A run that throws instead of rejecting fails its batch the same way.
+    // (An async function runs up to its first await at once.)
+    const done = (async () => this.run(items))()
       .then(
         (results) => {
           if (results.length !== waiters.length) throw new Error(`a batch of ${waiters.length} got ${results.length} results`);

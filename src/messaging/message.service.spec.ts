@@ -45,7 +45,7 @@ describe('MessageService: confirmations', () => {
     return { service, store, handed, id: sent.id, confirmed };
   }
 
-  it('go to the store with the first send of an event-loop turn, before their delay is up', async () => {
+  it('go to the store with the next send, before their delay is up', async () => {
     const { service, store, handed, id, confirmed } = await withGatheredConfirmation();
     expect(handed).toEqual([]);
 
@@ -54,7 +54,7 @@ describe('MessageService: confirmations', () => {
       service.send('erin', { to: 'dave', body: 'three' }, 'rest'),
     ]);
 
-    expect(handed).toEqual([[id]]); // once for the turn, not once per send
+    expect(handed).toEqual([[id]]); // with the first send; the second found none gathered
     await confirmed();
     expect((await store.pending('bob')).messages).toEqual([]);
   });
@@ -90,6 +90,31 @@ describe('MessageService: confirmations', () => {
     await jest.advanceTimersByTimeAsync(5);
     await confirmed();
     expect((await store.pending('bob')).messages).toEqual([]);
+  });
+});
+
+describe('MessageService: a confirmation followed by a send to the same user, at the inbox bound', () => {
+  beforeEach(() => jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] }));
+  afterEach(() => jest.useRealTimers());
+
+  it('goes to the store first, so the bound drops no message that was not confirmed, and the receipt is sent', async () => {
+    const config = loadConfig({ LOG_LEVEL: 'silent', OFFLINE_MAX_PER_USER: '2' });
+    const presence = new MemoryPresenceStore(config);
+    const store = new MemoryMessageStore(config, presence);
+    const metrics = new MetricsService(config);
+    const service = new MessageService(config, store, presence, new MemoryNodeBus(config), metrics);
+    const m1 = await service.send('alice', { to: 'bob', body: 1 }, 'rest');
+    const m2 = await service.send('alice', { to: 'bob', body: 2 }, 'rest');
+
+    // bob confirms m2 (not m1), and a third message to him comes in the same breath (found by a review).
+    service.confirm('bob', { seq: 2, id: m2.id, from: 'alice' });
+    const m3 = await service.send('alice', { to: 'bob', body: 3 }, 'rest');
+    await service.beforeApplicationShutdown();
+
+    const left = (await store.pending('bob')).messages.map((json) => (JSON.parse(json) as { id: string }).id);
+    expect(left).toEqual([m1.id, m3.id]);
+    // m2's confirmation found it, so alice is sent its `delivered` receipt.
+    expect((await metrics.messagesConfirmed.get()).values[0].value).toBe(1);
   });
 });
 

@@ -49,8 +49,8 @@ const RECEIPT_DELAY_MS = 20;
 
 /**
  * Confirmations from this node's sessions are gathered this long (or up to CONFIRM_BATCH of them) and
- * confirmed together, or earlier with the first send of an event-loop turn, whose store call they then share
- * (the Redis store answers a turn's sends and confirmations in one script call). Nothing waits on them but
+ * confirmed together, or earlier with a send, ahead of which they go into its store call (the Redis store
+ * answers a turn's sends and confirmations in one script call, in the order they came). Nothing waits on them but
  * the sender's receipt; a confirmation lost in a crash within the window only means the message is delivered
  * again, which clients already handle.
  */
@@ -73,8 +73,6 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly pushWaits = new WeakMap<Promise<PublishOutcome>, Promise<boolean>>();
   private readonly confirms = new Batcher<ConfirmCommand, ConfirmResult>((batch) => this.confirmBatch(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
   private local: LocalDelivery = NO_LOCAL_SESSIONS;
-  /** Set in an event-loop turn whose gathered confirmations went to the store with a send. */
-  private confirmsRode = false;
 
   constructor(
     @InjectConfig() private readonly config: AppConfig,
@@ -130,8 +128,10 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
    */
   private async sendDraft(cmd: AcceptCommand, via: 'socket' | 'rest'): Promise<SendResult> {
     this.storeAnswers.refuseWhileOverdue('send');
+    // The confirmations this node took before the send go to the store ahead of it: at the inbox's bound the send
+    // would otherwise drop the oldest message, confirmed or not (found by a review).
+    this.confirms.send();
     const accepted = this.store.accept(cmd);
-    this.confirmsRideAlong();
     // Past the wait the sender is answered 'unavailable' and the send goes on: stored late, it is pushed all the same.
     const late = (result: AcceptResult) => void this.afterAccept(cmd, result, via).catch(() => undefined);
     return this.afterAccept(cmd, await this.storeAnswers.within(accepted, 'send', late), via);
@@ -180,17 +180,6 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     const status = (await pushed) ? 'sent' : 'stored';
     if (clientMsgId !== undefined) this.settle(from, clientMsgId, id, status, 'send');
     return { id, status };
-  }
-
-  /**
-   * Hands the confirmations gathered so far to the store with this turn's first send. Once a turn: with
-   * every send, confirmations arriving between the sends would be split into many small batches.
-   */
-  private confirmsRideAlong(): void {
-    if (this.confirmsRode) return;
-    this.confirmsRode = true;
-    setImmediate(() => (this.confirmsRode = false));
-    this.confirms.send();
   }
 
   /**
