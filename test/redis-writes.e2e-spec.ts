@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import Redis from 'ioredis';
 import { LuaScript } from '../src/redis/lua-script';
 import { REDIS_URL } from './helpers/env';
+import { uniqueName } from './helpers/wait';
 
 /**
  * LuaScript.run corks the client's socket until the end of the event-loop turn (turn-writes.ts): the
@@ -56,5 +57,39 @@ describe('Redis writes of one event-loop turn', () => {
     const reply = ECHO.run(client, [], ['queued']);
     await expect(reply).resolves.toBe('queued:0');
     expect(client.stream.writableCorked).toBe(0);
+  });
+});
+
+describe('Script calls when Redis does not have the script (after a restart, a failover or SCRIPT FLUSH)', () => {
+  let client: Redis;
+
+  afterEach(async () => {
+    await client.quit();
+  });
+
+  it('run in the order they were made, though the ones refused NOSCRIPT are sent again later (found by a review)', async () => {
+    client = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    await client.ping();
+    const key = uniqueName('t-noscript');
+    // A script this Redis has never seen (its source names the key): every EVALSHA of it is refused at first.
+    const append = new LuaScript('append', `-- ${key}\nreturn redis.call('RPUSH', KEYS[1], ARGV[1])`);
+    // A call made while the first refused one is being sent again (as a new turn's send would be), before the
+    // second one's refusal has come back.
+    const evalOf = client.eval.bind(client) as (...args: unknown[]) => Promise<unknown>;
+    let third: Promise<unknown> | undefined;
+    jest.spyOn(client, 'eval').mockImplementation((...args: unknown[]) => {
+      const sent = evalOf(...args);
+      third ??= append.runNow(client, [key], ['3']);
+      return sent;
+    });
+
+    await Promise.all([append.run(client, [key], ['1']), append.run(client, [key], ['2'])]);
+    await third;
+
+    try {
+      expect(await client.lrange(key, 0, -1)).toEqual(['1', '2', '3']);
+    } finally {
+      await client.del(key);
+    }
   });
 });

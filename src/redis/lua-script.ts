@@ -5,7 +5,55 @@ import { writeAtEndOfTurn } from './turn-writes';
 
 type Arg = string | number;
 
-/** A Lua script run by EVALSHA, loaded on first NOSCRIPT. */
+/**
+ * The order of script calls on one connection across Redis losing its script cache (a restart without the
+ * scripts, a failover to a replica, SCRIPT FLUSH). Every EVALSHA in flight then fails with NOSCRIPT, and each is
+ * sent again as EVAL when its refusal comes back; a call made meanwhile would reach Redis before the ones still
+ * waiting for their refusal, and run first (a later send taking the lower seq, a session's removal overtaken by
+ * its own registration). So after a NOSCRIPT, new calls wait until every EVALSHA written before has been answered
+ * (and, where refused, written again as EVAL, in the order of the refusals, which is the order they were written).
+ */
+class ScriptOrder {
+  /** EVALSHA calls written and not yet answered. */
+  private inFlight = 0;
+  private held: { promise: Promise<void>; release: () => void } | undefined;
+
+  /** Resolves once a call may be written: at once unless a NOSCRIPT is being recovered from. */
+  turn(): Promise<void> | undefined {
+    return this.held?.promise;
+  }
+
+  written(): void {
+    this.inFlight++;
+  }
+
+  answered(noscript: boolean): void {
+    this.inFlight--;
+    if (noscript && !this.held) {
+      let release!: () => void;
+      const promise = new Promise<void>((resolve) => (release = resolve));
+      this.held = { promise, release };
+    }
+  }
+
+  /** After an answer (a refused call written again as EVAL): lets the held calls go once nothing is in flight. */
+  releaseIfClear(): void {
+    if (this.inFlight > 0 || !this.held) return;
+    const { release } = this.held;
+    this.held = undefined;
+    release();
+  }
+}
+
+const orders = new WeakMap<Redis, ScriptOrder>();
+
+function orderOf(client: Redis): ScriptOrder {
+  let order = orders.get(client);
+  if (!order) orders.set(client, (order = new ScriptOrder()));
+  return order;
+}
+
+/** A Lua script run by EVALSHA, loaded on first NOSCRIPT (in call order: see ScriptOrder). */
 export class LuaScript {
   private readonly sha: string;
 
@@ -29,15 +77,22 @@ export class LuaScript {
 
   /** Runs the script with no wait for the turn's end: for a caller that gathered its turn's work itself, at its end. */
   async runNow(client: Redis, keys: readonly string[], args: readonly Arg[]): Promise<unknown> {
+    const order = orderOf(client);
     try {
-      try {
-        return await client.evalsha(this.sha, keys.length, ...keys, ...args);
-      } catch (err) {
-        if (isReplyError(err) && err.message.startsWith('NOSCRIPT')) {
-          return await client.eval(this.source, keys.length, ...keys, ...args);
-        }
-        throw err;
-      }
+      const held = order.turn();
+      if (held) await held;
+      order.written();
+      const answer = await client.evalsha(this.sha, keys.length, ...keys, ...args).then(
+        (reply: unknown) => ({ ok: true, reply }) as const,
+        (err: unknown) => ({ ok: false, err }) as const,
+      );
+      const noscript = !answer.ok && isReplyError(answer.err) && answer.err.message.startsWith('NOSCRIPT');
+      order.answered(noscript);
+      const loaded = noscript ? client.eval(this.source, keys.length, ...keys, ...args) : undefined;
+      order.releaseIfClear();
+      if (loaded) return await loaded;
+      if (!answer.ok) throw answer.err;
+      return answer.reply;
     } catch (err) {
       if (isReplyError(err) && !redisStateError(err.message)) throw err;
       throw new AppError('unavailable', `Redis is unavailable (${this.name}): ${err instanceof Error ? err.message : String(err)}`);
