@@ -67,6 +67,14 @@ describe('AuthService', () => {
       expect(err.message).toBe('token expired');
     });
 
+    it('rejects a token whose exp, not a whole second, has just passed, and one whose nbf has not yet come', () => {
+      const now = Date.now() / 1000;
+      for (const claims of [{ exp: now - 0.001 }, { nbf: now + 0.5 }]) {
+        const token = jwt.sign({ sub: 'alice', ...claims }, SECRET, { algorithm: 'HS256' });
+        expect(appErrorOf(() => auth.verifyToken(token)).code).toBe('unauthorized');
+      }
+    });
+
     it.each([undefined, ''])('rejects a missing token (%p)', (token) => {
       const err = appErrorOf(() => auth.verifyToken(token));
       expect(err.code).toBe('unauthorized');
