@@ -13,11 +13,13 @@ function kept(store: MemoryMessageStore): Record<Kept, number> {
 
 describe('MemoryMessageStore', () => {
   const config = loadConfig({ OFFLINE_TTL_SECONDS: '60', SEND_RATE_PER_SECOND: '10', LOG_LEVEL: 'silent' });
-  const ids = new MessageIdGenerator();
+  let ids: MessageIdGenerator;
   let store: MemoryMessageStore;
 
   beforeEach(() => {
     jest.useFakeTimers({ now: Date.parse('2026-12-05T00:00:00Z') });
+    // Made on the fake clock: a generator never goes back in time, and ids carry the time of the message.
+    ids = new MessageIdGenerator();
     store = new MemoryMessageStore(config, new MemoryPresenceStore(config));
   });
   afterEach(() => jest.useRealTimers());
@@ -48,5 +50,26 @@ describe('MemoryMessageStore', () => {
     expect(kept(store)).toEqual({ inboxes: 0, buckets: 1, unread: 1, idempotency: 1 });
     expect(await store.markRead('r0', [first.id])).toEqual([]);
     expect((await send('s0', 'r0')).seq).toBe(2);
+  });
+
+  // Redis' inbox key expires OFFLINE_TTL after its last send, and the read-receipt bookkeeping OFFLINE_TTL after
+  // its last confirmation, whatever else happens on the node; here, on a quiet node, they stayed (found by a review).
+  it('takes no confirmation of a message in an inbox whose last send is past OFFLINE_TTL, as in Redis', async () => {
+    const m = await send('alice', 'bob');
+    jest.advanceTimersByTime(60_001);
+    expect(await store.confirm([{ userId: 'bob', seq: m.seq, id: m.id, from: 'alice' }])).toEqual([{ removed: false, senderNodes: [] }]);
+    expect(kept(store).inboxes).toBe(0);
+  });
+
+  it('sends no read receipt once the last confirmation is past OFFLINE_TTL, as in Redis', async () => {
+    const [m1, m2] = [await send('alice', 'bob'), await send('alice', 'bob')];
+    await store.confirm([{ userId: 'bob', seq: m1.seq, id: m1.id, from: 'alice' }]);
+    jest.advanceTimersByTime(30_000);
+    await store.confirm([{ userId: 'bob', seq: m2.seq, id: m2.id, from: 'alice' }]);
+    jest.advanceTimersByTime(59_999);
+    expect(await store.markRead('bob', [m1.id])).toEqual([{ id: m1.id, from: 'alice' }]);
+    jest.advanceTimersByTime(2);
+    expect(await store.markRead('bob', [m2.id])).toEqual([]);
+    expect(kept(store).unread).toBe(0);
   });
 });

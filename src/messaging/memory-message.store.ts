@@ -160,13 +160,13 @@ export class MemoryMessageStore extends MessageStore {
   }
 
   private async confirmOne({ userId, seq, id, from }: ConfirmCommand): Promise<ConfirmResult> {
-    const inbox = this.inboxes.get(userId);
+    const now = Date.now();
+    const inbox = this.liveInbox(userId, now);
     // By seq and id: after a store that lost everything, a seq may name a newer message than the one confirmed.
     const at = inbox?.findIndex((m) => m.seq === seq && m.id === id) ?? -1;
     if (!inbox || at < 0) return { removed: false, senderNodes: [] };
     inbox.splice(at, 1);
     if (inbox.length === 0) this.inboxes.delete(userId);
-    const now = Date.now();
     const unread = this.unread.get(userId) ?? { senders: new Map<string, string>(), touchedAt: now };
     unread.senders.set(id, from);
     unread.touchedAt = now;
@@ -179,7 +179,21 @@ export class MemoryMessageStore extends MessageStore {
     return { removed: true, senderNodes: await this.presence.nodesOf(from) };
   }
 
+  /**
+   * The user's inbox, unless its last send is past OFFLINE_TTL: Redis' inbox key has expired by then (its TTL is
+   * renewed by each send), and with it every message it held.
+   */
+  private liveInbox(userId: string, now: number): Stored[] | undefined {
+    const inbox = this.inboxes.get(userId);
+    if (inbox && inbox.length > 0 && timeOfId(inbox[inbox.length - 1].id) >= now - this.config.offlineTtlMs) return inbox;
+    this.inboxes.delete(userId);
+    return undefined;
+  }
+
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
+    // The bookkeeping lives OFFLINE_TTL past its last confirmation, as Redis' key does.
+    const unread = this.unread.get(userId);
+    if (unread && unread.touchedAt < Date.now() - this.config.offlineTtlMs) this.unread.delete(userId);
     const senders = this.unread.get(userId)?.senders;
     const out: ReadReceipt[] = [];
     for (const id of ids) {
