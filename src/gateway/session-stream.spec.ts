@@ -204,6 +204,34 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([1, 2, 3]);
   });
 
+  it('catches up when it stays short of the seq counter from one counter check to the next (a push that never came)', async () => {
+    const h = harness();
+    void h.stream.open();
+    await h.answer([msg(1)], 1);
+    // Up to date: nothing to do.
+    expect(h.stream.noteCounter(1)).toBe(false);
+    // Seq 2 is stored, and its push may be on its way: noted only.
+    expect(h.stream.noteCounter(2)).toBe(false);
+    h.stream.push(msg(2));
+    // It came: nothing at the next look either.
+    expect(h.stream.noteCounter(3)).toBe(false);
+    expect(h.reads).toHaveLength(0);
+    // Seq 3's push never comes: at the next look the session is still short of the counter it saw, and reads.
+    expect(h.stream.noteCounter(4)).toBe(true);
+    await h.answer([msg(3), msg(4)], 4);
+    expect(h.emitted).toEqual([1, 2, 3, 4]);
+    expect(h.stream.noteCounter(4)).toBe(false);
+  });
+
+  it('leaves the counter check to its own resume while its window is full', async () => {
+    const h = harness(2);
+    void h.stream.open();
+    await h.answer([msg(1), msg(2)], 2);
+    expect(h.stream.noteCounter(5)).toBe(false);
+    expect(h.stream.noteCounter(5)).toBe(false);
+    expect(h.reads).toHaveLength(0);
+  });
+
   it('keeps what it holds and tries again when the inbox cannot be read', async () => {
     const h = harness();
     void h.stream.open();

@@ -20,7 +20,8 @@ const SKIPPED_KEEP_MS = 60_000;
  * come live (this node's copy was late, and another session confirmed it first): it goes out then, after
  * newer ones of other senders, rather than never; but not after a newer one of its own sender, which would
  * break that sender's order (CONTRACT 4), and not once SKIPPED_KEEP_MS passed. A catch-up also runs when the session opens (its
- * stored messages go out before any newer live one) and after the node lost its broker connection.
+ * stored messages go out before any newer live one), after the node lost its broker connection, and when the
+ * session stays short of its user's seq counter from one of the node's counter checks to the next (noteCounter).
  *
  * Flow control, like a consumer's prefetch: once `window` emitted messages, or `windowBytes` of them, wait for
  * this session's confirmation, live messages are left in the inbox instead of emitted. When half of both is
@@ -52,6 +53,8 @@ export class SessionStream {
   private generation = 0;
   /** The newest id emitted (UUIDv7: time-ordered as strings). */
   private newestId: string | undefined;
+  /** The user's seq counter at the last noteCounter that found this session behind it. */
+  private behindAt: number | undefined;
   /** The least id made after the session opened. */
   private openedId = '';
 
@@ -126,6 +129,25 @@ export class SessionStream {
     return this.catchingUp;
   }
 
+  /**
+   * The user's seq counter, read now and then (the gateway's counter check). A session still short of a counter
+   * read at the previous look has been waiting that long for a message that is in the inbox but never came live:
+   * its push was refused or dropped by the broker (a queue-length policy, a node cut off from it for longer than
+   * a publish may wait), or purged from the node's queue by an operator. Nothing else would tell it until the
+   * user's next message or reconnect: it catches up. One look behind is not enough, since a push may be on its
+   * way. Returns whether it caught up. A paused session (its window full) is left to its own resume.
+   */
+  noteCounter(lastSeq: number): boolean {
+    const stalled = this.behindAt !== undefined && this.next <= this.behindAt;
+    if (!this.opened || this.closed || this.paused || this.catchingUp) {
+      this.behindAt = undefined;
+      return false;
+    }
+    this.behindAt = stalled || this.next > lastSeq ? undefined : lastSeq;
+    if (stalled) void this.catchUp();
+    return stalled;
+  }
+
   private async runCatchUps(): Promise<void> {
     do {
       this.again = false;
@@ -142,6 +164,7 @@ export class SessionStream {
     this.held.clear();
     this.skipped.clear();
     this.newestSinceSkip.clear();
+    this.behindAt = undefined;
     this.next = 0;
   }
 

@@ -46,6 +46,12 @@ function sessionWindowBytes(config: Pick<AppConfig, 'maxMessageBytes'>): number 
 const UNREGISTERED_CLOSE_MS = 2_000;
 /** Such failures are logged once per this long, with a count of the others. */
 const REGISTRATION_LOG_EVERY_MS = 10_000;
+/**
+ * How often the node reads its users' seq counters, so that a session left short of one for a whole period
+ * catches up (SessionStream.noteCounter): a message whose push never came reaches a connected session within
+ * about twice this.
+ */
+export const COUNTER_CHECK_MS = 10_000;
 
 /**
  * The Socket.IO edge: authenticates the handshake, opens and closes sessions, turns client events into
@@ -62,6 +68,8 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private readonly sessionRules: Record<'message:send' | 'message:read', BucketRule>;
   private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
   /** Through an outage every session that ends fails to be removed: logged as the registrations are. */
+  private counterCheck: NodeJS.Timeout | undefined;
+  private checkingCounters = false;
   private readonly removalLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
 
   private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
@@ -120,6 +128,29 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     this.presence.onReasserted(() => this.catchUpAll());
     this.presence.onReplaced((userId, sessionId) => this.endSession(userId, sessionId, 'replaced'));
     this.bus.onReconnected(() => void this.presence.recheckReplaced());
+    this.counterCheck = setInterval(() => void this.checkCounters(), COUNTER_CHECK_MS).unref();
+  }
+
+  /**
+   * Reads the seq counters of this node's users and hands each to their sessions (SessionStream.noteCounter); one
+   * MGET per 500 users. A failure is logged; the next period tries again.
+   */
+  async checkCounters(): Promise<void> {
+    if (this.checkingCounters || this.byUser.size === 0) return;
+    this.checkingCounters = true;
+    try {
+      const users = [...this.byUser.keys()];
+      const counters = await this.messages.lastSeqs(users);
+      let behind = 0;
+      users.forEach((userId, i) => {
+        for (const socket of this.byUser.get(userId) ?? []) if (socket.data.stream?.noteCounter(counters[i])) behind++;
+      });
+      if (behind > 0) this.logger.warn(`${behind} session(s) had not had a stored message for ${COUNTER_CHECK_MS / 1000} s or more (its push never came): caught up`);
+    } catch (err) {
+      this.logger.warn(`could not read the seq counters of this node's users: ${String(err)}`);
+    } finally {
+      this.checkingCounters = false;
+    }
   }
 
   async handleConnection(socket: SwitchboardSocket): Promise<void> {
@@ -207,6 +238,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
    * disconnected, in batches so the event loop keeps breathing (each disconnect removes its presence).
    */
   async onModuleDestroy(): Promise<void> {
+    clearInterval(this.counterCheck);
     this.lifecycle.draining = true;
     const sockets = [...this.byUser.values()].flatMap((s) => [...s]);
     for (let i = 0; i < sockets.length; i += DISCONNECT_BATCH) {

@@ -179,6 +179,10 @@ export class MemoryMessageStore extends MessageStore {
     return { removed: true, senderNodes: await this.presence.nodesOf(from) };
   }
 
+  async lastSeqs(userIds: readonly string[]): Promise<number[]> {
+    return userIds.map((u) => this.seqs.get(u) ?? 0);
+  }
+
   /**
    * The user's inbox, unless its last send is past OFFLINE_TTL: Redis' inbox key has expired by then (its TTL is
    * renewed by each send), and with it every message it held.

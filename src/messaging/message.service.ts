@@ -211,6 +211,11 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     return { lastSeq, readUpTo, messages: readable };
   }
 
+  /** Each user's last seq given out (0 for none), for the check of sessions left behind (SessionStream.noteCounter). */
+  lastSeqs(userIds: readonly string[]): Promise<number[]> {
+    return this.store.lastSeqs(userIds);
+  }
+
   /**
    * A recipient session confirmed receipt: the message leaves the inbox and its sender learns it, with the
    * batch (confirmBatch). Nothing is awaited per confirmation.

@@ -107,6 +107,8 @@ export abstract class MessageStore {
   abstract confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]>;
   /** Marks confirmed messages of `userId` read; returns who sent each one found. */
   abstract markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]>;
+  /** Each user's last seq given out (0 for none yet), in the order asked. */
+  abstract lastSeqs(userIds: readonly string[]): Promise<number[]>;
 }
 
 /** Who settles an idempotency record: the send that stored the message, or a repeat that pushed it again. */

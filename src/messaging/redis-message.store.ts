@@ -342,7 +342,19 @@ export class RedisMessageStore extends MessageStore {
       return { id: m.slice(0, bar), from: m.slice(bar + 1) };
     });
   }
+
+  async lastSeqs(userIds: readonly string[]): Promise<number[]> {
+    const seqs: number[] = [];
+    for (let i = 0; i < userIds.length; i += LAST_SEQS_CHUNK) {
+      const counters = await this.redis.mget(userIds.slice(i, i + LAST_SEQS_CHUNK).map((u) => this.keys.seq(u)));
+      for (const c of counters) seqs.push(c === null ? 0 : Number(c));
+    }
+    return seqs;
+  }
 }
+
+/** Users whose seq counters one MGET reads. */
+const LAST_SEQS_CHUNK = 500;
 
 /** How far a read got: all of it (`next` empty), or up to the seq before the one it stopped at. */
 function readUpTo(next: string, lastSeq: number): number {

@@ -109,6 +109,12 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       });
       expect(await b.messages.pending(r1)).toEqual({ expired: 0, lastSeq: 3, readUpTo: 3, messages: [results[0].json, results[2].json, results[4].json] });
       expect(await b.messages.pending(r2)).toMatchObject({ expired: 0, messages: [results[1].json, results[3].json] });
+      // The counters, also once the messages left the inbox, and 0 for a user never sent to.
+      await b.messages.confirm([{ userId: r2, seq: 1, id: sent[1].id, from }]);
+      expect(await b.messages.lastSeqs([r1, user(), r2])).toEqual([3, 0, 2]);
+      expect(await b.messages.lastSeqs([])).toEqual([]);
+      const many = [...Array.from({ length: 1200 }, user), r1];
+      expect(await b.messages.lastSeqs(many)).toEqual([...Array.from({ length: 1200 }, () => 0), 3]);
     });
 
     it('accepts issued together are taken in order, each with its own answer: seqs, a duplicate, the rate limit, live nodes', async () => {
