@@ -510,7 +510,10 @@ describe('a cluster whose Redis is full for a while', () => {
     // Full for longer than twice the presence TTL: bob's entry, never refreshed, lapsed a whole TTL ago.
     const entryExpiry = async () => Number(await admin.zscore(`${cluster}:ps:bob`, `${n2.nodeId}|${bob.session?.sessionId}`));
     await waitFor(async () => (await entryExpiry()) + 3_000 < Date.now(), "bob's entry to have lapsed a whole TTL ago", 10_000);
+    // Room again. The limit goes too: within 128 KB of it, Redis' own buffers (a node's pipelined writes) left it
+    // still full now and then (1 run in 20 with a busy core).
     await admin.del('ballast');
+    await admin.config('SET', 'maxmemory', '0');
 
     // After failed heartbeats bob's node writes its sessions again and catches them up, so what is sent now
     // reaches bob whether it was answered "sent" or "stored".
