@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import Redis from 'ioredis';
 import { LuaScript } from '../src/redis/lua-script';
+import { PrivateRedis } from './helpers/brokers';
 import { REDIS_URL } from './helpers/env';
 import { uniqueName } from './helpers/wait';
 
@@ -35,6 +36,7 @@ describe('Redis writes of one event-loop turn', () => {
   let client: Redis;
 
   afterEach(async () => {
+    await client.call('FUNCTION', 'DELETE', ECHO.fn).catch(() => undefined);
     await client.quit();
   });
 
@@ -60,26 +62,31 @@ describe('Redis writes of one event-loop turn', () => {
   });
 });
 
-describe('Script calls when Redis does not have the script (after a restart, a failover or SCRIPT FLUSH)', () => {
+describe('Script calls, run as Redis Functions', () => {
   let client: Redis;
+  let append: LuaScript;
+  let key: string;
 
+  beforeEach(() => {
+    key = uniqueName('t-fn');
+    // A function no Redis has yet (its source names the key).
+    append = new LuaScript('append', `-- ${key}\nreturn redis.call('RPUSH', KEYS[1], ARGV[1])`);
+  });
   afterEach(async () => {
+    await client.call('FUNCTION', 'DELETE', append.fn).catch(() => undefined);
     await client.quit();
   });
 
-  it('run in the order they were made, though the ones refused NOSCRIPT are sent again later (found by a review)', async () => {
+  it('run in the order they were made when Redis does not have the function, though the refused ones are sent again later (found by a review)', async () => {
     client = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
     await client.ping();
-    const key = uniqueName('t-noscript');
-    // A script this Redis has never seen (its source names the key): every EVALSHA of it is refused at first.
-    const append = new LuaScript('append', `-- ${key}\nreturn redis.call('RPUSH', KEYS[1], ARGV[1])`);
     // A call made while the first refused one is being sent again (as a new turn's send would be), before the
     // second one's refusal has come back.
-    const evalOf = client.eval.bind(client) as (...args: unknown[]) => Promise<unknown>;
+    const callOf = client.call.bind(client) as (...args: unknown[]) => Promise<unknown>;
     let third: Promise<unknown> | undefined;
-    jest.spyOn(client, 'eval').mockImplementation((...args: unknown[]) => {
-      const sent = evalOf(...args);
-      third ??= append.runNow(client, [key], ['3']);
+    jest.spyOn(client, 'call').mockImplementation((...args: unknown[]) => {
+      const sent = callOf(...args);
+      if (args[0] === 'FUNCTION') third ??= append.runNow(client, [key], ['3']);
       return sent;
     });
 
@@ -90,6 +97,26 @@ describe('Script calls when Redis does not have the script (after a restart, a f
       expect(await client.lrange(key, 0, -1)).toEqual(['1', '2', '3']);
     } finally {
       await client.del(key);
+    }
+  });
+
+  it('need no reload after SCRIPT FLUSH or a restart from the append-only file (with scripts, every call in flight was refused then)', async () => {
+    client = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    const redis = await PrivateRedis.start({ appendonly: true, appendfsync: 'always' });
+    const own = new Redis(redis.url, { maxRetriesPerRequest: null });
+    try {
+      await LuaScript.loadAll(own);
+      const loads = jest.spyOn(own, 'call');
+      expect(await append.run(own, [key], ['1'])).toBe(1);
+      await own.script('FLUSH');
+      expect(await append.run(own, [key], ['2'])).toBe(2);
+      await redis.stop();
+      await redis.start();
+      expect(await append.run(own, [key], ['3'])).toBe(3);
+      expect(loads).not.toHaveBeenCalled();
+    } finally {
+      own.disconnect();
+      await redis.destroy();
     }
   });
 });

@@ -178,7 +178,7 @@ describe('RedisMessageStore: the writes of one turn', () => {
     const [id1, id2, id3] = [ids.next(), ids.next(), ids.next()];
     const first = await store.accept({ from: 'alice', to: 'bob', id: id1, draft: draft('bob', id1) });
     if (first.kind !== 'accepted') throw new Error(`not accepted: ${first.kind}`);
-    const calls = jest.spyOn(redis, 'evalsha');
+    const calls = jest.spyOn(redis, 'fcall');
 
     const [second, confirmed, third] = await Promise.all([
       store.accept({ from: 'alice', to: 'bob', id: id2, draft: draft('bob', id2) }),
@@ -238,7 +238,7 @@ describe('RedisMessageStore: reading a large inbox', () => {
       if (accepted.kind !== 'accepted') throw new Error(`not accepted: ${accepted.kind}`);
       jsons.push(accepted.json);
     }
-    const calls = jest.spyOn(redis, 'evalsha');
+    const calls = jest.spyOn(redis, 'fcall');
     const read = await store.pending('bob');
     expect(calls.mock.calls.length).toBeGreaterThan(1);
     calls.mockRestore();
@@ -264,7 +264,7 @@ describe('RedisMessageStore: reading a large inbox', () => {
       if (accepted.kind !== 'accepted') throw new Error(`not accepted: ${accepted.kind}`);
       fresh.push(accepted.json);
     }
-    const calls = jest.spyOn(redis, 'evalsha');
+    const calls = jest.spyOn(redis, 'fcall');
     expect(await store.pending('bob')).toEqual({ expired: 40, lastSeq: 42, readUpTo: 42, messages: fresh });
     expect(calls.mock.calls.length).toBeGreaterThan(1);
     calls.mockRestore();

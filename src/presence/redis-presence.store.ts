@@ -252,7 +252,6 @@ const DATA_EPOCH = new LuaScript(
   return ARGV[1]`,
 );
 
-const SCRIPTS = [ACQUIRE_LEASE, RENEW_LEASE, RELEASE_LEASE, WRITE_SESSIONS, CLAIM_SESSION, REMOVE_SESSIONS, NODES_OF, PRESENCE_OF, SWEEP_DEAD_NODES, DATA_EPOCH];
 const BATCH = 500;
 
 type WriteMode = 'refresh' | 'restore';
@@ -277,7 +276,7 @@ export class RedisPresenceStore extends PresenceStore {
   }
 
   async acquireLease(nodeId: string): Promise<void> {
-    await Promise.all(SCRIPTS.map((s) => s.load(this.redis)));
+    await LuaScript.loadAll(this.redis);
     const leaseMs = this.config.nodeLeaseMs;
     const keys = [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId), this.keys.nodes];
     const args = [this.token, leaseMs, nodeId, this.keys.presence(''), this.keys.lastSeen(''), this.config.presenceTtlMs];

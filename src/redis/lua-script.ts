@@ -6,19 +6,21 @@ import { writeAtEndOfTurn } from './turn-writes';
 type Arg = string | number;
 
 /**
- * The order of script calls on one connection across Redis losing its script cache (a restart without the
- * scripts, a failover to a replica, SCRIPT FLUSH). Every EVALSHA in flight then fails with NOSCRIPT, and each is
- * sent again as EVAL when its refusal comes back; a call made meanwhile would reach Redis before the ones still
- * waiting for their refusal, and run first (a later send taking the lower seq, a session's removal overtaken by
- * its own registration). So after a NOSCRIPT, new calls wait until every EVALSHA written before has been answered
- * (and, where refused, written again as EVAL, in the order of the refusals, which is the order they were written).
+ * The order of script calls on one connection across a function Redis does not have (yet): a Redis that lost its
+ * data, FUNCTION FLUSH. Every FCALL in flight is then refused, and each is sent again after loading its function
+ * when its refusal comes back; a call made meanwhile would reach Redis before the ones still waiting for their
+ * refusal, and run first (a later send taking the lower seq). So after such a refusal, new calls wait until
+ * every FCALL written before has been answered (and, where refused, written again, in the order of the refusals,
+ * which is the order they were written). Another connection (another node) can load the function between two
+ * calls of this one, and the second then runs before the first's retry: that window is what Functions, kept
+ * with the data and replicated, leave of the one scripts had after every restart, failover or SCRIPT FLUSH.
  */
 class ScriptOrder {
-  /** EVALSHA calls written and not yet answered. */
+  /** FCALL calls written and not yet answered. */
   private inFlight = 0;
   private held: { promise: Promise<void>; release: () => void } | undefined;
 
-  /** Resolves once a call may be written: at once unless a NOSCRIPT is being recovered from. */
+  /** Resolves once a call may be written: at once unless a refusal is being recovered from. */
   turn(): Promise<void> | undefined {
     return this.held?.promise;
   }
@@ -27,16 +29,16 @@ class ScriptOrder {
     this.inFlight++;
   }
 
-  answered(noscript: boolean): void {
+  answered(notLoaded: boolean): void {
     this.inFlight--;
-    if (noscript && !this.held) {
+    if (notLoaded && !this.held) {
       let release!: () => void;
       const promise = new Promise<void>((resolve) => (release = resolve));
       this.held = { promise, release };
     }
   }
 
-  /** After an answer (a refused call written again as EVAL): lets the held calls go once nothing is in flight. */
+  /** After an answer (a refused call written again): lets the held calls go once nothing is in flight. */
   releaseIfClear(): void {
     if (this.inFlight > 0 || !this.held) return;
     const { release } = this.held;
@@ -53,15 +55,29 @@ function orderOf(client: Redis): ScriptOrder {
   return order;
 }
 
-/** A Lua script run by EVALSHA, loaded on first NOSCRIPT (in call order: see ScriptOrder). */
+/** Every script made, so that a node loads them all when it takes its lease (LuaScript.loadAll). */
+const everyScript: LuaScript[] = [];
+
+/**
+ * A Lua script, run as a Redis Function (FCALL) of a library of its own, named after the script and a hash of
+ * its source, so that versions of it never collide (a rolling upgrade runs two). Functions, unlike EVALSHA's
+ * script cache, are part of the dataset: kept by the append-only file and snapshots, replicated, and untouched by
+ * SCRIPT FLUSH. With scripts, every restart or failover emptied the cache, and two nodes' calls refused NOSCRIPT
+ * and sent again could run after calls made later (one sender's messages out of seq order; found by a review).
+ * Loaded when the node takes its lease and, should Redis not have it, on the first call that finds it missing.
+ */
 export class LuaScript {
-  private readonly sha: string;
+  /** The function's name, which is also its library's. */
+  readonly fn: string;
+  private readonly library: string;
 
   constructor(
     readonly name: string,
-    private readonly source: string,
+    source: string,
   ) {
-    this.sha = createHash('sha1').update(source).digest('hex');
+    this.fn = `sb_${name}_${createHash('sha1').update(source).digest('hex').slice(0, 20)}`;
+    this.library = `#!lua name=${this.fn}\nredis.register_function('${this.fn}', function(KEYS, ARGV)\n${source}\nend)`;
+    everyScript.push(this);
   }
 
   /**
@@ -82,13 +98,18 @@ export class LuaScript {
       const held = order.turn();
       if (held) await held;
       order.written();
-      const answer = await client.evalsha(this.sha, keys.length, ...keys, ...args).then(
+      const answer = await client.fcall(this.fn, keys.length, ...keys, ...args).then(
         (reply: unknown) => ({ ok: true, reply }) as const,
         (err: unknown) => ({ ok: false, err }) as const,
       );
-      const noscript = !answer.ok && isReplyError(answer.err) && answer.err.message.startsWith('NOSCRIPT');
-      order.answered(noscript);
-      const loaded = noscript ? client.eval(this.source, keys.length, ...keys, ...args) : undefined;
+      const notLoaded = !answer.ok && isReplyError(answer.err) && answer.err.message.includes('Function not found');
+      order.answered(notLoaded);
+      let loaded: Promise<unknown> | undefined;
+      if (notLoaded) {
+        // Written in this order on the one connection: the call runs once the function is there.
+        this.load(client).catch(() => undefined);
+        loaded = client.fcall(this.fn, keys.length, ...keys, ...args);
+      }
       order.releaseIfClear();
       if (loaded) return await loaded;
       if (!answer.ok) throw answer.err;
@@ -100,7 +121,12 @@ export class LuaScript {
   }
 
   async load(client: Redis): Promise<void> {
-    await client.script('LOAD', this.source);
+    await client.call('FUNCTION', 'LOAD', 'REPLACE', this.library);
+  }
+
+  /** Loads every script made so far (all of the app's, made as their modules load). */
+  static async loadAll(client: Redis): Promise<void> {
+    await Promise.all(everyScript.map((s) => s.load(client)));
   }
 }
 

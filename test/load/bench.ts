@@ -143,7 +143,8 @@ interface LoadRow {
   /** Messages the servers took during the whole run (Switchboard: accepted_total; baseline: sends). */
   acceptedInRun?: number;
   redisCallsPerMsg?: number;
-  evalshaPerMsg?: number;
+  /** Script calls (FCALL, or EVALSHA/EVAL before the scripts became Redis Functions) per message. */
+  scriptCallsPerMsg?: number;
   redisPublishPerMsg?: number;
   /** Garbage collections of all nodes (nearly all of them scavenges) per 1000 messages, over the run. */
   gcPer1000Msgs?: number;
@@ -352,7 +353,7 @@ async function runLoad(system: System, sc: LoadScenario, shared: SharedServices,
     const perAccepted = (x: number) => (accepted === 0 ? NaN : x / accepted);
     row.acceptedInRun = accepted;
     row.redisCallsPerMsg = perAccepted(redisCallsTotal);
-    row.evalshaPerMsg = perAccepted((span.redisCalls.evalsha ?? 0) + (span.redisCalls.eval ?? 0));
+    row.scriptCallsPerMsg = perAccepted((span.redisCalls.fcall ?? 0) + (span.redisCalls.evalsha ?? 0) + (span.redisCalls.eval ?? 0));
     row.redisPublishPerMsg = perAccepted(span.redisCalls.publish ?? 0);
     // Both systems' nodes count their GCs the way prom-client does (Switchboard's default metrics; the baseline's /stats).
     row.gcPer1000Msgs = perAccepted((counters.nodejs_gc_duration_seconds_count ?? NaN) * 1000);
@@ -515,16 +516,16 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
   }
   lines.push('');
   lines.push('### Cost', '');
-  lines.push('| scenario | system | node CPU s, each | nodes CPU % | node CPU µs/msg | node syscalls/msg | node wakeups/msg | Redis CPU s | RabbitMQ CPU s | generator CPU s | all processes CPU µs/msg | peak RSS MB, max node | GCs per 1000 msgs | GC pause µs/msg | inter-node msgs/msg | Redis calls/msg (EVALSHA) |');
+  lines.push('| scenario | system | node CPU s, each | nodes CPU % | node CPU µs/msg | node syscalls/msg | node wakeups/msg | Redis CPU s | RabbitMQ CPU s | generator CPU s | all processes CPU µs/msg | peak RSS MB, max node | GCs per 1000 msgs | GC pause µs/msg | inter-node msgs/msg | Redis calls/msg (script calls) |');
   lines.push('| --- | --- | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: | --: |');
   for (const sc of loads) {
     for (const r of sc.rows) {
       if (r.error || !r.load || !r.nodes) continue;
       const peak = Math.max(...r.nodes.map((n) => n.peakRssMb));
-      const evalsha = r.system === 'switchboard' ? ` (${fmt(r.evalshaPerMsg, 2)})` : ` (PUBLISH ${fmt(r.redisPublishPerMsg, 2)})`;
+      const scriptCalls = r.system === 'switchboard' ? ` (${fmt(r.scriptCallsPerMsg, 2)})` : ` (PUBLISH ${fmt(r.redisPublishPerMsg, 2)})`;
       lines.push(
         `| ${sc.title} | ${label(r.system)} | ${r.nodes.map((n) => fmt(n.cpuS, 2)).join(' / ')} | ${fmt(r.nodeCpuPct, 0)} | ${fmt(r.nodeCpuUsPerMsg, 0)} | ${fmt(r.nodeSyscallsPerMsg, 1)} | ${fmt(r.nodeWakeupsPerMsg, 1)} | ` +
-          `${fmt(r.redisCpuS, 2)} | ${fmt(r.rabbitCpuS, 2)} | ${fmt(r.load.generatorCpuS, 2)} | ${fmt(r.allCpuUsPerMsg, 0)} | ${fmt(peak, 0)} | ${fmt(r.gcPer1000Msgs, 1)} | ${fmt(r.gcPauseUsPerMsg, 0)} | ${fmt(r.interNodePerMsg, 2)} | ${fmt(r.redisCallsPerMsg, 2)}${evalsha} |`,
+          `${fmt(r.redisCpuS, 2)} | ${fmt(r.rabbitCpuS, 2)} | ${fmt(r.load.generatorCpuS, 2)} | ${fmt(r.allCpuUsPerMsg, 0)} | ${fmt(peak, 0)} | ${fmt(r.gcPer1000Msgs, 1)} | ${fmt(r.gcPauseUsPerMsg, 0)} | ${fmt(r.interNodePerMsg, 2)} | ${fmt(r.redisCallsPerMsg, 2)}${scriptCalls} |`,
       );
     }
     const { sb, bl } = rowsOf(sc);
