@@ -61,6 +61,15 @@ describe('MemoryMessageStore', () => {
     expect(kept(store).inboxes).toBe(0);
   });
 
+  it('keeps an inbox OFFLINE_TTL past its last send, though that message was confirmed, as Redis renews the key then (found by the regression review)', async () => {
+    const m1 = await send('alice', 'bob');
+    jest.advanceTimersByTime(30_000);
+    const m2 = await send('alice', 'bob');
+    await store.confirm([{ userId: 'bob', seq: m2.seq, id: m2.id, from: 'alice' }]);
+    jest.advanceTimersByTime(40_000);
+    expect(await store.confirm([{ userId: 'bob', seq: m1.seq, id: m1.id, from: 'alice' }])).toEqual([{ removed: true, senderNodes: [] }]);
+  });
+
   it('sends no read receipt once the last confirmation is past OFFLINE_TTL, as in Redis', async () => {
     const [m1, m2] = [await send('alice', 'bob'), await send('alice', 'bob')];
     await store.confirm([{ userId: 'bob', seq: m1.seq, id: m1.id, from: 'alice' }]);

@@ -33,6 +33,12 @@ interface Stored {
   json: string;
 }
 
+/** A user's stored messages, oldest first, and when the last was sent (Redis renews the inbox key's TTL then). */
+interface Inbox {
+  readonly messages: Stored[];
+  sentAt: number;
+}
+
 /** An unread set: who sent each confirmed message, and when the set last grew (Redis renews its TTL then). */
 interface Unread {
   readonly senders: Map<string, string>;
@@ -61,7 +67,7 @@ function sweepStale<K, V>(map: Map<K, V>, stale: (value: V) => boolean): void {
  */
 @Injectable()
 export class MemoryMessageStore extends MessageStore {
-  private readonly inboxes = new Map<string, Stored[]>();
+  private readonly inboxes = new Map<string, Inbox>();
   private readonly seqs = new Map<string, number>();
   private readonly unread = new Map<string, Unread>();
   private readonly idempotency = new Map<string, IdempotencyRecord>();
@@ -97,7 +103,7 @@ export class MemoryMessageStore extends MessageStore {
         const dup = { kind: 'duplicate', id: first.id, status: first.status } as const;
         if (first.settled || first.to !== cmd.to) return dup;
         // From the inbox, or drafted again once it left it (see AcceptResult's `repush`).
-        const still = this.inboxes.get(cmd.to)?.find((m) => m.seq === first.seq && m.id === first.id);
+        const still = this.inboxes.get(cmd.to)?.messages.find((m) => m.seq === first.seq && m.id === first.id);
         return { ...dup, repush: { json: still?.json ?? redraft(cmd.draft, first.id, first.seq), nodes: await this.presence.nodesOf(cmd.to) } };
       }
     }
@@ -110,14 +116,15 @@ export class MemoryMessageStore extends MessageStore {
     const seq = (this.seqs.get(cmd.to) ?? 0) + 1;
     this.seqs.set(cmd.to, seq);
     const json = `${cmd.draft},"seq":${seq}}`;
-    const inbox = this.inboxes.get(cmd.to) ?? [];
-    inbox.push({ seq, id: cmd.id, json });
-    // An inbox whose newest message is past OFFLINE_TTL holds only expired ones (Redis' inbox key has expired).
+    const inbox = this.liveInbox(cmd.to, now) ?? { messages: [], sentAt: now };
+    inbox.messages.push({ seq, id: cmd.id, json });
+    inbox.sentAt = now;
+    // An inbox whose last send is past OFFLINE_TTL is gone (Redis' inbox key has expired).
     const cutoff = now - this.config.offlineTtlMs;
-    sweepStale(this.inboxes, (stored) => stored.length === 0 || timeOfId(stored[stored.length - 1].id) < cutoff);
+    sweepStale(this.inboxes, (stale) => stale.messages.length === 0 || stale.sentAt < cutoff);
     setNewest(this.inboxes, cmd.to, inbox);
-    const dropped = Math.max(0, inbox.length - this.config.offlineMaxPerUser);
-    if (dropped > 0) inbox.splice(0, dropped);
+    const dropped = Math.max(0, inbox.messages.length - this.config.offlineMaxPerUser);
+    if (dropped > 0) inbox.messages.splice(0, dropped);
 
     // Embedded mode runs one node: the recipient's live nodes are this one or none.
     const nodes = await this.presence.nodesOf(cmd.to);
@@ -138,8 +145,9 @@ export class MemoryMessageStore extends MessageStore {
   }
 
   async pending(userId: string, read: InboxRead = WHOLE_INBOX): Promise<PendingMessages> {
-    const inbox = this.inboxes.get(userId) ?? [];
-    const cutoff = Date.now() - this.config.offlineTtlMs;
+    const now = Date.now();
+    const inbox = this.liveInbox(userId, now)?.messages ?? [];
+    const cutoff = now - this.config.offlineTtlMs;
     let expired = 0;
     while (expired < inbox.length && timeOfId(inbox[expired].id) < cutoff) expired++;
     inbox.splice(0, expired);
@@ -163,10 +171,10 @@ export class MemoryMessageStore extends MessageStore {
     const now = Date.now();
     const inbox = this.liveInbox(userId, now);
     // By seq and id: after a store that lost everything, a seq may name a newer message than the one confirmed.
-    const at = inbox?.findIndex((m) => m.seq === seq && m.id === id) ?? -1;
+    const at = inbox?.messages.findIndex((m) => m.seq === seq && m.id === id) ?? -1;
     if (!inbox || at < 0) return { removed: false, senderNodes: [] };
-    inbox.splice(at, 1);
-    if (inbox.length === 0) this.inboxes.delete(userId);
+    inbox.messages.splice(at, 1);
+    if (inbox.messages.length === 0) this.inboxes.delete(userId);
     const unread = this.unread.get(userId) ?? { senders: new Map<string, string>(), touchedAt: now };
     unread.senders.set(id, from);
     unread.touchedAt = now;
@@ -187,9 +195,9 @@ export class MemoryMessageStore extends MessageStore {
    * The user's inbox, unless its last send is past OFFLINE_TTL: Redis' inbox key has expired by then (its TTL is
    * renewed by each send), and with it every message it held.
    */
-  private liveInbox(userId: string, now: number): Stored[] | undefined {
+  private liveInbox(userId: string, now: number): Inbox | undefined {
     const inbox = this.inboxes.get(userId);
-    if (inbox && inbox.length > 0 && timeOfId(inbox[inbox.length - 1].id) >= now - this.config.offlineTtlMs) return inbox;
+    if (inbox && inbox.messages.length > 0 && inbox.sentAt >= now - this.config.offlineTtlMs) return inbox;
     this.inboxes.delete(userId);
     return undefined;
   }
