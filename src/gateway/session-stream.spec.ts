@@ -209,26 +209,44 @@ describe('SessionStream', () => {
     void h.stream.open();
     await h.answer([msg(1)], 1);
     // Up to date: nothing to do.
-    expect(h.stream.noteCounter(1)).toBe(false);
+    expect(h.stream.noteCounter(1, h.stream.position)).toBe(false);
     // Seq 2 is stored, and its push may be on its way: noted only.
-    expect(h.stream.noteCounter(2)).toBe(false);
+    expect(h.stream.noteCounter(2, h.stream.position)).toBe(false);
     h.stream.push(msg(2));
     // It came: nothing at the next look either.
-    expect(h.stream.noteCounter(3)).toBe(false);
+    expect(h.stream.noteCounter(3, h.stream.position)).toBe(false);
     expect(h.reads).toHaveLength(0);
     // Seq 3's push never comes: at the next look the session is still short of the counter it saw, and reads.
-    expect(h.stream.noteCounter(4)).toBe(true);
+    expect(h.stream.noteCounter(4, h.stream.position)).toBe(true);
     await h.answer([msg(3), msg(4)], 4);
     expect(h.emitted).toEqual([1, 2, 3, 4]);
-    expect(h.stream.noteCounter(4)).toBe(false);
+    expect(h.stream.noteCounter(4, h.stream.position)).toBe(false);
+  });
+
+  it('catches up when the counter is below what it had (Redis lost its last writes), and starts its seqs again', async () => {
+    const h = harness();
+    void h.stream.open();
+    await h.answer([msg(1), msg(2), msg(3)], 3);
+    // Redis lost seqs 2 and 3, and the push of the new seq 2 was lost too: the counter reads 2.
+    expect(h.stream.noteCounter(2, h.stream.position)).toBe(true);
+    await h.answer([], 2);
+    expect(h.reads.map((r) => r.asked.fromSeq)).toEqual([0]);
+    await h.answer([msg(1), msg(2, 'carol')], 2);
+    expect(h.emitted).toEqual([1, 2, 3, 1, 2]);
+    // A counter read before a push that came meanwhile is not one that went back.
+    const before = h.stream.position;
+    h.stream.push(msg(3, 'carol'));
+    h.stream.push(msg(4, 'carol'));
+    expect(h.stream.noteCounter(2, before)).toBe(false);
+    expect(h.reads).toHaveLength(0);
   });
 
   it('leaves the counter check to its own resume while its window is full', async () => {
     const h = harness(2);
     void h.stream.open();
     await h.answer([msg(1), msg(2)], 2);
-    expect(h.stream.noteCounter(5)).toBe(false);
-    expect(h.stream.noteCounter(5)).toBe(false);
+    expect(h.stream.noteCounter(5, h.stream.position)).toBe(false);
+    expect(h.stream.noteCounter(5, h.stream.position)).toBe(false);
     expect(h.reads).toHaveLength(0);
   });
 

@@ -53,6 +53,11 @@ export class SessionStream {
   private generation = 0;
   /** The newest id emitted (UUIDv7: time-ordered as strings). */
   private newestId: string | undefined;
+  /** The seq it expects next: every seq below it was emitted or found gone. */
+  get position(): number {
+    return this.next;
+  }
+
   /** The user's seq counter at the last noteCounter that found this session behind it. */
   private behindAt: number | undefined;
   /** The least id made after the session opened. */
@@ -136,12 +141,21 @@ export class SessionStream {
    * a publish may wait), or purged from the node's queue by an operator. Nothing else would tell it until the
    * user's next message or reconnect: it catches up. One look behind is not enough, since a push may be on its
    * way. Returns whether it caught up. A paused session (its window full) is left to its own resume.
+   *
+   * A counter below what the session had (`nextAtRead`, its `next` before the counter was read) means Redis lost
+   * its last writes: a push lost as well would otherwise go unnoticed until as many messages were stored again,
+   * and then be skipped (found by a review). It catches up, and its read starts the stream's seqs again.
    */
-  noteCounter(lastSeq: number): boolean {
+  noteCounter(lastSeq: number, nextAtRead: number): boolean {
     const stalled = this.behindAt !== undefined && this.next <= this.behindAt;
     if (!this.opened || this.closed || this.paused || this.catchingUp) {
       this.behindAt = undefined;
       return false;
+    }
+    if (lastSeq < nextAtRead - 1) {
+      this.behindAt = undefined;
+      void this.catchUp();
+      return true;
     }
     this.behindAt = stalled || this.next > lastSeq ? undefined : lastSeq;
     if (stalled) void this.catchUp();

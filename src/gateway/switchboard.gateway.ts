@@ -140,10 +140,16 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     this.checkingCounters = true;
     try {
       const users = [...this.byUser.keys()];
+      // Where each session is before the read: a push arriving meanwhile must not make a counter look gone back.
+      const positions = new Map<SessionStream, number>();
+      for (const sockets of this.byUser.values()) for (const { data } of sockets) if (data.stream) positions.set(data.stream, data.stream.position);
       const counters = await this.messages.lastSeqs(users);
       let behind = 0;
       users.forEach((userId, i) => {
-        for (const socket of this.byUser.get(userId) ?? []) if (socket.data.stream?.noteCounter(counters[i])) behind++;
+        for (const { data } of this.byUser.get(userId) ?? []) {
+          const at = data.stream && positions.get(data.stream);
+          if (at !== undefined && data.stream?.noteCounter(counters[i], at)) behind++;
+        }
       });
       if (behind > 0) this.logger.warn(`${behind} session(s) had not had a stored message for ${COUNTER_CHECK_MS / 1000} s or more (its push never came): caught up`);
     } catch (err) {
