@@ -8,6 +8,7 @@ import { MessageService } from '../src/messaging/message.service';
 import { MessageStore } from '../src/messaging/message.store';
 import { SendResult } from '../src/messaging/message.types';
 import { messageDraft } from '../src/messaging/stored-message';
+import { RedisKeys } from '../src/redis/redis-keys';
 import { PrivateRedis } from './helpers/brokers';
 import { TcpProxy } from './helpers/proxy';
 import { ClientPool, tokenFor } from './helpers/client';
@@ -510,6 +511,12 @@ describe('a cluster whose Redis is full for a while', () => {
     // Full for longer than twice the presence TTL: bob's entry, never refreshed, lapsed a whole TTL ago.
     const entryExpiry = async () => Number(await admin.zscore(`${cluster}:ps:bob`, `${n2.nodeId}|${bob.session?.sessionId}`));
     await waitFor(async () => (await entryExpiry()) + 3_000 < Date.now(), "bob's entry to have lapsed a whole TTL ago", 10_000);
+    // Reads and lease renewals still run (Redis Functions flagged `no-writes` or `allow-oom`): presence is answered,
+    // and the nodes kept their leases for longer than a lease lasts (NODE_LEASE_MS, 5 s; found by a review).
+    const whileFull = await request(n1.url).get('/presence/alice').set('X-API-Key', API_KEY);
+    expect(whileFull.status).toBe(200);
+    expect(whileFull.body.online).toBe(false);
+    for (const n of [n1, n2]) expect(await admin.pttl(new RedisKeys(cluster).lease(n.nodeId))).toBeGreaterThan(0);
     // Room again. The limit goes too: within 128 KB of it, Redis' own buffers (a node's pipelined writes) left it
     // still full now and then (1 run in 20 with a busy core).
     await admin.del('ballast');

@@ -207,6 +207,7 @@ const PENDING_PAGE = new LuaScript(
       out[#out + 1] = chunk[i]
     end
   end`,
+  ['allow-oom'],
 );
 
 /**
@@ -231,6 +232,7 @@ const MARK_READ = new LuaScript(
     end
   end
   return out`,
+  ['allow-oom'],
 );
 
 @Injectable()

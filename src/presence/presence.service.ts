@@ -7,6 +7,7 @@ import { InjectConfig } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
 import { Lifecycle } from '../health/lifecycle';
 import { LeaseLostError, LocalSession, NodeIdInUseError, PresenceStore, SessionRef } from './presence.store';
+import { RedisVersionError } from '../redis/lua-script';
 
 /** How many ended sessions whose removal failed wait for the next heartbeat at most (keepUnremoved). */
 export const MAX_UNREMOVED = 10_000;
@@ -71,7 +72,7 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
         await this.store.acquireLease(this.config.nodeId);
         break;
       } catch (err) {
-        if (err instanceof NodeIdInUseError || Date.now() >= deadline) throw err;
+        if (err instanceof NodeIdInUseError || err instanceof RedisVersionError || Date.now() >= deadline) throw err;
         this.logger.warn(`could not take the node lease yet, trying again: ${String(err)}`);
         await delay(BOOT_RETRY_PAUSE_MS);
       }

@@ -21,6 +21,7 @@ const RENEW_LEASE = new LuaScript(
   'renewLease',
   `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
    return 0`,
+  ['allow-oom'],
 );
 
 /** KEYS: lease, nodeSessions, nodes.  ARGV: token, nodeId.  Only the holder releases. */
@@ -31,6 +32,7 @@ const RELEASE_LEASE = new LuaScript(
     redis.call('SREM', KEYS[3], ARGV[2])
   end
   return 1`,
+  ['allow-oom'],
 );
 
 /**
@@ -208,6 +210,7 @@ const REMOVE_SESSIONS = new LuaScript(
     redis.call('HDEL', KEYS[1], sid)
   end
   return 1`,
+  ['allow-oom'],
 );
 
 const NODES_OF = new LuaScript(
@@ -215,6 +218,7 @@ const NODES_OF = new LuaScript(
   `${LUA_NOW}
   ${LUA_LIVE_NODES}
   return liveNodes(KEYS[1], ARGV[1], now)`,
+  ['no-writes'],
 );
 
 /**
@@ -241,6 +245,7 @@ const PRESENCE_OF = new LuaScript(
   end
   if seen > 0 then out[1] = tostring(seen) end
   return out`,
+  ['no-writes'],
 );
 
 /** KEYS: dataEpoch.  ARGV: a new epoch.  The epoch, written first if there is none. */

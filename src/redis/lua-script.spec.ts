@@ -1,4 +1,5 @@
-import { redisStateError } from './lua-script';
+import type Redis from 'ioredis';
+import { LuaScript, RedisVersionError, redisStateError } from './lua-script';
 
 describe('redisStateError', () => {
   it.each([
@@ -17,4 +18,21 @@ describe('redisStateError', () => {
       expect(redisStateError(message)).toBe(false);
     },
   );
+});
+
+describe('LuaScript.loadAll', () => {
+  const replyError = (message: string) => Object.assign(new Error(message), { name: 'ReplyError' });
+  const clientAnswering = (err: Error) => ({ call: () => Promise.reject(err) }) as unknown as Redis;
+
+  it('tells plainly that a Redis without Functions is too old', async () => {
+    new LuaScript('probe', 'return 1');
+    const load = LuaScript.loadAll(clientAnswering(replyError("ERR unknown command 'FUNCTION', with args beginning with: 'LOAD' 'REPLACE'")));
+    await expect(load).rejects.toThrow(RedisVersionError);
+    await expect(load).rejects.toThrow(/Redis 7 or later is required/);
+  });
+
+  it('leaves any other refusal (a full Redis) to the first call, and passes a lost connection on', async () => {
+    await expect(LuaScript.loadAll(clientAnswering(replyError("OOM command not allowed when used memory > 'maxmemory'.")))).resolves.toBeUndefined();
+    await expect(LuaScript.loadAll(clientAnswering(new Error('Connection is closed.')))).rejects.toThrow('Connection is closed.');
+  });
 });

@@ -71,12 +71,21 @@ export class LuaScript {
   readonly fn: string;
   private readonly library: string;
 
+  /**
+   * `flags`: Redis refuses a function without flags whole while it is over `maxmemory` (as it would a write),
+   * where a script in EVAL's old mode was refused only at a command that adds memory. So one that only reads is
+   * `no-writes`, and one that only renews or removes (a lease renewal, an inbox read dropping expired messages,
+   * a session's removal) `allow-oom`, which lets every command of it through: never on one that adds much
+   * (found by the regression review: a full Redis lost every node its lease, and `GET /presence` answered 503).
+   */
   constructor(
     readonly name: string,
     source: string,
+    flags: ReadonlyArray<'no-writes' | 'allow-oom'> = [],
   ) {
-    this.fn = `sb_${name}_${createHash('sha1').update(source).digest('hex').slice(0, 20)}`;
-    this.library = `#!lua name=${this.fn}\nredis.register_function('${this.fn}', function(KEYS, ARGV)\n${source}\nend)`;
+    this.fn = `sb_${name}_${createHash('sha1').update(`${flags.join(',')}\n${source}`).digest('hex').slice(0, 20)}`;
+    const flagList = flags.map((f) => `'${f}'`).join(', ');
+    this.library = `#!lua name=${this.fn}\nredis.register_function{function_name='${this.fn}', flags={${flagList}}, callback=function(KEYS, ARGV)\n${source}\nend}`;
     everyScript.push(this);
   }
 
@@ -124,9 +133,27 @@ export class LuaScript {
     await client.call('FUNCTION', 'LOAD', 'REPLACE', this.library);
   }
 
-  /** Loads every script made so far (all of the app's, made as their modules load). */
+  /**
+   * Loads every script made so far (all of the app's, made as their modules load). A refusal (a full Redis, say)
+   * is left for the first call to meet, which loads what is missing; a Redis without Functions is told plainly.
+   */
   static async loadAll(client: Redis): Promise<void> {
-    await Promise.all(everyScript.map((s) => s.load(client)));
+    await Promise.all(
+      everyScript.map((s) =>
+        s.load(client).catch((err: unknown) => {
+          if (!isReplyError(err)) throw err;
+          if (/unknown command/i.test(err.message)) throw new RedisVersionError(err.message);
+        }),
+      ),
+    );
+  }
+}
+
+/** Redis has no Functions (before 7.0): the node cannot run against it. */
+export class RedisVersionError extends Error {
+  constructor(reply: string) {
+    super(`Redis 7 or later is required (Switchboard's scripts are Redis Functions); this one answered: ${reply}`);
+    this.name = 'RedisVersionError';
   }
 }
 
