@@ -126,9 +126,7 @@ const SWEEP_DEAD_NODES = new LuaScript(
   return swept`,
 );
 
-const WRITE_SESSIONS = new LuaScript(
-  'writeSessions',
-  `${LUA_NOW}
+const WRITE_SESSIONS_LUA = `${LUA_NOW}
   ${LUA_LIVE_NODES}
   if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
   local ttl = tonumber(ARGV[2])
@@ -161,8 +159,15 @@ const WRITE_SESSIONS = new LuaScript(
     end
   end
   redis.call('PEXPIRE', KEYS[2], math.max(ttl * 2, ${PRESENCE_KEY_KEEP_MS}))
-  return out`,
-);
+  return out`;
+
+const WRITE_SESSIONS = new LuaScript('writeSessions', WRITE_SESSIONS_LUA);
+/**
+ * The same, for a heartbeat's refresh, which only renews what is there (ZADD XX): it runs while Redis is full
+ * (`allow-oom`). Refused, every entry lapsed with a long full Redis, sends went to no one, and a user's session
+ * whose node caught up after another of the user's had confirmed them never got them (found by a review).
+ */
+const REFRESH_SESSIONS = new LuaScript('refreshSessions', WRITE_SESSIONS_LUA, ['allow-oom']);
 
 /**
  * SESSION_POLICY=single. KEYS: lease, nodeSessions, presence(user).
@@ -351,7 +356,8 @@ export class RedisPresenceStore extends PresenceStore {
     const keys = [this.keys.lease(nodeId), this.keys.nodeSessions(nodeId), ...sessions.map((s) => this.keys.presence(s.userId))];
     const args: Array<string | number> = [this.token, this.config.presenceTtlMs, nodeId, mode, policy === 'single' ? 1 : 0, this.keys.leasePrefix];
     for (const s of sessions) args.push(s.sessionId, s.userId);
-    const [ok, ...skipped] = (await WRITE_SESSIONS.run(this.redis, keys, args)) as [number, ...string[]];
+    const script = mode === 'refresh' ? REFRESH_SESSIONS : WRITE_SESSIONS;
+    const [ok, ...skipped] = (await script.run(this.redis, keys, args)) as [number, ...string[]];
     if (ok !== 1) throw new LeaseLostError(nodeId);
     const skip = new Set(skipped);
     return sessions.filter((s) => skip.has(s.sessionId));
