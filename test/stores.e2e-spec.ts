@@ -6,7 +6,9 @@ import { MessageIdGenerator } from '../src/messaging/message-id';
 import { RedisMessageStore } from '../src/messaging/redis-message.store';
 import { MemoryPresenceStore } from '../src/presence/memory-presence.store';
 import { RedisPresenceStore } from '../src/presence/redis-presence.store';
+import { LuaScript } from '../src/redis/lua-script';
 import { RedisKeys } from '../src/redis/redis-keys';
+import { PrivateRedis } from './helpers/brokers';
 import { MessageStoreFactory, messageStoreContract } from './contracts/message-store.contract';
 import { PresenceStoreFactory, presenceStoreContract } from './contracts/presence-store.contract';
 
@@ -171,6 +173,32 @@ describe('RedisMessageStore: the writes of one turn', () => {
   afterAll(() => backends.close());
   const ids = new MessageIdGenerator();
   const draft = (to: string, id: string): string => `{"id":"${id}","from":"alice","to":"${to}","body":"hi","sentAt":1`;
+
+  it('while Redis is full: the sends are refused, their confirmations carried out (found by a review)', async () => {
+    const redis = await PrivateRedis.start({ appendonly: false });
+    const client = new Redis(redis.url, { maxRetriesPerRequest: 1 });
+    try {
+      await LuaScript.loadAll(client);
+      const store = new RedisMessageStore(client, new RedisKeys('t-full'), configFor('t-full', {}, true));
+      const [id1, id2, id3] = [ids.next(), ids.next(), ids.next()];
+      const stored = await Promise.all([id1, id2].map((id) => store.accept({ from: 'alice', to: 'bob', id, draft: draft('bob', id) })));
+      await client.config('SET', 'maxmemory', '1');
+
+      // A turn with a send and a confirmation, then a confirmation alone.
+      const [sent, confirmed] = await Promise.allSettled([
+        store.accept({ from: 'alice', to: 'carol', id: id3, draft: draft('carol', id3) }),
+        store.confirm([{ userId: 'bob', seq: 1, id: id1, from: 'alice' }]),
+      ]);
+      expect(sent).toMatchObject({ status: 'rejected', reason: { code: 'unavailable', message: expect.stringContaining('OOM') as string } });
+      expect(confirmed).toEqual({ status: 'fulfilled', value: [{ removed: true, senderNodes: [] }] });
+      expect(await store.confirm([{ userId: 'bob', seq: 2, id: id2, from: 'alice' }])).toEqual([{ removed: true, senderNodes: [] }]);
+      expect(stored.map((r) => r.kind)).toEqual(['accepted', 'accepted']);
+      expect((await store.pending('bob')).messages).toEqual([]);
+    } finally {
+      client.disconnect();
+      await redis.destroy();
+    }
+  });
 
   it('go in one script call, each command answered in order', async () => {
     const { redis, keys, config } = backends.open({});

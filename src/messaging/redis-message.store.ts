@@ -53,9 +53,7 @@ const CONFIRM_ARGS = 3;
  *   {1, sender's live node, ...}, so the receipt needs no second round trip.
  * Returns one reply per command; a command whose commands Redis refused answers {'failed', error} and the others go on.
  */
-const WRITES = new LuaScript(
-  'writes',
-  `${LUA_NOW}
+const WRITES_LUA = `${LUA_NOW}
   ${LUA_LIVE_NODES}
   local rate, burst, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
   local offlineTtl, idemTtl, leasePrefix = ARGV[4], ARGV[5], ARGV[6]
@@ -143,8 +141,14 @@ const WRITES = new LuaScript(
       out[i] = {'failed', err}
     end
   end
-  return out`,
-);
+  return out`;
+
+const WRITES = new LuaScript('writes', WRITES_LUA);
+/**
+ * The same for a call of confirmations only, which remove (their read-receipt entries are bounded): it runs
+ * while Redis is full (`allow-oom`), where a call with sends is refused whole (see RedisMessageStore.writeBatch).
+ */
+const CONFIRMS = new LuaScript('confirms', WRITES_LUA, ['allow-oom']);
 
 /**
  * KEYS: idempotency.  ARGV: id, status, by (`send` or `repeat`).  Marks the record `id|status|seq|settled|to`
@@ -262,7 +266,25 @@ export class RedisMessageStore extends MessageStore {
     return this.writes.addAll(batch.map((cmd): Write => ({ kind: 'confirm', cmd }))) as Promise<ConfirmResult[]>;
   }
 
+  /**
+   * Over `maxmemory` Redis refuses a call with sends whole; its confirmations, which only remove, then go on
+   * their own, so that their messages leave the inbox and their senders get `delivered` (as they did when the
+   * scripts ran by EVAL; found by a review), and the sends are answered with the refusal.
+   */
   private async writeBatch(batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
+    if (!batch.some((w) => w.kind === 'accept')) return this.runWrites(CONFIRMS, batch);
+    try {
+      return await this.runWrites(WRITES, batch);
+    } catch (err) {
+      const confirms = batch.filter((w) => w.kind === 'confirm');
+      if (confirms.length === 0 || !(err instanceof AppError) || !/\bOOM\b/.test(err.message)) throw err;
+      const confirmed = await this.runWrites(CONFIRMS, confirms);
+      let c = 0;
+      return batch.map((w) => (w.kind === 'confirm' ? confirmed[c++] : err));
+    }
+  }
+
+  private async runWrites(script: LuaScript, batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
     const { rate, burst } = sendRateRule(this.config.sendRatePerSecond);
     let kinds = '';
     const keys: string[] = [];
@@ -296,7 +318,7 @@ export class RedisMessageStore extends MessageStore {
       }
     }
     args[WRITES_SHARED_ARGS - 1] = kinds;
-    const replies = (await WRITES.runNow(this.redis, keys, args)) as Array<Array<string | number>>;
+    const replies = (await script.runNow(this.redis, keys, args)) as Array<Array<string | number>>;
     // An accept's reply holds strings only; a confirmation's starts with the number 1 when it removed the message.
     return replies.map((reply, i) => {
       const write = batch[i];
