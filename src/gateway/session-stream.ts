@@ -53,11 +53,6 @@ export class SessionStream {
   private generation = 0;
   /** The newest id emitted (UUIDv7: time-ordered as strings). */
   private newestId: string | undefined;
-  /** The seq it expects next: every seq below it was emitted or found gone. */
-  get position(): number {
-    return this.next;
-  }
-
   /** The user's seq counter at the last noteCounter that found this session behind it. */
   private behindAt: number | undefined;
   /** The least id made after the session opened. */
@@ -132,6 +127,11 @@ export class SessionStream {
       if (this.held.size > 0 && !this.closed) this.armTimer(GAP_WAIT_MS);
     });
     return this.catchingUp;
+  }
+
+  /** The seq it expects next: every seq below it was emitted or found gone. */
+  get position(): number {
+    return this.next;
   }
 
   /**

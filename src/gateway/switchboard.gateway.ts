@@ -68,9 +68,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private readonly sessionRules: Record<'message:send' | 'message:read', BucketRule>;
   private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
   /** Through an outage every session that ends fails to be removed: logged as the registrations are. */
+  private readonly removalLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
+  /** The timer of checkCounters, and whether one is under way. */
   private counterCheck: NodeJS.Timeout | undefined;
   private checkingCounters = false;
-  private readonly removalLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
 
   private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
     'message:send': (socket, payload) => {
@@ -140,16 +141,12 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     this.checkingCounters = true;
     try {
       const users = [...this.byUser.keys()];
-      // Where each session is before the read: a push arriving meanwhile must not make a counter look gone back.
-      const positions = new Map<SessionStream, number>();
-      for (const sockets of this.byUser.values()) for (const { data } of sockets) if (data.stream) positions.set(data.stream, data.stream.position);
+      // Each session with where it is before the read: a push arriving meanwhile must not make a counter look gone back.
+      const streams = users.map((userId) => [...(this.byUser.get(userId) ?? [])].flatMap(({ data: { stream } }) => (stream ? [{ stream, at: stream.position }] : [])));
       const counters = await this.messages.lastSeqs(users);
       let behind = 0;
-      users.forEach((userId, i) => {
-        for (const { data } of this.byUser.get(userId) ?? []) {
-          const at = data.stream && positions.get(data.stream);
-          if (at !== undefined && data.stream?.noteCounter(counters[i], at)) behind++;
-        }
+      streams.forEach((ofUser, i) => {
+        for (const { stream, at } of ofUser) if (stream.noteCounter(counters[i], at)) behind++;
       });
       if (behind > 0) this.logger.warn(`${behind} session(s) had not had a stored message for ${COUNTER_CHECK_MS / 1000} s or more (its push never came): caught up`);
     } catch (err) {

@@ -34,6 +34,8 @@ type Write = { readonly kind: 'accept'; readonly cmd: AcceptCommand } | { readon
 
 /** At most this many commands per script call, so that one call keeps Redis busy for a millisecond or so at most. */
 const WRITES_BATCH = 64;
+/** Users whose seq counters one MGET reads (lastSeqs). */
+const LAST_SEQS_CHUNK = 500;
 
 /** WRITES' ARGV entries shared by every command, then how many KEYS and ARGV entries each kind of command takes. */
 const WRITES_SHARED_ARGS = 7;
@@ -376,9 +378,6 @@ export class RedisMessageStore extends MessageStore {
     return seqs;
   }
 }
-
-/** Users whose seq counters one MGET reads. */
-const LAST_SEQS_CHUNK = 500;
 
 /** How far a read got: all of it (`next` empty), or up to the seq before the one it stopped at. */
 function readUpTo(next: string, lastSeq: number): number {
