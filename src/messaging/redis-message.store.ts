@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Injectable } from '@nestjs/common';
 import type Redis from 'ioredis';
 import { AppError } from '../common/app-error';
@@ -32,13 +33,17 @@ end`;
 /** One of the store's writes, gathered for the turn's script call. */
 type Write = { readonly kind: 'accept'; readonly cmd: AcceptCommand } | { readonly kind: 'confirm'; readonly cmd: ConfirmCommand };
 
+/** How long Redis keeps a node's call mark (writeCalls) past its last call: far longer than a reconnect takes. */
+const WRITE_CALLS_TTL_MS = 3_600_000;
+
 /** At most this many commands per script call, so that one call keeps Redis busy for a millisecond or so at most. */
 const WRITES_BATCH = 64;
 /** Users whose seq counters one MGET reads (lastSeqs). */
 const LAST_SEQS_CHUNK = 500;
 
-/** WRITES' ARGV entries shared by every command, then how many KEYS and ARGV entries each kind of command takes. */
-const WRITES_SHARED_ARGS = 7;
+/** WRITES' KEYS and ARGV entries shared by every command, then how many of each every kind of command takes. */
+const WRITES_SHARED_KEYS = 1;
+const WRITES_SHARED_ARGS = 9;
 const ACCEPT_KEYS = 5;
 const ACCEPT_ARGS = 4;
 const CONFIRM_KEYS = 3;
@@ -46,14 +51,25 @@ const CONFIRM_ARGS = 3;
 
 /**
  * The store's writes of one event-loop turn, in call order, in one round trip: sends (a) and confirmations (c).
- * ARGV: rate/s, burst, maxPerUser, offlineTtlMs, idemTtlMs, leasePrefix, kinds (one letter per command, `a` or
- * `c`), then each command's ARGV.
+ * KEYS: the node's call mark (writeCalls), then each command's KEYS. ARGV: rate/s, burst, maxPerUser,
+ * offlineTtlMs, idemTtlMs, leasePrefix, the process' nonce, the call's number, kinds (one letter per command, `a`
+ * or `c`), then each command's ARGV.
  * - a: KEYS idempotency, rate(from), seq(to), inbox(to), presence(to); ARGV hasIdem, draft, id, to. The
  *   idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished pushing.
+ *   Answers {'accepted', seq, dropped, json, live node..., ~lapsed node...}; json is '' when the send was
+ *   carried out before (the node drafts it again).
  * - c: KEYS inbox, unread, presence(from); ARGV seq, id, from. Answers {} when that message (seq and id) is no
  *   longer in the inbox, else
  *   {1, sender's live node, ...}, so the receipt needs no second round trip.
  * Returns one reply per command; a command whose commands Redis refused answers {'failed', error} and the others go on.
+ *
+ * A call written again: ioredis writes every call still waiting for its reply again once it has reconnected
+ * (autoResendUnfulfilledCommands), and Redis may have carried it out before the connection broke. Run twice, a
+ * send would be stored twice (two seqs) or answered as its own duplicate, and a confirmation would find its
+ * message gone and send no receipt (found by a review, with connections killed under load). So each call of a
+ * node's process carries a number, and Redis keeps the highest carried out: a call whose number is not higher
+ * was written again (or, rarely, overtaken: see LuaScript's ScriptOrder), and each of its commands first looks
+ * for what it did before, answering as the first run did, and otherwise runs as usual.
  */
 const WRITES_LUA = `${LUA_NOW}
   ${LUA_LIVE_NODES}
@@ -64,11 +80,44 @@ const WRITES_LUA = `${LUA_NOW}
   -- that every command passes are made strings once.
   local nowArg, rateTtlArg, unreadKeep = tostring(now), tostring(rateTtl), tostring(-(max + 1))
   local leases, senders = {}, {}
+  local again = false
+  local last = redis.call('SET', KEYS[1], ARGV[7] .. ' ' .. ARGV[8], 'PX', '${WRITE_CALLS_TTL_MS}', 'GET')
+  if last then
+    local nonce, n = string.match(last, '^(%S+) (%d+)$')
+    if nonce == ARGV[7] and tonumber(n) >= tonumber(ARGV[8]) then
+      again = true
+      redis.call('SET', KEYS[1], last, 'PX', '${WRITE_CALLS_TTL_MS}')
+    end
+  end
+  -- A send's answer once stored: the seq, how many the bound dropped, the JSON, the recipient's live nodes, then
+  -- those whose lease lapsed, marked with a ~ (no NODE_ID has one).
+  local function stored(seq, dropped, json, nodes, lapsed)
+    for _, node in ipairs(lapsed) do nodes[#nodes + 1] = '~' .. node end
+    return {'accepted', seq, dropped == 0 and '0' or tostring(dropped), json, unpack(nodes)}
+  end
+  -- The answer of a send the first run of a call written again stored, from its seq.
+  local function storedBefore(seq, presence)
+    local lapsed = {}
+    return stored(seq, 0, '', liveNodes(presence, leasePrefix, nowArg, leases, lapsed), lapsed)
+  end
+  -- The seq of the inbox entry of message id, if any: its JSON starts {"id":"<id>" (an id is hex and dashes,
+  -- nothing MATCH reads as a pattern).
+  local function seqIn(inbox, id)
+    local cursor = '0'
+    repeat
+      local page = redis.call('ZSCAN', inbox, cursor, 'MATCH', '{"id":"' .. id .. '"*', 'COUNT', '1000')
+      if page[2][2] then return page[2][2] end
+      cursor = page[1]
+    until cursor == '0'
+    return nil
+  end
   local function accept(idem, rateKey, seqKey, inbox, presence, hasIdem, draft, id, to)
     if hasIdem == '1' then
       local first = redis.call('GET', idem)
       if first then
         local fid, status, seq, settled, fto = string.match(first, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+        -- This very send (no other has its id): carried out by the first run of a call written again.
+        if fid == id then return storedBefore(seq, presence) end
         if settled == '0' and fto == to then
           -- Pushed again, from the inbox or, once it left it (confirmed by one session, dropped by the bound),
           -- drafted again by the node ('' here): another session may be waiting for it.
@@ -79,6 +128,9 @@ const WRITES_LUA = `${LUA_NOW}
         end
         return {'duplicate', fid or first, status or 'stored'}
       end
+    elseif again then
+      local seq = seqIn(inbox, id)
+      if seq then return storedBefore(seq, presence) end
     end
     local bucket = redis.call('HMGET', rateKey, 't', 'ts')
     local tokens = burst
@@ -102,9 +154,7 @@ const WRITES_LUA = `${LUA_NOW}
       if #nodes > 0 then status = 'sent' end
       redis.call('SET', idem, id .. '|' .. status .. '|' .. seq .. '|0|' .. to, 'PX', idemTtl)
     end
-    -- A node whose lease lapsed follows the live ones, marked with a ~ (no NODE_ID has one).
-    for _, node in ipairs(lapsed) do nodes[#nodes + 1] = '~' .. node end
-    return {'accepted', seq, dropped == 0 and '0' or tostring(dropped), json, unpack(nodes)}
+    return stored(seq, dropped, json, nodes, lapsed)
   end
   local function confirm(inbox, unread, presence, seq, id, from)
     -- The entry at that seq, if it is this message (its JSON starts {"id":"<id>"): after a Redis that came back
@@ -113,7 +163,13 @@ const WRITES_LUA = `${LUA_NOW}
     for _, m in ipairs(held) do
       if string.sub(m, 8, 7 + #id) == id then found = m end
     end
-    if not found then return {} end
+    -- Gone, and its read-receipt entry there: in a call written again, most likely this confirmation's first
+    -- run (else another session's confirmation, whose sender then hears 'delivered' twice).
+    if not found and not (again and redis.call('ZSCORE', unread, id .. '|' .. from)) then return {} end
+    if not found then
+      senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, nowArg, leases)
+      return {1, unpack(senders[presence])}
+    end
     -- The inbox last: a write Redis refuses stops the command (a script's writes are not rolled back), and the
     -- message must then still be there, to be delivered again.
     redis.call('ZADD', unread, '0', id .. '|' .. from)
@@ -123,7 +179,7 @@ const WRITES_LUA = `${LUA_NOW}
     senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, nowArg, leases)
     return {1, unpack(senders[presence])}
   end
-  local kinds, out, k, a = ARGV[${WRITES_SHARED_ARGS}], {}, 0, ${WRITES_SHARED_ARGS}
+  local kinds, out, k, a = ARGV[${WRITES_SHARED_ARGS}], {}, ${WRITES_SHARED_KEYS}, ${WRITES_SHARED_ARGS}
   for i = 1, #kinds do
     local ok, reply
     if string.sub(kinds, i, i) == 'a' then
@@ -244,6 +300,9 @@ const MARK_READ = new LuaScript(
 @Injectable()
 export class RedisMessageStore extends MessageStore {
   private readonly writes = new Batcher<Write, AcceptResult | ConfirmResult>((batch) => this.writeBatch(batch), 0, WRITES_BATCH);
+  /** This process' `writes` calls, numbered so that Redis knows one written again (see WRITES_LUA). */
+  private readonly callNonce = randomBytes(6).toString('hex');
+  private calls = 0;
 
   constructor(
     @InjectRedis() private readonly redis: Redis,
@@ -289,7 +348,7 @@ export class RedisMessageStore extends MessageStore {
   private async runWrites(script: LuaScript, batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
     const { rate, burst } = sendRateRule(this.config.sendRatePerSecond);
     let kinds = '';
-    const keys: string[] = [];
+    const keys: string[] = [this.keys.writeCalls(this.config.nodeId)];
     // The shared entries, the kinds (filled in below), then each command's.
     const args: Array<string | number> = [
       rate,
@@ -298,6 +357,8 @@ export class RedisMessageStore extends MessageStore {
       this.config.offlineTtlMs,
       IDEMPOTENCY_WINDOW_MS,
       this.keys.leasePrefix,
+      this.callNonce,
+      ++this.calls,
       '',
     ];
     for (const write of batch) {
@@ -413,7 +474,10 @@ function acceptResult(reply: string[], cmd: AcceptCommand): AcceptResult | Error
       const split = all.findIndex((n) => n.startsWith('~'));
       const nodes = split < 0 ? all : all.slice(0, split);
       const lapsedNodes = split < 0 ? [] : all.slice(split).map((n) => n.slice(1));
-      return { kind: 'accepted', seq: Number(reply[1]), dropped: Number(reply[2]), json: reply[3], nodes, lapsedNodes };
+      const seq = Number(reply[1]);
+      // '' when a call written again found the send carried out before: the same JSON, from the draft.
+      const json = reply[3] === '' ? redraft(cmd.draft, cmd.id, seq) : reply[3];
+      return { kind: 'accepted', seq, dropped: Number(reply[2]), json, nodes, lapsedNodes };
     }
   }
 }

@@ -70,6 +70,13 @@ export class RedisKeys {
   idempotency(from: string, clientMsgId: string): string {
     return from.includes(':') ? `${this.cluster}:idem:|${from}|${clientMsgId}` : `${this.cluster}:idem:${from}:${clientMsgId}`;
   }
+  /**
+   * STRING `<boot nonce> <n>`: the number of the last `writes` call a node's process carried out, so that a call
+   * ioredis writes again after a reconnect is known (RedisMessageStore). PX 1 h, renewed by every call.
+   */
+  writeCalls(nodeId: string): string {
+    return `${this.cluster}:calls:${nodeId}`;
+  }
   /** HASH t (tokens), ts (ms): the sender's token bucket. */
   rate(userId: string): string {
     return `${this.cluster}:rate:${userId}`;

@@ -1,14 +1,18 @@
 import { AddressInfo, Server, Socket, connect, createServer } from 'node:net';
+import { Transform } from 'node:stream';
 
 const DEFAULT_PORTS: Record<string, number> = { 'amqp:': 5672, 'redis:': 6379 };
 
 /**
  * A TCP proxy on loopback in front of a broker. It can cut every connection; swallow new ones (accept them,
- * then never answer, like a broker that hangs or is still booting); and lead new connections elsewhere while
- * the old ones stay where they were, as a managed service's address does after a failover.
+ * then never answer, like a broker that hangs or is still booting); drop what the broker sends; and lead new
+ * connections elsewhere while the old ones stay where they were, as a managed service's address does after a
+ * failover.
  */
 export class TcpProxy {
   swallowing = false;
+  /** While true, what the broker sends is dropped (its replies lost on the way, as before a connection breaks). */
+  droppingReplies = false;
   /** Connections accepted while swallowing. */
   swallowed = 0;
   private readonly sockets = new Set<Socket>();
@@ -24,7 +28,8 @@ export class TcpProxy {
       }
       const port = Number(this.target.port || DEFAULT_PORTS[this.target.protocol]);
       const upstream = this.track(connect(port, this.target.hostname));
-      client.pipe(upstream).pipe(client);
+      const replies = new Transform({ transform: (chunk: Buffer, _enc, done) => done(null, this.droppingReplies ? undefined : chunk) });
+      client.pipe(upstream).pipe(replies).pipe(client);
       client.on('close', () => upstream.destroy());
       upstream.on('close', () => client.destroy());
     });

@@ -1,0 +1,109 @@
+import Redis from 'ioredis';
+import { loadConfig } from '../src/config/config';
+import { AcceptCommand, AcceptResult } from '../src/messaging/message.store';
+import { MessageIdGenerator } from '../src/messaging/message-id';
+import { RedisMessageStore } from '../src/messaging/redis-message.store';
+import { messageDraft } from '../src/messaging/stored-message';
+import { LuaScript } from '../src/redis/lua-script';
+import { RedisKeys } from '../src/redis/redis-keys';
+import { forgetRedisKeys } from './helpers/cleanup';
+import { AMQP_URL, JWT_SECRET, REDIS_URL } from './helpers/env';
+import { TcpProxy } from './helpers/proxy';
+import { uniqueName, waitFor } from './helpers/wait';
+
+/**
+ * ioredis writes every call still waiting for its reply again once it has reconnected
+ * (autoResendUnfulfilledCommands), and Redis may have carried it out before the connection broke. The store's
+ * `writes` calls must then answer as their first run did (found by a review, with connections killed under
+ * load: sends stored twice or answered as their own duplicates, receipts missing). Against the real Redis,
+ * through a proxy that loses the reply and then breaks the connection.
+ */
+describe('A writes call that ioredis writes again after a reconnect', () => {
+  const ids = new MessageIdGenerator();
+  let cluster: string;
+  let proxy: TcpProxy;
+  let redis: Redis;
+  let direct: Redis;
+  let keys: RedisKeys;
+  let store: RedisMessageStore;
+
+  beforeEach(async () => {
+    cluster = uniqueName('t-resend');
+    proxy = new TcpProxy(new URL(REDIS_URL));
+    const url = await proxy.listen();
+    // As the node's own connection (redis.module.ts): ioredis' default, resending what was unanswered.
+    redis = new Redis(url.toString(), { maxRetriesPerRequest: 3, retryStrategy: () => 20 });
+    direct = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
+    keys = new RedisKeys(cluster);
+    const config = loadConfig({ REDIS_URL: url.toString(), AMQP_URL, JWT_SECRET, CLUSTER_NAME: cluster, NODE_ID: 'n1', LOG_LEVEL: 'silent' });
+    store = new RedisMessageStore(redis, keys, config);
+    await LuaScript.loadAll(redis);
+  });
+
+  afterEach(async () => {
+    await forgetRedisKeys(direct, cluster);
+    redis.disconnect();
+    await direct.quit();
+    await proxy.close();
+  });
+
+  function sendTo(to: string, clientMsgId?: string): AcceptCommand {
+    const id = ids.next();
+    return { from: 'alice', to, id, clientMsgId, draft: messageDraft(id, 'alice', to, '{"n":1}', clientMsgId) };
+  }
+
+  /** Runs `write` with its reply lost once Redis has carried it out (`done` tells), then breaks the connection. */
+  async function withReplyLost<T>(write: () => Promise<T>, done: () => Promise<boolean>): Promise<T> {
+    proxy.droppingReplies = true;
+    const answer = write();
+    await waitFor(done, 'Redis to carry out the call');
+    proxy.droppingReplies = false;
+    proxy.cutAll();
+    return answer;
+  }
+
+  const inboxOfBob = () => direct.zrange(keys.inbox('bob'), 0, -1, 'WITHSCORES');
+
+  it('stores a send without clientMsgId once, and answers it with its one seq', async () => {
+    const cmd = sendTo('bob');
+    const result = await withReplyLost(() => store.accept(cmd), async () => (await direct.get(keys.seq('bob'))) === '1');
+
+    const stored = await inboxOfBob();
+    expect(stored).toHaveLength(2);
+    expect(stored[1]).toBe('1');
+    expect(await direct.get(keys.seq('bob'))).toBe('1');
+    expect(result).toMatchObject<Partial<AcceptResult>>({ kind: 'accepted', seq: 1, json: stored[0] });
+  });
+
+  it('answers a send with a clientMsgId as stored, not as its own duplicate', async () => {
+    const cmd = sendTo('bob', 'c-1');
+    const result = await withReplyLost(() => store.accept(cmd), async () => (await direct.get(keys.seq('bob'))) === '1');
+
+    const stored = await inboxOfBob();
+    expect(result).toMatchObject<Partial<AcceptResult>>({ kind: 'accepted', seq: 1, json: stored[0] });
+    expect(stored).toHaveLength(2);
+    // A real repeat is still a duplicate.
+    await expect(store.accept({ ...sendTo('bob', 'c-1') })).resolves.toMatchObject({ kind: 'duplicate', id: cmd.id });
+  });
+
+  it('answers a confirmation as carried out, so that its sender gets the receipt', async () => {
+    const cmd = sendTo('bob');
+    const sent = await store.accept(cmd);
+    expect(sent.kind).toBe('accepted');
+
+    const [result] = await withReplyLost(
+      () => store.confirm([{ userId: 'bob', seq: 1, id: cmd.id, from: 'alice' }]),
+      async () => (await direct.zcard(keys.inbox('bob'))) === 0,
+    );
+
+    expect(result).toEqual({ removed: true, senderNodes: [] });
+  });
+
+  it('still answers a confirmation made twice, not written again, as nothing to remove', async () => {
+    const cmd = sendTo('bob');
+    await store.accept(cmd);
+    const confirmation = { userId: 'bob', seq: 1, id: cmd.id, from: 'alice' };
+    await expect(store.confirm([confirmation])).resolves.toEqual([{ removed: true, senderNodes: [] }]);
+    await expect(store.confirm([confirmation])).resolves.toEqual([{ removed: false, senderNodes: [] }]);
+  });
+});
