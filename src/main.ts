@@ -1,11 +1,14 @@
 import { Logger } from '@nestjs/common';
 import { createSwitchboard } from './app.factory';
 import { ConfigError, loadConfig } from './config/config';
+import { drainMustEndBy } from './common/finishes-within';
 import { redactUrl } from './common/redact-url';
 import { Lifecycle } from './health/lifecycle';
 
 /** SIGTERM must end with exit 0 within 10 s (CONTRACT section 1); past this the node gives up. */
 const SHUTDOWN_DEADLINE_MS = 9_500;
+/** Every wait of the drain is over by then (drainMustEndBy), leaving the rest for closing and exiting. */
+const DRAIN_WAITS_MS = 8_500;
 /** HS256 keys: RFC 7518 section 3.2 asks for at least the hash's size, 256 bits. */
 const MIN_SECRET_BYTES = 32;
 
@@ -30,6 +33,7 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.log(`${signal}: draining`);
+    drainMustEndBy(Date.now() + DRAIN_WAITS_MS);
     setTimeout(() => {
       logger.error('drain took too long; exiting');
       process.exit(1);

@@ -2,7 +2,7 @@ import { BeforeApplicationShutdown, Injectable, Logger, OnApplicationBootstrap, 
 import amqp, { AmqpConnectionManager, ChannelWrapper } from 'amqp-connection-manager';
 import type { ConfirmChannel, ConsumeMessage, Message } from 'amqplib';
 import type { Socket } from 'node:net';
-import { finishesWithin, SHUTDOWN_CLOSE_MS, shutdownStep } from '../common/finishes-within';
+import { finishesWithin, SHUTDOWN_CLOSE_MS, shutdownStep, shutdownWait } from '../common/finishes-within';
 import { redactUrl } from '../common/redact-url';
 import { ThrottledLog } from '../common/throttled-log';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
@@ -413,7 +413,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     // hold the process for the publish timeout.
     const waiting = [...this.outbox.values()].map((batch) => batch.outcome.catch(() => undefined));
     for (const nodeId of [...this.outbox.keys()]) this.sendBatch(nodeId);
-    if (waiting.length > 0) await finishesWithin(Promise.all(waiting), SHUTDOWN_CLOSE_MS);
+    if (waiting.length > 0) await finishesWithin(Promise.all(waiting), shutdownWait(SHUTDOWN_CLOSE_MS));
     const managers = [this.publishConnection, this.consumeConnection].filter((m): m is AmqpConnectionManager => m !== undefined);
     await Promise.all(managers.map((manager) => this.close(manager)));
   }
@@ -423,9 +423,10 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
    * answers a channel's close; past SHUTDOWN_CLOSE_MS the socket is destroyed, which settles everything pending.
    */
   private async close(manager: AmqpConnectionManager): Promise<void> {
-    if (await finishesWithin(manager.close().catch(() => undefined), SHUTDOWN_CLOSE_MS)) return;
+    const ms = shutdownWait(SHUTDOWN_CLOSE_MS);
+    if (await finishesWithin(manager.close().catch(() => undefined), ms)) return;
     const socket = (manager.connection?.connection as { stream?: Socket } | undefined)?.stream;
-    socket?.destroy(new Error(`RabbitMQ did not answer the close within ${SHUTDOWN_CLOSE_MS} ms`));
+    socket?.destroy(new Error(`RabbitMQ did not answer the close within ${ms} ms`));
   }
 }
 

@@ -9,13 +9,33 @@ export const SHUTDOWN_STEP_MS = 2_000;
 /** How long a broker connection may take to close at shutdown before it is dropped. */
 export const SHUTDOWN_CLOSE_MS = 1_000;
 
+/** When every wait of the drain must be over (epoch ms), once a signal started it (drainMustEndBy). */
+let drainEnds: number | undefined;
+
 /**
- * One step of the shutdown that waits for a broker, for at most SHUTDOWN_STEP_MS. Its failure or its timeout is
- * logged ("<what> incomplete: ..."), never thrown: the shutdown goes on.
+ * The process' drain must be over by `epochMs`: every shutdown wait from now on is cut to what is left. The waits
+ * run one after another (the last confirmations, the presence cleanup, the node queue's drain, the sockets' close,
+ * the brokers' close), and with both brokers hung and a client that stopped reading they added up to more than
+ * the 10 s SIGTERM has (found by a review). Set by main.ts for its one app; an app closed in a test has no
+ * deadline, and each wait keeps its own limit.
+ */
+export function drainMustEndBy(epochMs: number): void {
+  drainEnds = epochMs;
+}
+
+/** A shutdown wait of at most `ms`, cut to what is left of the drain's time (drainMustEndBy). */
+export function shutdownWait(ms: number): number {
+  return drainEnds === undefined ? ms : Math.max(0, Math.min(ms, drainEnds - Date.now()));
+}
+
+/**
+ * One step of the shutdown that waits for a broker, for at most SHUTDOWN_STEP_MS (or what is left of the drain's
+ * time). Its failure or its timeout is logged ("<what> incomplete: ..."), never thrown: the shutdown goes on.
  */
 export async function shutdownStep(logger: Pick<Logger, 'warn'>, what: string, work: () => Promise<unknown>): Promise<void> {
+  const ms = shutdownWait(SHUTDOWN_STEP_MS);
   try {
-    if (!(await finishesWithin(work(), SHUTDOWN_STEP_MS))) logger.warn(`${what} incomplete: no answer within ${SHUTDOWN_STEP_MS} ms`);
+    if (!(await finishesWithin(work(), ms))) logger.warn(`${what} incomplete: no answer within ${ms} ms`);
   } catch (err) {
     logger.warn(`${what} incomplete: ${String(err)}`);
   }

@@ -4,10 +4,11 @@ import type { Socket as TcpSocket } from 'node:net';
 import { INestApplicationContext } from '@nestjs/common';
 import { IoAdapter } from '@nestjs/platform-socket.io';
 import type { Server, ServerOptions } from 'socket.io';
+import { shutdownWait } from '../common/finishes-within';
 import { AppConfig, maxPacketBytes } from '../config/config';
 import { switchboardParser } from './pre-encoded';
 
-/** How long connections may take to close at shutdown before they are destroyed (SwitchboardIoAdapter.close). */
+/** How long connections may take to close at shutdown before they are destroyed (SwitchboardIoAdapter.close), or what is left of the drain's time. */
 const CLOSE_GRACE_MS = 2_000;
 
 /**
@@ -65,7 +66,7 @@ export class SwitchboardIoAdapter extends IoAdapter {
   override async close(server: Server): Promise<void> {
     const grace = setTimeout(() => {
       for (const socket of this.connections) socket.destroy();
-    }, CLOSE_GRACE_MS);
+    }, shutdownWait(CLOSE_GRACE_MS));
     try {
       await super.close(server);
     } finally {

@@ -1,6 +1,6 @@
 import { Global, Inject, Injectable, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
 import Redis from 'ioredis';
-import { finishesWithin, SHUTDOWN_CLOSE_MS } from '../common/finishes-within';
+import { finishesWithin, SHUTDOWN_CLOSE_MS, shutdownWait } from '../common/finishes-within';
 import { redactUrl } from '../common/redact-url';
 import { ThrottledLog } from '../common/throttled-log';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
@@ -121,8 +121,9 @@ export class RedisLifecycle implements OnApplicationShutdown, ReadinessCheck {
 
   async onApplicationShutdown(): Promise<void> {
     try {
-      if (await finishesWithin(this.client.quit(), SHUTDOWN_CLOSE_MS)) return;
-      this.logger.warn(`Redis did not answer QUIT within ${SHUTDOWN_CLOSE_MS} ms`);
+      const ms = shutdownWait(SHUTDOWN_CLOSE_MS);
+      if (await finishesWithin(this.client.quit(), ms)) return;
+      this.logger.warn(`Redis did not answer QUIT within ${ms} ms`);
     } catch (err) {
       this.logger.warn(`quit failed: ${String(err)}`);
     }

@@ -72,6 +72,36 @@ describe('SIGTERM while a broker does not answer', () => {
       }
     });
 
+    it('hung with Redis, a confirmation waiting on Redis and a client that stopped reading: exits 0 within 10 s (each wait cut to the time left; they added up to more, found by a review)', async () => {
+      const broker = rabbit!;
+      const store = await PrivateRedis.start({ appendonly: false });
+      try {
+        const p = start('both-hung', { AMQP_URL: broker.url, REDIS_URL: store.url });
+        const url = await p.listening();
+        const alice = await clients.connect(url, 'both-hung-alice');
+        const bob = await clients.connect(url, 'both-hung-bob', { autoConfirm: false });
+        const carol = await clients.connect(url, 'both-hung-carol');
+        await alice.send('both-hung-bob', 'to be confirmed during the hang');
+        await alice.send('both-hung-carol', 'before she stops reading');
+        await Promise.all([bob.waitForMessages(1), carol.waitForMessages(1)]);
+        carol.stopReading();
+        store.signal('SIGSTOP');
+        await broker.signal('SIGSTOP');
+        try {
+          for (const confirm of bob.unconfirmed.values()) confirm();
+          // Answered without Redis: the node has read the confirmation before it, which now waits on Redis.
+          expect((await bob.emit('message:send', {})).ok).toBe(false);
+          expect(await p.terminate()).toEqual({ code: 0, within10s: true });
+          expect(p.stdout).toContain('writing the last confirmations incomplete');
+        } finally {
+          store.signal('SIGCONT');
+          await broker.signal('SIGCONT');
+        }
+      } finally {
+        await store.destroy();
+      }
+    });
+
     it('hung: exits 0 within 10 s, the drain left to the queue TTL', async () => {
       const broker = rabbit!;
       const p = start('rabbit-hung', { AMQP_URL: broker.url });
