@@ -1,6 +1,10 @@
 import { ArgumentsHost, Catch, ExceptionFilter, HttpException, Logger } from '@nestjs/common';
 import type { Response } from 'express';
 import { AppError, ErrorBody, ErrorCode } from '../common/app-error';
+import { ThrottledLog } from '../common/throttled-log';
+
+/** A fault that fails every request (out of file descriptors) is logged once per this, with a count. */
+const UNREAD_LOG_EVERY_MS = 10_000;
 
 const CODE_OF_STATUS: Record<number, ErrorCode> = {
   400: 'invalid_payload',
@@ -16,6 +20,7 @@ const CODE_OF_STATUS: Record<number, ErrorCode> = {
 @Catch()
 export class HttpExceptionFilter implements ExceptionFilter {
   private readonly logger = new Logger('Http');
+  private readonly unreadLog = new ThrottledLog((line) => this.logger.warn(line), UNREAD_LOG_EVERY_MS);
 
   catch(exception: unknown, host: ArgumentsHost): void {
     const res = host.switchToHttp().getResponse<Response>();
@@ -36,7 +41,14 @@ export class HttpExceptionFilter implements ExceptionFilter {
     // client: a body too large, an unknown charset or encoding, a body that does not decompress (zlib's message
     // for that varies with how the bytes arrived, so it gets one of its own). Nest turns JSON syntax errors
     // into a BadRequestException with the parser's message, above.
-    const e = exception as { status?: unknown; expose?: unknown; message?: unknown; code?: unknown } | null;
+    const e = exception as { status?: unknown; expose?: unknown; message?: unknown; code?: unknown; syscall?: unknown } | null;
+    // body-parser answers 400 to every error met while reading, the node's own among them: out of file
+    // descriptors, its first read of a body could not load its decoder's module (EMFILE), which a backend
+    // would take for its own fault, with a path of this server in the message (found by a review).
+    if (e && typeof e.syscall === 'string') {
+      this.unreadLog.note(`could not read a request body: ${String(e.message)}`);
+      return [503, { code: 'unavailable', message: `the server could not read the request body (${String(e.code)}); retry` }];
+    }
     if (e && typeof e.status === 'number' && e.status >= 400 && e.status < 500 && e.expose === true) {
       const code: ErrorCode = CODE_OF_STATUS[e.status] ?? 'invalid_payload';
       const zlib = typeof e.code === 'string' && e.code.startsWith('Z_');
