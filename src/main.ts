@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import type { NestExpressApplication } from '@nestjs/platform-express';
 import { createSwitchboard } from './app.factory';
 import { ConfigError, loadConfig } from './config/config';
 import { drainMustEndBy } from './common/finishes-within';
@@ -12,6 +13,9 @@ const DRAIN_WAITS_MS = 8_500;
 /** HS256 keys: RFC 7518 section 3.2 asks for at least the hash's size, 256 bits. */
 const MIN_SECRET_BYTES = 32;
 
+/** A signal came: the drain (or, during the boot, the exit) is under way, and decides the exit code. */
+let stopping = false;
+
 async function main(): Promise<void> {
   let config;
   try {
@@ -24,21 +28,33 @@ async function main(): Promise<void> {
     throw err;
   }
 
-  const app = await createSwitchboard(config);
   const logger = new Logger('Switchboard');
-
-  // Nest's enableShutdownHooks re-raises the signal after closing, which exits 143; the contract wants 0.
-  let stopping = false;
+  // The signals are handled from the start: one during the boot (while it waits for Redis, say) must end in exit
+  // 0 too, not kill the node where it stands (found by a review). Nest's enableShutdownHooks re-raises the signal
+  // after closing, which exits 143; the contract wants 0.
+  // Filled in as the boot goes: the app once built, then its start-up (module hooks and listen).
+  const boot: { app?: NestExpressApplication; started?: Promise<void> } = {};
   const stop = (signal: string, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
-    logger.log(`${signal}: draining`);
     drainMustEndBy(Date.now() + DRAIN_WAITS_MS);
     setTimeout(() => {
       logger.error('drain took too long; exiting');
       process.exit(1);
     }, SHUTDOWN_DEADLINE_MS).unref();
-    app.close().then(
+    // Still being built: it holds no lease and no session yet, and nothing is routed to its queue (declared by
+    // then, it expires unused). A boot still waiting for Redis or RabbitMQ would take up to 10 s more.
+    const { app, started } = boot;
+    if (!app) {
+      logger.log(`${signal} during start-up: exiting`);
+      process.exit(exitCode);
+    }
+    logger.log(`${signal}: draining`);
+    // The start-up's hooks (the lease, the node queue's consumer) finish first, then the drain undoes them.
+    (async () => {
+      await started?.catch(() => undefined);
+      await app.close();
+    })().then(
       () => process.exit(exitCode),
       (err: unknown) => {
         logger.error(`shutdown failed: ${String(err)}`);
@@ -46,16 +62,25 @@ async function main(): Promise<void> {
       },
     );
   };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  // SIGHUP too: a node started from a terminal that closes drains rather than dies with its sessions.
+  for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.on(signal, () => stop(signal));
+
+  const app = (boot.app = await createSwitchboard(config));
   // The node lost its NODE_ID to another live node: drain like on SIGTERM, but exit 1.
   app.get(Lifecycle).onShutdownRequest(() => stop('shutdown request', 1));
 
-  try {
-    await app.listen(config.port, config.host);
-  } catch (err) {
-    throw new Error(`cannot listen on HOST ${config.host}, PORT ${config.port}: ${err instanceof Error ? err.message : String(err)}`);
-  }
+  // The modules' start-up (the lease, the node queue) apart from the listen, so that its failure is not taken for
+  // the listen's (it was reported as "cannot listen on HOST ...").
+  const started = (boot.started = (async () => {
+    await app.init();
+    try {
+      await app.listen(config.port, config.host);
+    } catch (err) {
+      throw new Error(`cannot listen on HOST ${config.host}, PORT ${config.port}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  })());
+  await started;
+  if (stopping) return;
   const url = await app.getUrl();
   if (config.mode === 'embedded') {
     logger.log(
@@ -76,6 +101,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
+  // A boot cut short by a signal is the signal's to end.
+  if (stopping) return;
   process.stderr.write(`switchboard: failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 });

@@ -298,6 +298,23 @@ describe('nodes as separate processes', () => {
     expect(reading.ended).toEqual(['shutdown']);
   });
 
+  it('on SIGHUP drains as on SIGTERM (a node started from a terminal that closes)', async () => {
+    const p = start(clusterEnv(cluster, `${cluster}-hup`, { LOG_LEVEL: 'info' }));
+    const url = await p.listening();
+    const alice = await clients.connect(url, 'hup-alice');
+    p.signal('SIGHUP');
+    expect(await p.exitCode()).toBe(0);
+    await alice.disconnected();
+    expect(alice.ended).toEqual(['shutdown']);
+  });
+
+  it('on SIGTERM while the boot waits for Redis exits 0 at once, not killed by the signal (found by a review)', async () => {
+    const p = start({ ...clusterEnv(cluster, `${cluster}-bootterm`), REDIS_URL: 'redis://127.0.0.1:1', LOG_LEVEL: 'info' });
+    await waitFor(() => /Redis is not answering yet/.test(p.stdout), 'the boot to wait for Redis', 15_000);
+    expect(await p.terminate()).toEqual({ code: 0, within10s: true });
+    expect(p.stdout).toContain('SIGTERM during start-up: exiting');
+  });
+
   it('a node paused past its lease delivers, once back, what was stored for its users meanwhile', async () => {
     const lease = { LOG_LEVEL: 'info', NODE_LEASE_MS: '1000' };
     const paused = start(clusterEnv(cluster, `${cluster}-paused`, lease));
