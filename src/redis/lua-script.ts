@@ -80,7 +80,7 @@ export class LuaScript {
    */
   constructor(
     readonly name: string,
-    source: string,
+    readonly source: string,
     flags: ReadonlyArray<'no-writes' | 'allow-oom'> = [],
   ) {
     this.fn = `sb_${name}_${createHash('sha1').update(`${flags.join(',')}\n${source}`).digest('hex').slice(0, 20)}`;
@@ -127,6 +127,11 @@ export class LuaScript {
       if (isReplyError(err) && !redisStateError(err.message)) throw err;
       throw new AppError('unavailable', `Redis is unavailable (${this.name}): ${err instanceof Error ? err.message : String(err)}`);
     }
+  }
+
+  /** Every script made so far (all of the app's, made as their modules load). */
+  static all(): readonly LuaScript[] {
+    return everyScript;
   }
 
   async load(client: Redis): Promise<void> {

@@ -6,6 +6,7 @@ import { ThrottledLog } from '../common/throttled-log';
 import { AppConfig, BOOT_WAIT_MS } from '../config/config';
 import { SWITCHBOARD_CONFIG } from '../config/config.module';
 import { ReadinessCheck } from '../health/readiness';
+import { checkRedisAccess } from './access-check';
 import { isReplyError, redisStateError } from './lua-script';
 import { RedisKeys } from './redis-keys';
 
@@ -68,6 +69,12 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
     clearTimeout(timer);
   }
   await warnIfEvicting(client, logger);
+  try {
+    await checkRedisAccess(client, `${config.clusterName}:access:${config.nodeId}:`);
+  } catch (err) {
+    client.disconnect();
+    throw new Error(`REDIS_URL: ${err instanceof Error ? err.message : String(err)}`);
+  }
   return client;
 }
 
