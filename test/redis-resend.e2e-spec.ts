@@ -6,6 +6,7 @@ import { RedisMessageStore } from '../src/messaging/redis-message.store';
 import { messageDraft } from '../src/messaging/stored-message';
 import { LuaScript } from '../src/redis/lua-script';
 import { RedisKeys } from '../src/redis/redis-keys';
+import { PrivateRedis } from './helpers/brokers';
 import { forgetRedisKeys } from './helpers/cleanup';
 import { AMQP_URL, JWT_SECRET, REDIS_URL } from './helpers/env';
 import { TcpProxy } from './helpers/proxy';
@@ -26,6 +27,8 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
   let direct: Redis;
   let keys: RedisKeys;
   let store: RedisMessageStore;
+  /** Another process of the same NODE_ID (a successor while this one drains), straight to Redis. */
+  let sameNode: RedisMessageStore;
 
   beforeEach(async () => {
     cluster = uniqueName('t-resend');
@@ -37,6 +40,7 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
     keys = new RedisKeys(cluster);
     const config = loadConfig({ REDIS_URL: url.toString(), AMQP_URL, JWT_SECRET, CLUSTER_NAME: cluster, NODE_ID: 'n1', LOG_LEVEL: 'silent' });
     store = new RedisMessageStore(redis, keys, config);
+    sameNode = new RedisMessageStore(direct, keys, config);
     await LuaScript.loadAll(redis);
   });
 
@@ -75,6 +79,32 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
     expect(result).toMatchObject<Partial<AcceptResult>>({ kind: 'accepted', seq: 1, json: stored[0] });
   });
 
+  it('knows its call though another process of the same NODE_ID wrote meanwhile', async () => {
+    const cmd = sendTo('bob');
+    const result = await withReplyLost(
+      () => store.accept(cmd),
+      async () => (await direct.get(keys.seq('bob'))) === '1' && (await sameNode.accept(sendTo('carol'))).kind === 'accepted',
+    );
+    expect(result).toMatchObject({ kind: 'accepted', seq: 1 });
+    expect(await direct.zcard(keys.inbox('bob'))).toBe(1);
+  });
+
+  it('answers a send that a session read from the inbox and confirmed before the call came again as confirmed, not stored again', async () => {
+    const cmd = sendTo('bob');
+    const result = await withReplyLost(
+      () => store.accept(cmd),
+      async () => {
+        if ((await direct.get(keys.seq('bob'))) !== '1') return false;
+        // Bob's session on another node saw the gap, read the inbox and confirmed it.
+        const [confirmed] = await sameNode.confirm([{ userId: 'bob', seq: 1, id: cmd.id, from: 'alice' }]);
+        return confirmed.removed;
+      },
+    );
+    expect(result).toEqual({ kind: 'confirmed' });
+    expect(await direct.get(keys.seq('bob'))).toBe('1');
+    expect(await direct.zcard(keys.inbox('bob'))).toBe(0);
+  });
+
   it('answers a send with a clientMsgId as stored, not as its own duplicate', async () => {
     const cmd = sendTo('bob', 'c-1');
     const result = await withReplyLost(() => store.accept(cmd), async () => (await direct.get(keys.seq('bob'))) === '1');
@@ -105,5 +135,44 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
     const confirmation = { userId: 'bob', seq: 1, id: cmd.id, from: 'alice' };
     await expect(store.confirm([confirmation])).resolves.toEqual([{ removed: true, senderNodes: [] }]);
     await expect(store.confirm([confirmation])).resolves.toEqual([{ removed: false, senderNodes: [] }]);
+  });
+});
+
+describe('A writes call written again into a Redis that has become full', () => {
+  it("still has its confirmations answered as carried out when they go again on their own (the refused call's number)", async () => {
+    const redisServer = await PrivateRedis.start({ appendonly: false });
+    const proxy = new TcpProxy(new URL(redisServer.url));
+    const redis = new Redis((await proxy.listen()).toString(), { maxRetriesPerRequest: 3, retryStrategy: () => 20 });
+    const admin = new Redis(redisServer.url, { maxRetriesPerRequest: 1 });
+    try {
+      const cluster = uniqueName('t-resend-full');
+      const keys = new RedisKeys(cluster);
+      const config = loadConfig({ REDIS_URL: redisServer.url, AMQP_URL, JWT_SECRET, CLUSTER_NAME: cluster, NODE_ID: 'n1', LOG_LEVEL: 'silent' });
+      const store = new RedisMessageStore(redis, keys, config);
+      await LuaScript.loadAll(redis);
+      const ids = new MessageIdGenerator();
+      const send = (): AcceptCommand => {
+        const id = ids.next();
+        return { from: 'alice', to: 'bob', id, draft: messageDraft(id, 'alice', 'bob', '{"n":1}') };
+      };
+      const first = send();
+      await store.accept(first);
+
+      // A send and a confirmation in one call, carried out, its reply lost; Redis is full when it comes again.
+      proxy.droppingReplies = true;
+      const [sent, confirmed] = [store.accept(send()), store.confirm([{ userId: 'bob', seq: 1, id: first.id, from: 'alice' }])];
+      await waitFor(async () => (await admin.get(keys.seq('bob'))) === '2' && (await admin.zcard(keys.inbox('bob'))) === 1, 'Redis to carry out the call');
+      await admin.config('SET', 'maxmemory', '1');
+      proxy.droppingReplies = false;
+      proxy.cutAll();
+
+      await expect(sent).rejects.toThrow(/OOM/);
+      await expect(confirmed).resolves.toEqual([{ removed: true, senderNodes: [] }]);
+    } finally {
+      redis.disconnect();
+      admin.disconnect();
+      await proxy.close();
+      await redisServer.destroy();
+    }
   });
 });

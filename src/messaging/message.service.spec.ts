@@ -118,6 +118,23 @@ describe('MessageService: a confirmation followed by a send to the same user, at
   });
 });
 
+describe('MessageService: a send the store carried out before, and a session confirmed since', () => {
+  it("is answered 'sent' and pushed nowhere (a Redis call written again after a reconnect)", async () => {
+    const config = loadConfig({ LOG_LEVEL: 'silent' });
+    const presence = new MemoryPresenceStore(config);
+    const store = new MemoryMessageStore(config, presence);
+    const bus = new MemoryNodeBus(config);
+    const service = new MessageService(config, store, presence, bus, new MetricsService(config));
+    jest.spyOn(store, 'accept').mockResolvedValueOnce({ kind: 'confirmed' });
+    const publish = jest.spyOn(bus, 'publishToNode');
+
+    const sent = await service.send('alice', { to: 'bob', body: 'once' }, 'socket');
+
+    expect(sent).toEqual({ id: expect.any(String) as string, status: 'sent' });
+    expect(publish).not.toHaveBeenCalled();
+  });
+});
+
 describe('MessageService: a repeated clientMsgId while the first send is still pushing', () => {
   const config = loadConfig({ LOG_LEVEL: 'silent' });
 

@@ -163,6 +163,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
       throw new AppError('rate_limited', `more than ${this.config.sendRatePerSecond} messages per second`, result.retryAfterMs);
     }
     this.metrics.messagesAccepted.inc({ via });
+    // It reached a session of the recipient (CONTRACT: 'sent'), and has no idempotency record to settle.
+    if (result.kind === 'confirmed') return { id, status: 'sent' };
     if (result.dropped > 0) this.metrics.inboxDropped.inc({ reason: 'overflow' }, result.dropped);
 
     // Not awaited here: what waits for the broker holds neither the command nor the stored JSON.

@@ -23,6 +23,11 @@ export type AcceptResult =
       readonly repush?: { readonly json: string; readonly nodes: string[] };
     }
   | { readonly kind: 'rate_limited'; readonly retryAfterMs: number }
+  /**
+   * A send without a clientMsgId that the store carried out before its answer was lost (ioredis wrote the call
+   * again after a reconnect), and that a session of the recipient has confirmed since: nothing is left to push.
+   */
+  | { readonly kind: 'confirmed' }
   | {
       readonly kind: 'accepted';
       readonly seq: number;

@@ -43,21 +43,21 @@ const LAST_SEQS_CHUNK = 500;
 
 /** WRITES' KEYS and ARGV entries shared by every command, then how many of each every kind of command takes. */
 const WRITES_SHARED_KEYS = 1;
-const WRITES_SHARED_ARGS = 9;
-const ACCEPT_KEYS = 5;
-const ACCEPT_ARGS = 4;
+const WRITES_SHARED_ARGS = 8;
+const ACCEPT_KEYS = 6;
+const ACCEPT_ARGS = 5;
 const CONFIRM_KEYS = 3;
 const CONFIRM_ARGS = 3;
 
 /**
  * The store's writes of one event-loop turn, in call order, in one round trip: sends (a) and confirmations (c).
- * KEYS: the node's call mark (writeCalls), then each command's KEYS. ARGV: rate/s, burst, maxPerUser,
- * offlineTtlMs, idemTtlMs, leasePrefix, the process' nonce, the call's number, kinds (one letter per command, `a`
- * or `c`), then each command's ARGV.
- * - a: KEYS idempotency, rate(from), seq(to), inbox(to), presence(to); ARGV hasIdem, draft, id, to. The
- *   idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished pushing.
- *   Answers {'accepted', seq, dropped, json, live node..., ~lapsed node...}; json is '' when the send was
- *   carried out before (the node drafts it again).
+ * KEYS: this process' call mark (writeCalls), then each command's KEYS. ARGV: rate/s, burst, maxPerUser,
+ * offlineTtlMs, idemTtlMs, leasePrefix, the call's number, kinds (one letter per command, `a` or `c`), then each
+ * command's ARGV.
+ * - a: KEYS idempotency, rate(from), seq(to), inbox(to), presence(to), unread(to); ARGV hasIdem, draft, id, to,
+ *   from. The idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished
+ *   pushing. Answers {'accepted', seq, dropped, json, live node..., ~lapsed node...}; json is '' when the send was
+ *   carried out before (the node drafts it again), and {'confirmed'} when a session has confirmed it since.
  * - c: KEYS inbox, unread, presence(from); ARGV seq, id, from. Answers {} when that message (seq and id) is no
  *   longer in the inbox, else
  *   {1, sender's live node, ...}, so the receipt needs no second round trip.
@@ -67,9 +67,10 @@ const CONFIRM_ARGS = 3;
  * (autoResendUnfulfilledCommands), and Redis may have carried it out before the connection broke. Run twice, a
  * send would be stored twice (two seqs) or answered as its own duplicate, and a confirmation would find its
  * message gone and send no receipt (found by a review, with connections killed under load). So each call of a
- * node's process carries a number, and Redis keeps the highest carried out: a call whose number is not higher
- * was written again (or, rarely, overtaken: see LuaScript's ScriptOrder), and each of its commands first looks
- * for what it did before, answering as the first run did, and otherwise runs as usual.
+ * node's process carries a number, and Redis keeps the highest carried out (per process: two processes of one
+ * NODE_ID overlap while one drains): a call whose number is not higher was written again (or, rarely, overtaken:
+ * see LuaScript's ScriptOrder), and each of its commands first looks for what it did before, answering as the
+ * first run did, and otherwise runs as usual.
  */
 const WRITES_LUA = `${LUA_NOW}
   ${LUA_LIVE_NODES}
@@ -80,15 +81,9 @@ const WRITES_LUA = `${LUA_NOW}
   -- that every command passes are made strings once.
   local nowArg, rateTtlArg, unreadKeep = tostring(now), tostring(rateTtl), tostring(-(max + 1))
   local leases, senders = {}, {}
-  local again = false
-  local last = redis.call('SET', KEYS[1], ARGV[7] .. ' ' .. ARGV[8], 'PX', '${WRITE_CALLS_TTL_MS}', 'GET')
-  if last then
-    local nonce, n = string.match(last, '^(%S+) (%d+)$')
-    if nonce == ARGV[7] and tonumber(n) >= tonumber(ARGV[8]) then
-      again = true
-      redis.call('SET', KEYS[1], last, 'PX', '${WRITE_CALLS_TTL_MS}')
-    end
-  end
+  local last = redis.call('SET', KEYS[1], ARGV[7], 'PX', '${WRITE_CALLS_TTL_MS}', 'GET')
+  local again = last and tonumber(last) >= tonumber(ARGV[7])
+  if again then redis.call('SET', KEYS[1], last, 'PX', '${WRITE_CALLS_TTL_MS}') end
   -- A send's answer once stored: the seq, how many the bound dropped, the JSON, the recipient's live nodes, then
   -- those whose lease lapsed, marked with a ~ (no NODE_ID has one).
   local function stored(seq, dropped, json, nodes, lapsed)
@@ -111,7 +106,7 @@ const WRITES_LUA = `${LUA_NOW}
     until cursor == '0'
     return nil
   end
-  local function accept(idem, rateKey, seqKey, inbox, presence, hasIdem, draft, id, to)
+  local function accept(idem, rateKey, seqKey, inbox, presence, unread, hasIdem, draft, id, to, from)
     if hasIdem == '1' then
       local first = redis.call('GET', idem)
       if first then
@@ -131,6 +126,8 @@ const WRITES_LUA = `${LUA_NOW}
     elseif again then
       local seq = seqIn(inbox, id)
       if seq then return storedBefore(seq, presence) end
+      -- Gone from the inbox, and confirmed: a session read it there (a catch-up) before the call came again.
+      if redis.call('ZSCORE', unread, id .. '|' .. from) then return {'confirmed'} end
     end
     local bucket = redis.call('HMGET', rateKey, 't', 'ts')
     local tokens = burst
@@ -183,7 +180,7 @@ const WRITES_LUA = `${LUA_NOW}
   for i = 1, #kinds do
     local ok, reply
     if string.sub(kinds, i, i) == 'a' then
-      ok, reply = pcall(accept, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4])
+      ok, reply = pcall(accept, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
       k, a = k + ${ACCEPT_KEYS}, a + ${ACCEPT_ARGS}
     else
       ok, reply = pcall(confirm, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
@@ -301,7 +298,7 @@ const MARK_READ = new LuaScript(
 export class RedisMessageStore extends MessageStore {
   private readonly writes = new Batcher<Write, AcceptResult | ConfirmResult>((batch) => this.writeBatch(batch), 0, WRITES_BATCH);
   /** This process' `writes` calls, numbered so that Redis knows one written again (see WRITES_LUA). */
-  private readonly callNonce = randomBytes(6).toString('hex');
+  private readonly callMark: string;
   private calls = 0;
 
   constructor(
@@ -310,6 +307,7 @@ export class RedisMessageStore extends MessageStore {
     @InjectConfig() private readonly config: AppConfig,
   ) {
     super();
+    this.callMark = keys.writeCalls(config.nodeId, randomBytes(6).toString('hex'));
   }
 
   /**
@@ -333,22 +331,24 @@ export class RedisMessageStore extends MessageStore {
    * scripts ran by EVAL; found by a review), and the sends are answered with the refusal.
    */
   private async writeBatch(batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
-    if (!batch.some((w) => w.kind === 'accept')) return this.runWrites(CONFIRMS, batch);
+    const call = ++this.calls;
+    if (!batch.some((w) => w.kind === 'accept')) return this.runWrites(CONFIRMS, batch, call);
     try {
-      return await this.runWrites(WRITES, batch);
+      return await this.runWrites(WRITES, batch, call);
     } catch (err) {
       const confirms = batch.filter((w) => w.kind === 'confirm');
       if (confirms.length === 0 || !(err instanceof AppError) || !/\bOOM\b/.test(err.message)) throw err;
-      const confirmed = await this.runWrites(CONFIRMS, confirms);
+      // The refused call's number: refused as written again, its first run may have been carried out.
+      const confirmed = await this.runWrites(CONFIRMS, confirms, call);
       let c = 0;
       return batch.map((w) => (w.kind === 'confirm' ? confirmed[c++] : err));
     }
   }
 
-  private async runWrites(script: LuaScript, batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
+  private async runWrites(script: LuaScript, batch: readonly Write[], call: number): Promise<Array<AcceptResult | ConfirmResult | Error>> {
     const { rate, burst } = sendRateRule(this.config.sendRatePerSecond);
     let kinds = '';
-    const keys: string[] = [this.keys.writeCalls(this.config.nodeId)];
+    const keys: string[] = [this.callMark];
     // The shared entries, the kinds (filled in below), then each command's.
     const args: Array<string | number> = [
       rate,
@@ -357,8 +357,7 @@ export class RedisMessageStore extends MessageStore {
       this.config.offlineTtlMs,
       IDEMPOTENCY_WINDOW_MS,
       this.keys.leasePrefix,
-      this.callNonce,
-      ++this.calls,
+      call,
       '',
     ];
     for (const write of batch) {
@@ -371,8 +370,9 @@ export class RedisMessageStore extends MessageStore {
           this.keys.seq(to),
           this.keys.inbox(to),
           this.keys.presence(to),
+          this.keys.unread(to),
         );
-        args.push(clientMsgId === undefined ? '0' : '1', draft, id, to);
+        args.push(clientMsgId === undefined ? '0' : '1', draft, id, to, from);
       } else {
         const { userId, seq, id, from } = write.cmd;
         kinds += 'c';
@@ -468,6 +468,8 @@ function acceptResult(reply: string[], cmd: AcceptCommand): AcceptResult | Error
     }
     case 'rate_limited':
       return { kind: 'rate_limited', retryAfterMs: Number(reply[1]) };
+    case 'confirmed':
+      return { kind: 'confirmed' };
     default: {
       // The live nodes, then the lapsed ones, marked with a ~.
       const all = reply.slice(4);

@@ -71,11 +71,11 @@ export class RedisKeys {
     return from.includes(':') ? `${this.cluster}:idem:|${from}|${clientMsgId}` : `${this.cluster}:idem:${from}:${clientMsgId}`;
   }
   /**
-   * STRING `<boot nonce> <n>`: the number of the last `writes` call a node's process carried out, so that a call
-   * ioredis writes again after a reconnect is known (RedisMessageStore). PX 1 h, renewed by every call.
+   * STRING: the number of the last `writes` call a node's process (`nonce`, made at its start) carried out, so
+   * that a call ioredis writes again after a reconnect is known (RedisMessageStore). PX 1 h, renewed by every call.
    */
-  writeCalls(nodeId: string): string {
-    return `${this.cluster}:calls:${nodeId}`;
+  writeCalls(nodeId: string, nonce: string): string {
+    return `${this.cluster}:calls:${nodeId}:${nonce}`;
   }
   /** HASH t (tokens), ts (ms): the sender's token bucket. */
   rate(userId: string): string {
