@@ -16,6 +16,7 @@ module.exports = {
       testEnvironment: 'node',
       rootDir: '.',
       testMatch: ['<rootDir>/test/**/*.e2e-spec.ts'],
+      setupFiles: ['<rootDir>/test/helpers/redis-parser-timer.ts'],
       transform: tsJest,
       slowTestThreshold: 30,
     },

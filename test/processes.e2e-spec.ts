@@ -1,6 +1,7 @@
 import amqplib from 'amqplib';
 import Redis from 'ioredis';
 import request from 'supertest';
+import { BOOT_WAIT_MS } from '../src/config/config';
 import { PrivateRedis } from './helpers/brokers';
 import { forgetCluster } from './helpers/cleanup';
 import { io } from 'socket.io-client';
@@ -12,6 +13,13 @@ import { uniqueName, waitFor } from './helpers/wait';
 
 /** Nodes started with `node dist/main.js` (run `npm run build` first; `npm test` does). */
 jest.setTimeout(20_000);
+
+/**
+ * A node that cannot reach or set up its brokers keeps trying for BOOT_WAIT_MS before it refuses: wait for its
+ * exit that long plus room for a loaded machine, and give those tests room for the wait and what surrounds it.
+ */
+const AFTER_BOOT_WAIT_MS = BOOT_WAIT_MS + 20_000;
+const AFTER_BOOT_WAIT_TEST_MS = AFTER_BOOT_WAIT_MS + 15_000;
 
 describe('nodes as separate processes', () => {
   const cluster = uniqueName('t-proc');
@@ -55,6 +63,14 @@ describe('nodes as separate processes', () => {
       ['an AMQP_URL of another scheme', { REDIS_URL, AMQP_URL: 'http://127.0.0.1', JWT_SECRET }, /AMQP_URL must start with amqp:\/\/ or amqps:\/\//],
       ['a JWT_PUBLIC_KEY that is no PEM key', { JWT_PUBLIC_KEY: 'not a pem' }, /JWT_PUBLIC_KEY is not a PEM public key/],
       ['a HOST that does not resolve', { HOST: 'not a host!' }, /cannot listen on HOST not a host!, PORT 0/],
+    ])('%s', async (_, env, message) => {
+      const p = start({ LOG_LEVEL: 'warn', PORT: '0', HOST: '127.0.0.1', ...env });
+      expect(await p.exitCode()).toBe(1);
+      expect(p.stderr).toMatch(message);
+    });
+
+    // These refusals come only after the node has kept trying for BOOT_WAIT_MS.
+    it.each<[string, Env, RegExp]>([
       ['an unreachable Redis', { ...clusterEnv(cluster, 'x1'), REDIS_URL: 'redis://127.0.0.1:1' }, /REDIS_URL: cannot connect to Redis/],
       ['an unreachable RabbitMQ', { ...clusterEnv(cluster, 'x2'), AMQP_URL: 'amqp://guest:guest@127.0.0.1:1' }, /AMQP_URL: cannot connect to RabbitMQ/],
       [
@@ -62,21 +78,25 @@ describe('nodes as separate processes', () => {
         { ...clusterEnv(cluster, 'x3'), AMQP_URL: `${AMQP_URL}/no-such-vhost` },
         /AMQP_URL: cannot connect to RabbitMQ .*last attempt: the broker refused to open the connection \(a virtual host that does not exist/,
       ],
-    ])('%s', async (_, env, message) => {
-      const p = start({ LOG_LEVEL: 'warn', PORT: '0', HOST: '127.0.0.1', ...env });
-      expect(await p.exitCode()).toBe(1);
-      expect(p.stderr).toMatch(message);
-    });
+    ])(
+      '%s',
+      async (_, env, message) => {
+        const p = start({ LOG_LEVEL: 'warn', PORT: '0', HOST: '127.0.0.1', ...env });
+        expect(await p.exitCode(AFTER_BOOT_WAIT_MS)).toBe(1);
+        expect(p.stderr).toMatch(message);
+      },
+      AFTER_BOOT_WAIT_TEST_MS,
+    );
   });
 
   it('names a TLS URL given for a plain port as the likely cause (rediss:// to Redis, amqps:// to RabbitMQ)', async () => {
     const plain = (url: string, scheme: string) => url.replace(/^[a-z]+:/, `${scheme}:`);
     const redis = start({ ...clusterEnv(cluster, 'x4'), LOG_LEVEL: 'warn', REDIS_URL: plain(REDIS_URL, 'rediss') });
     const amqp = start({ ...clusterEnv(cluster, 'x5'), LOG_LEVEL: 'warn', AMQP_URL: plain(AMQP_URL, 'amqps') });
-    expect(await Promise.all([redis.exitCode(), amqp.exitCode()])).toEqual([1, 1]);
+    expect(await Promise.all([redis.exitCode(AFTER_BOOT_WAIT_MS), amqp.exitCode(AFTER_BOOT_WAIT_MS)])).toEqual([1, 1]);
     expect(redis.stderr).toMatch(/REDIS_URL: cannot connect to Redis .*no answer within 10 s \(a rediss:\/\/ URL: does the server speak TLS on that port\?\)/);
     expect(amqp.stderr).toMatch(/AMQP_URL: cannot connect to RabbitMQ .*the TLS handshake failed \(an amqps:\/\/ URL to a port that speaks plain AMQP\?\)/);
-  });
+   }, AFTER_BOOT_WAIT_TEST_MS);
 
   it('refuses to start, naming the queue and what to do, when RabbitMQ keeps refusing its node queue (declared with other arguments)', async () => {
     const nodeId = `${cluster}-args`;
@@ -88,11 +108,11 @@ describe('nodes as separate processes', () => {
       await connection.close();
     }
     const p = start({ ...clusterEnv(cluster, nodeId), LOG_LEVEL: 'warn' });
-    expect(await p.exitCode(15_000)).toBe(1);
+    expect(await p.exitCode(AFTER_BOOT_WAIT_MS)).toBe(1);
     expect(p.stderr).toMatch(
       new RegExp(`AMQP_URL: RabbitMQ at .* refused this node's exchanges or queues for 10 s: .*PRECONDITION_FAILED - inequivalent arg .* for queue '${cluster}.node.${nodeId}'.*delete it, or use another CLUSTER_NAME`),
     );
-  });
+  }, AFTER_BOOT_WAIT_TEST_MS);
 
   it('warns at boot of a JWT_SECRET shorter than 32 bytes, and not of a longer one', async () => {
     const short = start(clusterEnv(cluster, `${cluster}-short-secret`, { LOG_LEVEL: 'info', JWT_SECRET: 'x'.repeat(31) }));

@@ -8,8 +8,10 @@ import { uniqueName } from './helpers/wait';
 /**
  * LuaScript.run corks the client's socket until the end of the event-loop turn (turn-writes.ts): the
  * commands of one turn leave in one write, each still answered on its own. Against the real Redis.
+ * The ECHO function is this run's own (its source names the run), as each test deletes it after: another run
+ * against the same Redis keeps its own.
  */
-const ECHO = new LuaScript('echo', "return ARGV[1] .. ':' .. redis.call('TIME')[1] * 0");
+const ECHO = new LuaScript('echo', `-- ${uniqueName('t-echo')}\nreturn ARGV[1] .. ':' .. redis.call('TIME')[1] * 0`);
 
 /** Counts the socket's writes as the stream hands them to the OS: `_write` takes one chunk, `_writev` several. */
 function countWrites(socket: Socket): { writes: number; chunks: number } {

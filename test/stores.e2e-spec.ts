@@ -9,21 +9,21 @@ import { RedisPresenceStore } from '../src/presence/redis-presence.store';
 import { LuaScript } from '../src/redis/lua-script';
 import { RedisKeys } from '../src/redis/redis-keys';
 import { PrivateRedis } from './helpers/brokers';
+import { AMQP_URL, REDIS_URL } from './helpers/env';
 import { MessageStoreFactory, messageStoreContract } from './contracts/message-store.contract';
 import { PresenceStoreFactory, presenceStoreContract } from './contracts/presence-store.contract';
 
 /**
- * The store contracts against the real Redis (REDIS_URL, default 127.0.0.1:6379) and against memory.
+ * The store contracts against the real Redis (TEST_REDIS_URL, default 127.0.0.1:6379) and against memory.
  * Every key this file writes starts with its own CLUSTER_NAME (t-stores-<random>); each test gets a
  * sub-cluster `<CLUSTER_NAME>-<n>` so counts such as cluster() start empty. The keys are deleted and
  * every client quit in afterAll.
  */
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const CLUSTER_NAME = `t-stores-${randomBytes(4).toString('hex')}`;
 
 function configFor(cluster: string, env: Readonly<Record<string, string>>, redis: boolean): AppConfig {
   const base: Record<string, string> = redis
-    ? { REDIS_URL, AMQP_URL: 'amqp://127.0.0.1:5672', JWT_SECRET: 'stores-contract-secret' }
+    ? { REDIS_URL, AMQP_URL, JWT_SECRET: 'stores-contract-secret' }
     : {};
   return loadConfig({ ...base, CLUSTER_NAME: cluster, LOG_LEVEL: 'silent', ...env });
 }
