@@ -27,8 +27,8 @@ describe('bad input', () => {
   let n = 0;
   const user = (name: string) => `${name}-${++n}`;
   /** A counter's value on the node's /metrics, in the series whose labels include `label` (0 before its first increment). */
-  const counter = async (name: string, label = ''): Promise<number> => {
-    const text = (await request(node.url).get('/metrics').expect(200)).text;
+  const counter = async (name: string, label = '', on: TestNode = node): Promise<number> => {
+    const text = (await request(on.url).get('/metrics').expect(200)).text;
     const series = text.split('\n').find((line) => line.startsWith(`${name}{`) && line.includes(label));
     return Number(series?.slice(series.lastIndexOf(' ') + 1) ?? 0);
   };
@@ -39,7 +39,7 @@ describe('bad input', () => {
   afterEach(() => clients.closeAll());
   afterAll(async () => {
     await node.close();
-    await forgetCluster(cluster, [node.nodeId]);
+    await forgetCluster(cluster, [node.nodeId, `${cluster}-n2`]);
   });
 
   describe('at the handshake', () => {
@@ -180,6 +180,23 @@ describe('bad input', () => {
       expect(a.socket.connected).toBe(true);
     });
 
+    it('closes a connection that floods events, and drops the rest of its batch unread (one long-polling POST of 20,000; found by a review)', async () => {
+      const base = `${node.url}/socket.io/?EIO=4&transport=polling`;
+      const poll = (init: RequestInit = {}) => fetch(`${base}&sid=${sid}`, { signal: AbortSignal.timeout(3000), ...init });
+      const { sid } = JSON.parse((await (await fetch(base)).text()).slice(1)) as { sid: string };
+      await poll({ method: 'POST', body: `40${JSON.stringify({ token: tokenFor(user('flood')) })}` });
+      expect(await (await poll()).text()).toMatch(/^40/);
+      // Events that ask for no answer: only the flood bound can close this connection (not the write backlog's).
+      const flood = Array.from({ length: 20_000 }, () => '42["no-such-event"]').join('\x1e');
+      expect((await poll({ method: 'POST', body: flood })).status).toBe(200);
+      // The next poll finds the connection closed at once: its last packet is engine.io's close (or the session is gone).
+      const next = await poll();
+      const packets = (await next.text()).split('\x1e');
+      expect(next.status === 400 || packets[packets.length - 1] === '1').toBe(true);
+      // Other sessions go on.
+      expect((await a.send(bob, 'after the flood')).ok).toBe(true);
+    });
+
     it('survives events sent without an ack callback', async () => {
       a.socket.emit('message:send', 'no ack here');
       a.socket.emit('message:send', { to: bob, body: 'no ack either' });
@@ -295,25 +312,33 @@ describe('bad input', () => {
     });
 
     it('closes the connection of a client that sends and never reads, and keeps its messages for its next one', async () => {
-      const closed = () => counter('switchboard_slow_connections_closed_total');
-      const before = await closed();
-      const stalled = await clients.connect(node.url, user('stalled'));
-      stalled.stopReading();
-      // Each junk event earns an error ack, which piles up once the kernel's buffers are full.
-      for (let sent = 0; (await closed()) === before; sent += 5000) {
-        if (sent > 300_000) throw new Error('the node never closed the connection of a client that does not read');
-        for (let i = 0; i < 5000; i++) stalled.socket.emit('message:send', 'junk', () => undefined);
-        await new Promise((resolve) => setImmediate(resolve));
-      }
-      expect(await closed()).toBe(before + 1);
+      // A node whose send rate puts the flood bound (closeOnEventFlood) out of this test's reach: a client that
+      // sends no faster than that bound, and never reads, meets this one.
+      const own = await startNode(clusterEnv(cluster, `${cluster}-n2`, { SEND_RATE_PER_SECOND: '1000000' }));
+      try {
+        const closed = () => counter('switchboard_slow_connections_closed_total', '', own);
+        const before = await closed();
+        const stalled = await clients.connect(own.url, user('stalled'));
+        stalled.stopReading();
+        // Each junk event earns an error ack, which piles up once the kernel's buffers are full.
+        for (let sent = 0; (await closed()) === before; sent += 5000) {
+          if (sent > 300_000) throw new Error('the node never closed the connection of a client that does not read');
+          for (let i = 0; i < 5000; i++) stalled.socket.emit('message:send', 'junk', () => undefined);
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        expect(await closed()).toBe(before + 1);
 
-      // Its session is over, the node serves the others, and what was sent to it meanwhile waits in its inbox.
-      const presence = async () => (await request(node.url).get(`/presence/${stalled.userId}`).set('X-API-Key', API_KEY).expect(200)).body as { online: boolean };
-      await waitFor(async () => !(await presence()).online, 'the stalled session to end');
-      const meanwhile = await a.send(stalled.userId, 'while you were away');
-      expect(meanwhile.status).toBe('stored');
-      const again = await clients.connect(node.url, stalled.userId);
-      expect((await again.waitForMessages(1)).map((m) => m.id)).toEqual([meanwhile.id]);
+        // Its session is over, the node serves the others, and what was sent to it meanwhile waits in its inbox.
+        const presence = async () => (await request(own.url).get(`/presence/${stalled.userId}`).set('X-API-Key', API_KEY).expect(200)).body as { online: boolean };
+        await waitFor(async () => !(await presence()).online, 'the stalled session to end');
+        const meanwhile = await a.send(stalled.userId, 'while you were away');
+        expect(meanwhile.status).toBe('stored');
+        const again = await clients.connect(own.url, stalled.userId);
+        expect((await again.waitForMessages(1)).map((m) => m.id)).toEqual([meanwhile.id]);
+      } finally {
+        clients.closeAll();
+        await own.close();
+      }
     }, 20_000);
 
     it('keeps stored messages intact through all of it', async () => {

@@ -21,6 +21,7 @@ import { PresenceService } from '../presence/presence.service';
 import { ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
 import { PreEncoded } from './pre-encoded';
 import { SessionStream } from './session-stream';
+import { closeOnEventFlood } from './event-flood';
 import { limitWriteBacklog, maxWriteBacklog } from './write-backlog';
 
 type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
@@ -28,6 +29,11 @@ type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
 const DISCONNECT_BATCH = 200;
 /** `message:send` calls a session may make per send its user may make (repeats and refusals included). */
 const SEND_CALLS_PER_SEND = 10;
+/**
+ * Events of any name a session may send per send its user may make, before its connection is closed as a flood
+ * (closeOnEventFlood): twice what the per-event limits let through at most.
+ */
+const EVENTS_PER_SEND = 2 * (SEND_CALLS_PER_SEND + 1);
 /**
  * About how many bytes of messages a session may have emitted and not confirmed (SessionStream's flow control,
  * beside OFFLINE_MAX_PER_USER messages): a client that stops reading holds no more than this in its node's
@@ -66,6 +72,8 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private readonly windowBytes: number;
   /** The per-session limits of takeSessionToken, by event. */
   private readonly sessionRules: Record<'message:send' | 'message:read', BucketRule>;
+  private readonly floodRule: BucketRule;
+  private readonly floodLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
   private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
   /** Through an outage every session that ends fails to be removed: logged as the registrations are. */
   private readonly removalLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
@@ -100,6 +108,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       'message:send': sendRateRule(SEND_CALLS_PER_SEND * config.sendRatePerSecond),
       'message:read': sendRateRule(config.sendRatePerSecond),
     };
+    this.floodRule = sendRateRule(EVENTS_PER_SEND * config.sendRatePerSecond);
   }
 
   afterInit(server: SwitchboardServer): void {
@@ -172,6 +181,9 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       this.metrics.slowConnectionsClosed.inc();
       this.logger.warn(`closed a connection of ${userId}: ${waiting} packets were waiting to be written (its client does not read)`);
     });
+    closeOnEventFlood(socket, this.floodRule, () =>
+      this.floodLog.note(`closed a connection of ${userId}: more than ${this.floodRule.burst} events at once, or ${this.floodRule.rate} a second (a flood)`),
+    );
     this.listen(socket);
     this.track(socket);
     // Live messages from here on wait in the stream until the stored ones are out.
