@@ -15,7 +15,7 @@ import { ClientPool, tokenFor } from './helpers/client';
 import { AMQP_URL, API_KEY, clusterEnv } from './helpers/env';
 import { forgetCluster } from './helpers/cleanup';
 import { TestNode, closeAll, startCluster, startNode } from './helpers/nodes';
-import { uniqueName, waitFor } from './helpers/wait';
+import { uniqueName, waitFor, within } from './helpers/wait';
 
 /** Three nodes in this process against the real Redis and RabbitMQ, one cluster name for the file. */
 describe('a three-node cluster', () => {
@@ -237,6 +237,39 @@ describe('a three-node cluster', () => {
       expect(reads.mock.calls.map(([userId]) => userId)).toContain(bob);
     } finally {
       periodicChecks.mockRestore();
+      reads.mockRestore();
+    }
+  });
+
+  it('reads the inboxes of users who connect at once within a node-wide budget, and each gets all of his (found by a review: a node died of it)', async () => {
+    const users = Array.from({ length: 12 }, (_, i) => user(`storm${i}`));
+    const sender = await clients.connect(n1.url, user('storm-sender'));
+    for (const u of users) for (let i = 0; i < 3; i++) expect((await sender.send(u, `m${i}`)).status).toBe('stored');
+    const service = n2.app.get(MessageService);
+    const inboxOf = service.inboxOf.bind(service);
+    let asked = 0;
+    let most = 0;
+    // The first reads are held until all twelve are under way, so that they overlap.
+    let reading = 0;
+    let allReading!: () => void;
+    const overlap = new Promise<void>((resolve) => (allReading = resolve));
+    const reads = jest.spyOn(service, 'inboxOf').mockImplementation(async (userId, read) => {
+      const bytes = read?.maxBytes ?? Infinity;
+      most = Math.max(most, (asked += bytes));
+      try {
+        if (++reading === users.length) allReading();
+        await within(overlap, 'twelve reads under way at once');
+        return await inboxOf(userId, read);
+      } finally {
+        asked -= bytes;
+      }
+    });
+    try {
+      const sessions = await Promise.all(users.map((u) => clients.connect(n2.url, u)));
+      for (const s of sessions) expect((await s.waitForMessages(3)).map((m) => m.body)).toEqual(['m0', 'm1', 'm2']);
+      // Four sessions' windows of 16 MiB, and a page of 256 KB for each read past them; 12 windows at once before.
+      expect(most).toBeLessThanOrEqual(4 * 16 * 1024 * 1024 + 12 * 256 * 1024);
+    } finally {
       reads.mockRestore();
     }
   });

@@ -20,6 +20,7 @@ import { MetricsService } from '../metrics/metrics.service';
 import { PresenceService } from '../presence/presence.service';
 import { ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
 import { PreEncoded } from './pre-encoded';
+import { ReadBudget } from './read-budget';
 import { SessionStream } from './session-stream';
 import { closeOnEventFlood } from './event-flood';
 import { limitWriteBacklog, maxWriteBacklog } from './write-backlog';
@@ -44,6 +45,10 @@ const EVENTS_PER_SEND = 2 * (SEND_CALLS_PER_SEND + 1);
 function sessionWindowBytes(config: Pick<AppConfig, 'maxMessageBytes'>): number {
   return Math.max(16 * 1024 * 1024, 16 * config.maxMessageBytes);
 }
+/** The bytes of inbox reads under way at once on a node (ReadBudget): four sessions' whole windows. */
+const READ_BUDGET_WINDOWS = 4;
+/** What any read gets however much the others hold: the Redis store reads an inbox in pages of this size. */
+const READ_FLOOR_BYTES = 256 * 1024;
 /**
  * A login that could not be registered is closed after this long, plus up to as long again at random.
  * socket.io-client counts the connection as made, so its backoff starts again at about a second each time:
@@ -73,6 +78,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   /** The per-session limits of takeSessionToken, by event. */
   private readonly sessionRules: Record<'message:send' | 'message:read', BucketRule>;
   private readonly floodRule: BucketRule;
+  private readonly readBudget: ReadBudget;
   private readonly floodLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
   private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
   /** Through an outage every session that ends fails to be removed: logged as the registrations are. */
@@ -109,6 +115,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       'message:read': sendRateRule(config.sendRatePerSecond),
     };
     this.floodRule = sendRateRule(EVENTS_PER_SEND * config.sendRatePerSecond);
+    this.readBudget = new ReadBudget(READ_BUDGET_WINDOWS * this.windowBytes, READ_FLOOR_BYTES);
   }
 
   afterInit(server: SwitchboardServer): void {
@@ -171,7 +178,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     socket.data.sessionId = sessionId;
     const stream = new SessionStream(
       (msg) => this.emitMessage(socket, msg),
-      (read) => this.messages.inboxOf(userId, read),
+      (read) => this.readBudget.with(read.maxBytes, (maxBytes) => this.messages.inboxOf(userId, { ...read, maxBytes })),
       (err) => this.logger.warn(`could not read the inbox of ${userId}: ${String(err)}`),
       this.config.offlineMaxPerUser,
       this.windowBytes,
