@@ -335,6 +335,19 @@ describe('nodes as separate processes', () => {
     expect(p.stdout).toContain('SIGTERM during start-up: exiting');
   });
 
+  it('on SIGTERM while its start-up waits out the lease of a crashed node of the same id, exits 0 at once (it waited for the start-up and exited 1; found by a review)', async () => {
+    const env = clusterEnv(cluster, `${cluster}-crashed`, { LOG_LEVEL: 'info', NODE_LEASE_MS: '20000' });
+    const crashed = start(env);
+    await crashed.listening();
+    crashed.signal('SIGKILL');
+    await crashed.exitCode();
+    const next = start(env);
+    // Its routes are mapped as its start-up hooks begin, the lease's among them: it waits one lease time (20 s).
+    await waitFor(() => next.stdout.includes('Mapped {/health/ready, GET} route'), 'the start-up hooks', 15_000);
+    expect(await next.terminate()).toEqual({ code: 0, within10s: true });
+    expect(next.stdout).toContain('SIGTERM during start-up: exiting');
+  });
+
   it('a node paused past its lease delivers, once back, what was stored for its users meanwhile', async () => {
     const lease = { LOG_LEVEL: 'info', NODE_LEASE_MS: '1000' };
     const paused = start(clusterEnv(cluster, `${cluster}-paused`, lease));
