@@ -197,6 +197,13 @@ describe('bad input', () => {
       expect((await a.send(bob, 'after the flood')).ok).toBe(true);
     });
 
+    it('does not take a burst of a few hundred events for a flood, however low the send rate (here 5 a second)', async () => {
+      // A client flushing its outbox after an outage, each retried after `rate_limited`: well-behaved, if busy.
+      const answers = await Promise.all(Array.from({ length: 300 }, (_, i) => a.send(bob, `queued ${i}`)));
+      expect(answers.every((r) => r.ok || r.error?.code === 'rate_limited')).toBe(true);
+      expect(a.socket.connected).toBe(true);
+    });
+
     it('survives events sent without an ack callback', async () => {
       a.socket.emit('message:send', 'no ack here');
       a.socket.emit('message:send', { to: bob, body: 'no ack either' });

@@ -32,9 +32,12 @@ const DISCONNECT_BATCH = 200;
 const SEND_CALLS_PER_SEND = 10;
 /**
  * Events of any name a session may send per send its user may make, before its connection is closed as a flood
- * (closeOnEventFlood): twice what the per-event limits let through at most.
+ * (closeOnEventFlood): twice what the per-event limits let through at most, and never fewer than FLOOD_FLOOR a
+ * second: with a low send rate, a client retrying its outbox after `rate_limited` answers came within reach of
+ * 22 times the rate (found by a review: at a rate of 1, it was closed again and again).
  */
 const EVENTS_PER_SEND = 2 * (SEND_CALLS_PER_SEND + 1);
+const FLOOD_FLOOR = 1000;
 /**
  * About how many bytes of messages a session may have emitted and not confirmed (SessionStream's flow control,
  * beside OFFLINE_MAX_PER_USER messages): a client that stops reading holds no more than this in its node's
@@ -114,7 +117,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       'message:send': sendRateRule(SEND_CALLS_PER_SEND * config.sendRatePerSecond),
       'message:read': sendRateRule(config.sendRatePerSecond),
     };
-    this.floodRule = sendRateRule(EVENTS_PER_SEND * config.sendRatePerSecond);
+    this.floodRule = sendRateRule(Math.max(FLOOD_FLOOR, EVENTS_PER_SEND * config.sendRatePerSecond));
     this.readBudget = new ReadBudget(READ_BUDGET_WINDOWS * this.windowBytes, READ_FLOOR_BYTES);
   }
 

@@ -45,7 +45,7 @@ export class HttpExceptionFilter implements ExceptionFilter {
     // body-parser answers 400 to every error met while reading, the node's own among them: out of file
     // descriptors, its first read of a body could not load its decoder's module (EMFILE), which a backend
     // would take for its own fault, with a path of this server in the message (found by a review).
-    if (e && typeof e.syscall === 'string') {
+    if (e && typeof e.syscall === 'string' && typeof e.status === 'number') {
       this.unreadLog.note(`could not read a request body: ${String(e.message)}`);
       return [503, { code: 'unavailable', message: `the server could not read the request body (${String(e.code)}); retry` }];
     }

@@ -33,6 +33,8 @@ end`;
 /** One of the store's writes, gathered for the turn's script call. */
 type Write = { readonly kind: 'accept'; readonly cmd: AcceptCommand } | { readonly kind: 'confirm'; readonly cmd: ConfirmCommand };
 
+/** How many of an inbox's newest entries a send written again looks through for itself (WRITES_LUA's seqIn). */
+const AGAIN_SEARCH = 256;
 /** How long Redis keeps a node's call mark (writeCalls) past its last call: far longer than a reconnect takes. */
 const WRITE_CALLS_TTL_MS = 3_600_000;
 
@@ -95,15 +97,17 @@ const WRITES_LUA = `${LUA_NOW}
     local lapsed = {}
     return stored(seq, 0, '', liveNodes(presence, leasePrefix, nowArg, leases, lapsed), lapsed)
   end
-  -- The seq of the inbox entry of message id, if any: its JSON starts {"id":"<id>" (an id is hex and dashes,
-  -- nothing MATCH reads as a pattern).
+  -- The seq of the inbox entry of message id (its JSON starts {"id":"<id>"), looked for among the newest
+  -- ${AGAIN_SEARCH} entries, where a send carried out moments ago is: a whole large inbox, at every send of a call
+  -- written again, kept Redis busy for seconds (found by a review). Not found, the send is stored again.
   local function seqIn(inbox, id)
-    local cursor = '0'
-    repeat
-      local page = redis.call('ZSCAN', inbox, cursor, 'MATCH', '{"id":"' .. id .. '"*', 'COUNT', '1000')
-      if page[2][2] then return page[2][2] end
-      cursor = page[1]
-    until cursor == '0'
+    for offset = 0, ${AGAIN_SEARCH - 1}, 16 do
+      local page = redis.call('ZRANGE', inbox, offset, offset + 15, 'REV', 'WITHSCORES')
+      for i = 1, #page, 2 do
+        if string.sub(page[i], 8, 7 + #id) == id then return page[i + 1] end
+      end
+      if #page < 32 then return nil end
+    end
     return nil
   end
   local function accept(idem, rateKey, seqKey, inbox, presence, unread, hasIdem, draft, id, to, from)

@@ -24,7 +24,6 @@ export const PROBED_COMMANDS: Readonly<Record<string, readonly string[]>> = {
   ZRANGEBYLEX: ['@z', '-', '+'],
   ZREMRANGEBYSCORE: ['@z', '1', '1'],
   ZREMRANGEBYRANK: ['@z', '1', '1'],
-  ZSCAN: ['@z', '0'],
   ZPOPMIN: ['@e'],
   HSET: ['@h', 'f', '1'],
   HDEL: ['@h', 'none'],
@@ -38,8 +37,12 @@ export const PROBED_COMMANDS: Readonly<Record<string, readonly string[]>> = {
   DEL: ['@s', '@n', '@z', '@h', '@t'],
 };
 
-/** Redis' words for a command or key the connection's ACL user may not use, in a script and outside one. */
-const DENIED = /can't run this command|can't access at least one of the keys|NOPERM/;
+/**
+ * Redis' words for a command or key the connection's ACL user may not use, in a script and outside one: 7.0's
+ * ("can't run this command", "can't access at least one of the keys"), 7.2's and Valkey's ("ACL failure in
+ * script: ... no permissions to run", "No permissions to access a key"), and NOPERM outside scripts.
+ */
+const DENIED = /can't run this command|can't access at least one of the keys|ACL failure|no permissions|NOPERM/i;
 
 /**
  * KEYS: the scratch keys' prefix.  ARGV: per command its name, how many arguments, then them.  Returns the
@@ -54,8 +57,12 @@ const PROBE = new LuaScript(
     local ok, err = pcall(redis.call, name, unpack(args))
     if not ok then
       local msg = type(err) == 'table' and err.err or tostring(err)
-      if string.find(msg, "can't run this command", 1, true) or string.find(msg, "can't access at least one of the keys", 1, true) then
-        denied[#denied + 1] = name
+      local lower = string.lower(msg)
+      for _, words in ipairs({"can't run this command", "can't access at least one of the keys", 'acl failure', 'no permissions'}) do
+        if string.find(lower, words, 1, true) then
+          denied[#denied + 1] = name
+          break
+        end
       end
     end
     i = i + 2 + n
