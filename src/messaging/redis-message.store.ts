@@ -157,6 +157,11 @@ const WRITES_LUA = `${LUA_NOW}
     end
     return stored(seq, dropped, json, nodes, lapsed)
   end
+  -- A confirmation's answer once its message left the inbox: the sender's live nodes, for the receipt.
+  local function removed(presence)
+    senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, nowArg, leases)
+    return {1, unpack(senders[presence])}
+  end
   local function confirm(inbox, unread, presence, seq, id, from)
     -- The entry at that seq, if it is this message (its JSON starts {"id":"<id>"): after a Redis that came back
     -- empty, a seq may name a newer message than the one a session confirms.
@@ -164,12 +169,11 @@ const WRITES_LUA = `${LUA_NOW}
     for _, m in ipairs(held) do
       if string.sub(m, 8, 7 + #id) == id then found = m end
     end
-    -- Gone, and its read-receipt entry there: in a call written again, most likely this confirmation's first
-    -- run (else another session's confirmation, whose sender then hears 'delivered' twice).
-    if not found and not (again and redis.call('ZSCORE', unread, id .. '|' .. from)) then return {} end
     if not found then
-      senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, nowArg, leases)
-      return {1, unpack(senders[presence])}
+      -- Gone, and its read-receipt entry there: in a call written again, most likely this confirmation's first
+      -- run (else another session's confirmation, whose sender then hears 'delivered' twice).
+      if again and redis.call('ZSCORE', unread, id .. '|' .. from) then return removed(presence) end
+      return {}
     end
     -- The inbox last: a write Redis refuses stops the command (a script's writes are not rolled back), and the
     -- message must then still be there, to be delivered again.
@@ -177,8 +181,7 @@ const WRITES_LUA = `${LUA_NOW}
     redis.call('ZREMRANGEBYRANK', unread, '0', unreadKeep)
     redis.call('PEXPIRE', unread, offlineTtl)
     redis.call('ZREM', inbox, found)
-    senders[presence] = senders[presence] or liveNodes(presence, leasePrefix, nowArg, leases)
-    return {1, unpack(senders[presence])}
+    return removed(presence)
   end
   local kinds, out, k, a = ARGV[${WRITES_SHARED_ARGS}], {}, ${WRITES_SHARED_KEYS}, ${WRITES_SHARED_ARGS}
   for i = 1, #kinds do
