@@ -6,6 +6,7 @@ import { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { AppModule } from './app.module';
 import { AppError } from './common/app-error';
+import { BootResources } from './common/boot-resources';
 import { VALIDATOR_OPTIONS, describeValidationErrors } from './common/validate';
 import { AppConfig, maxRequestBytes } from './config/config';
 import { SwitchboardIoAdapter } from './gateway/io-adapter';
@@ -21,11 +22,19 @@ import { PinoLoggerService } from './logging/pino-logger.service';
  */
 export async function createSwitchboard(config: AppConfig): Promise<NestExpressApplication> {
   // The logger from the start, not buffered until the app is built: a boot waiting for Redis says so while it waits.
-  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config), {
-    logger: new PinoLoggerService(config.logLevel, config.nodeId),
-    bodyParser: false,
-    abortOnError: false,
-  });
+  const boot = new BootResources();
+  let app: NestExpressApplication;
+  try {
+    app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, boot), {
+      logger: new PinoLoggerService(config.logLevel, config.nodeId),
+      bodyParser: false,
+      abortOnError: false,
+    });
+  } catch (err) {
+    await boot.closeAll();
+    throw err;
+  }
+  boot.forget();
   const lifecycle = app.get(Lifecycle);
   // First, so that every answer carries the CORS headers, the refusals of the middleware below included: without
   // them a browser on another origin reads a 400, 413 or 503 as a network failure. Retry-After exposed for 429s;

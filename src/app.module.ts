@@ -1,5 +1,6 @@
 import { DynamicModule, Module } from '@nestjs/common';
 import { AuthModule } from './auth/auth.module';
+import { BootResources } from './common/boot-resources';
 import { AppConfig } from './config/config';
 import { ConfigModule } from './config/config.module';
 import { DevModule } from './dev/dev.module';
@@ -12,11 +13,11 @@ import { PresenceModule } from './presence/presence.module';
 
 @Module({})
 export class AppModule {
-  static forRoot(config: AppConfig): DynamicModule {
+  static forRoot(config: AppConfig, boot?: BootResources): DynamicModule {
     return {
       module: AppModule,
       imports: [
-        ConfigModule.forRoot(config),
+        ConfigModule.forRoot(config, boot),
         MetricsModule,
         InfraModule.forMode(config.mode),
         AuthModule,

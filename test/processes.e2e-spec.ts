@@ -127,7 +127,7 @@ describe('nodes as separate processes', () => {
     try {
       await redis.stop();
       const p = start(clusterEnv(cluster, `${cluster}-early`, { LOG_LEVEL: 'info', REDIS_URL: redis.url }));
-      await waitFor(() => p.stdout.includes('Redis is not answering yet') || p.child.exitCode !== null, 'the node to try Redis and say it waits');
+      await waitFor(() => p.stdout.includes('Redis is not answering yet') || p.child.exitCode !== null, 'the node to try Redis and say it waits', 15_000);
       expect(p.child.exitCode).toBeNull();
       await redis.start();
       const url = await p.listening();
@@ -137,7 +137,7 @@ describe('nodes as separate processes', () => {
       await Promise.all(started.splice(0).map((p) => p.kill()));
       await redis.destroy();
     }
-  });
+  }, AFTER_BOOT_WAIT_TEST_MS);
 
   it('logs why it cannot reach Redis after boot (once per 30 s), and is ready again once Redis is back', async () => {
     const redis = await PrivateRedis.start({ appendonly: false });

@@ -5,9 +5,10 @@ import { createSwitchboard } from '../src/app.factory';
 import { PrivateRedis } from './helpers/brokers';
 import { forgetCluster } from './helpers/cleanup';
 import { ClientPool } from './helpers/client';
-import { clusterEnv, configOf } from './helpers/env';
+import { AMQP_URL, clusterEnv, configOf } from './helpers/env';
 import { TestNode, startNode } from './helpers/nodes';
-import { uniqueName } from './helpers/wait';
+import { TcpProxy } from './helpers/proxy';
+import { uniqueName, waitFor } from './helpers/wait';
 
 /**
  * A restricted Redis ACL user (Functions run their commands as the caller): the README's rule is enough for a
@@ -70,8 +71,17 @@ describe('A restricted Redis user', () => {
 
   it('refuses to start naming a command the user may not run (found by a review: without ZPOPMIN, sends past the bound were stored twice)', async () => {
     const url = await userWith('no-zpopmin', readmeRules().filter((r) => r !== '+zpopmin'));
-    const start = createSwitchboard(configOf(clusterEnv(cluster, `${cluster}-n2`, { REDIS_URL: url })));
-    await expect(start).rejects.toThrow(/REDIS_URL: the Redis user may not run ZPOPMIN, .*ACL SETUSER <user> \+zpopmin/);
+    // RabbitMQ behind a proxy that counts the connections: the refused boot leaves none open (they held the
+    // test process, whose Jest worker was then force-exited).
+    const rabbit = new TcpProxy(new URL(AMQP_URL));
+    const amqpUrl = await rabbit.listen();
+    try {
+      const start = createSwitchboard(configOf(clusterEnv(cluster, `${cluster}-n2`, { REDIS_URL: url, AMQP_URL: amqpUrl.toString() })));
+      await expect(start).rejects.toThrow(/REDIS_URL: the Redis user may not run ZPOPMIN, .*ACL SETUSER <user> \+zpopmin/);
+      await waitFor(() => rabbit.connections === 0, 'the refused boot to close its RabbitMQ connections');
+    } finally {
+      await rabbit.close();
+    }
   });
 
   it('refuses to start when the user may not load Functions', async () => {

@@ -1,4 +1,5 @@
 import { Module } from '@nestjs/common';
+import { BootResources } from '../common/boot-resources';
 import { AppConfig } from '../config/config';
 import { SWITCHBOARD_CONFIG } from '../config/config.module';
 import { MetricsService } from '../metrics/metrics.service';
@@ -10,10 +11,11 @@ import { NodeBus } from './node-bus';
   providers: [
     {
       provide: AmqpNodeBus,
-      inject: [SWITCHBOARD_CONFIG, MetricsService],
-      useFactory: async (config: AppConfig, metrics: MetricsService) => {
+      inject: [SWITCHBOARD_CONFIG, MetricsService, BootResources],
+      useFactory: async (config: AppConfig, metrics: MetricsService, boot: BootResources) => {
         const bus = new AmqpNodeBus(config, metrics);
         await bus.connect();
+        boot.opened(() => bus.onApplicationShutdown());
         return bus;
       },
     },

@@ -1,4 +1,5 @@
 import { DynamicModule, Global, Inject, Module } from '@nestjs/common';
+import { BootResources } from '../common/boot-resources';
 import { AppConfig } from './config';
 
 export const SWITCHBOARD_CONFIG = Symbol('SWITCHBOARD_CONFIG');
@@ -9,11 +10,15 @@ export const InjectConfig = (): ParameterDecorator => Inject(SWITCHBOARD_CONFIG)
 @Global()
 @Module({})
 export class ConfigModule {
-  static forRoot(config: AppConfig): DynamicModule {
+  /** `boot`: where the brokers' providers note what they opened (see BootResources). */
+  static forRoot(config: AppConfig, boot: BootResources = new BootResources()): DynamicModule {
     return {
       module: ConfigModule,
-      providers: [{ provide: SWITCHBOARD_CONFIG, useValue: config }],
-      exports: [SWITCHBOARD_CONFIG],
+      providers: [
+        { provide: SWITCHBOARD_CONFIG, useValue: config },
+        { provide: BootResources, useValue: boot },
+      ],
+      exports: [SWITCHBOARD_CONFIG, BootResources],
     };
   }
 }

@@ -1,5 +1,6 @@
 import { Global, Inject, Injectable, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
 import Redis from 'ioredis';
+import { BootResources } from '../common/boot-resources';
 import { finishesWithin, SHUTDOWN_CLOSE_MS, shutdownWait } from '../common/finishes-within';
 import { redactUrl } from '../common/redact-url';
 import { ThrottledLog } from '../common/throttled-log';
@@ -23,7 +24,7 @@ const CONNECTION_LOG_EVERY_MS = 30_000;
  * for: ioredis retries by itself, and the boot waits for it to be ready for up to BOOT_WAIT_MS; after that
  * it fails with a message that names REDIS_URL and the last connection error.
  */
-async function connectRedis(config: AppConfig): Promise<Redis> {
+async function connectRedis(config: AppConfig, boot: BootResources): Promise<Redis> {
   const url = config.redisUrl;
   if (!url) throw new Error('REDIS_URL is not set');
   const client = new Redis(url, {
@@ -75,6 +76,7 @@ async function connectRedis(config: AppConfig): Promise<Redis> {
     client.disconnect();
     throw new Error(`REDIS_URL: ${err instanceof Error ? err.message : String(err)}`);
   }
+  boot.opened(() => client.disconnect());
   return client;
 }
 
@@ -142,7 +144,7 @@ export class RedisLifecycle implements OnApplicationShutdown, ReadinessCheck {
 @Global()
 @Module({
   providers: [
-    { provide: REDIS_CLIENT, inject: [SWITCHBOARD_CONFIG], useFactory: connectRedis },
+    { provide: REDIS_CLIENT, inject: [SWITCHBOARD_CONFIG, BootResources], useFactory: connectRedis },
     { provide: RedisKeys, inject: [SWITCHBOARD_CONFIG], useFactory: (c: AppConfig) => new RedisKeys(c.clusterName) },
     RedisLifecycle,
   ],

@@ -16,12 +16,16 @@ export class TcpProxy {
   /** Connections accepted while swallowing. */
   swallowed = 0;
   private readonly sockets = new Set<Socket>();
+  /** The connections made to the proxy (not those it made upstream) that are still open. */
+  private readonly clients = new Set<Socket>();
   private readonly server: Server;
 
   /** `target`: where new connections go (a broker's URL). */
   constructor(public target: URL) {
     this.server = createServer((client) => {
       this.track(client);
+      this.clients.add(client);
+      client.on('close', () => this.clients.delete(client));
       if (this.swallowing) {
         this.swallowed++;
         return;
@@ -42,6 +46,11 @@ export class TcpProxy {
     url.hostname = '127.0.0.1';
     url.port = String((this.server.address() as AddressInfo).port);
     return url;
+  }
+
+  /** How many connections to the proxy are open. */
+  get connections(): number {
+    return this.clients.size;
   }
 
   cutAll(): void {
