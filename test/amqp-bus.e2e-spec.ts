@@ -44,6 +44,23 @@ describe('AmqpNodeBus: the payloads of one turn for one node', () => {
     expect(received).toEqual(['a', 'b', 'c']);
     expect((await metrics.amqpPublished.get()).values.map((v) => v.value)).toEqual([1]);
   });
+
+  it('go in AMQP messages of at most 256 KiB unless one payload is bigger (five of 60 KB: four, then one)', async () => {
+    const received: number[] = [];
+    let allFive!: () => void;
+    const arrived = new Promise<void>((resolve) => (allFive = resolve));
+    bus.onMessage(async (payload) => {
+      received.push(payload[0]);
+      if (received.length === 5) allFive();
+    });
+    const before = (await metrics.amqpPublished.get()).values[0]?.value ?? 0;
+    const outcomes = [1, 2, 3, 4, 5].map((n) => bus.publishToNode('n1', Buffer.alloc(60_000, n)));
+    expect(new Set(outcomes).size).toBe(2);
+    await expect(Promise.all(outcomes)).resolves.toEqual(Array(5).fill('routed'));
+    await within(arrived, 'the five payloads');
+    expect(received).toEqual([1, 2, 3, 4, 5]);
+    expect((await metrics.amqpPublished.get()).values[0].value - before).toBe(2);
+  });
 });
 
 /** What the broker says of a queue, or null when it does not exist (a failed check closes its channel, hence one each). */

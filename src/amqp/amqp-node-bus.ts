@@ -312,6 +312,13 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
   publishToNode(nodeId: string, payload: Buffer, options: PublishOptions = {}): Promise<PublishOutcome> {
     if (!this.publisher || this.closing) return Promise.reject(new NodeUnreachableError(nodeId, this.closing ? 'this node is shutting down' : 'bus not connected'));
     let batch = this.outbox.get(nodeId);
+    // A payload that would take the batch past MAX_BATCH_BYTES starts the next one: an AMQP message is at most
+    // that big, or one payload (before, the largest payload rode on top of 256 KiB of others, and a broker whose
+    // max_message_size was set to MAX_MESSAGE_BYTES and a little more refused it; found by a review).
+    if (batch && batch.bytes + payload.length + 4 > MAX_BATCH_BYTES) {
+      this.sendBatch(nodeId);
+      batch = undefined;
+    }
     if (!batch) this.outbox.set(nodeId, (batch = newBatch()));
     batch.payloads.push(payload);
     batch.bytes += payload.length + 4;
