@@ -16,7 +16,7 @@ export interface PublishOptions {
   readonly maxDelayMs?: number;
 }
 
-/** The node was not reachable: its queue is gone, or the publish was not confirmed in time. */
+/** A publish to the node failed: the bus is not connected or shutting down, or the broker did not confirm in time (a queue that is gone is the 'unroutable' outcome, not this). */
 export class NodeUnreachableError extends Error {
   override readonly name = 'NodeUnreachableError';
   constructor(

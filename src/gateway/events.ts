@@ -41,8 +41,10 @@ export interface SocketData {
   sessionId: string;
   /** Epoch ms when the handshake token expires, if it says. */
   expiresAt?: number;
-  /** The session's messages in seq order (set once the session is registered). */
+  /** The session's messages in seq order (made at the handshake; it holds live messages until the session is registered and opened). */
   stream?: SessionStream;
+  /** Set once the session is registered and told (`session`): from then on it is live (CONTRACT 2). */
+  registered?: boolean;
   /** The session's own limiters of `message:send` and `message:read` calls (SwitchboardGateway.takeSessionToken). */
   buckets?: { 'message:send'?: Bucket; 'message:read'?: Bucket };
 }

@@ -1,7 +1,7 @@
 import { MessageIdGenerator } from '../messaging/message-id';
 import { InboxRead, InboxSnapshot } from '../messaging/message.types';
 import { StoredMessage } from '../messaging/stored-message';
-import { GAP_WAIT_MS, SessionStream } from './session-stream';
+import { GAP_WAIT_MS, MAX_HELD, SessionStream } from './session-stream';
 
 const msg = (seq: number, from = 'alice'): StoredMessage => ({ id: `id-${seq}`, from, to: 'bob', seq, json: `{"seq":${seq}}` });
 
@@ -446,5 +446,27 @@ describe('SessionStream', () => {
     await h.answer([msg(1)], 1);
     h.stream.push(msg(2));
     expect(h.emitted).toEqual([]);
+  });
+});
+
+describe(`SessionStream past MAX_HELD (${MAX_HELD}) held messages (found by a code review)`, () => {
+  const window = 2 * MAX_HELD;
+
+  it('emits nothing before open(): the opening catch-up reads them from the inbox', () => {
+    const h = harness(window);
+    for (let seq = 2; seq <= MAX_HELD + 2; seq++) h.stream.push(msg(seq));
+    expect(h.emitted).toEqual([]);
+  });
+
+  it('during the opening catch-up: emits the stored messages first, and reads again for the live ones it let go', async () => {
+    const h = harness(window);
+    void h.stream.open();
+    // The inbox holds 1..100; more than MAX_HELD newer live ones arrive while the first read is under way.
+    for (let seq = 101; seq <= MAX_HELD + 101; seq++) h.stream.push(msg(seq));
+    await h.answer(Array.from({ length: 100 }, (_, i) => msg(i + 1)), 100);
+    expect(h.emitted).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+    // The catch-up runs again for what it let go.
+    expect(h.reads).toHaveLength(1);
+    expect(h.reads[0].asked.fromSeq).toBe(101);
   });
 });

@@ -5,7 +5,7 @@ import { StoredMessage } from '../messaging/stored-message';
 export const GAP_WAIT_MS = 250;
 const RETRY_MS = 1000;
 /** Past this many held messages a session stops waiting for order and delivers what it has. */
-const MAX_HELD = 10_000;
+export const MAX_HELD = 10_000;
 /** How many seqs skipped as gone a session remembers (see `skipped`), and for how long. */
 const MAX_SKIPPED = 1_000;
 const SKIPPED_KEEP_MS = 60_000;
@@ -81,7 +81,7 @@ export class SessionStream {
     if (this.paused) return;
     if (this.catchingUp || !this.opened || msg.seq > this.next) {
       this.held.set(msg.seq, msg);
-      if (this.held.size > MAX_HELD) this.flushHeld();
+      if (this.held.size > MAX_HELD) this.dropOrFlushHeld();
       else if (!this.catchingUp && this.opened) this.armTimer(GAP_WAIT_MS);
       return;
     }
@@ -302,6 +302,20 @@ export class SessionStream {
       clearTimeout(this.timer);
       this.timer = undefined;
     }
+  }
+
+  /**
+   * Past MAX_HELD. Before `open`, or while a catch-up reads, what is held is in the inbox, where the opening catch-up
+   * (or the one run again after this one) reads it in order: emitted now, it would go out before `session`, or
+   * ahead of the stored messages being read, which would then be skipped. Otherwise the gap is given up on.
+   */
+  private dropOrFlushHeld(): void {
+    if (!this.opened || this.catchingUp) {
+      this.held.clear();
+      if (this.catchingUp) this.again = true;
+      return;
+    }
+    this.flushHeld();
   }
 
   /** Gives up waiting for a gap: emits what it holds, in order, until the window is full (the rest are in the inbox). */

@@ -209,6 +209,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       return;
     }
     if (!socket.connected) return;
+    socket.data.registered = true;
     socket.emit('session', { userId, nodeId: this.config.nodeId, sessionId });
     this.scheduleExpiry(socket);
     // After the presence write: anything stored before it is in the inbox, anything after comes live.
@@ -254,8 +255,14 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   deliverStatus(userId: string, status: MessageStatusEvent): number {
     const sockets = this.byUser.get(userId);
     if (!sockets) return 0;
-    for (const socket of sockets) socket.emit('message:status', status);
-    return sockets.size;
+    // Not to a session before its `session` event, nor to one whose registration failed (closed 2-4 s later).
+    let reached = 0;
+    for (const socket of sockets) {
+      if (!socket.data.registered) continue;
+      socket.emit('message:status', status);
+      reached++;
+    }
+    return reached;
   }
 
   /**

@@ -477,7 +477,7 @@ function acceptResult(reply: string[], cmd: AcceptCommand): AcceptResult | Error
       return { kind: 'rate_limited', retryAfterMs: Number(reply[1]) };
     case 'confirmed':
       return { kind: 'confirmed' };
-    default: {
+    case 'accepted': {
       // The live nodes, then the lapsed ones, marked with a ~.
       const all = reply.slice(4);
       const split = all.findIndex((n) => n.startsWith('~'));
@@ -488,5 +488,8 @@ function acceptResult(reply: string[], cmd: AcceptCommand): AcceptResult | Error
       const json = reply[3] === '' ? redraft(cmd.draft, cmd.id, seq) : reply[3];
       return { kind: 'accepted', seq, dropped: Number(reply[2]), json, nodes, lapsedNodes };
     }
+    default:
+      // A reply the script gives and this code does not know (a script changed without it): a failed send, not a seq of NaN.
+      return new Error(`the writes script answered a send with ${JSON.stringify(reply[0])}, which this version does not know`);
   }
 }

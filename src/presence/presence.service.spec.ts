@@ -270,3 +270,29 @@ describe('PresenceService: a session that ends while the sessions are written wh
     await service.beforeApplicationShutdown();
   });
 });
+
+describe('PresenceService: a lease taken again whose restore failed (found by a code review)', () => {
+  fakeTimersAndQuietWarnings();
+  beforeEach(() => jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined));
+
+  it('writes the sessions whole at a later heartbeat: taking the lease cleared their entries, which a heartbeat only extends', async () => {
+    const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent', PRESENCE_TTL_SECONDS: '30' });
+    let leaseHeld = true;
+    const store = fakeStore({
+      acquireLease: jest.fn(async () => void (leaseHeld = true)),
+      renewLease: jest.fn(async () => leaseHeld),
+      restoreSessions: jest.fn(async (): Promise<string[]> => {
+        throw new Error('OOM command not allowed when used memory > maxmemory');
+      }),
+    });
+    const service = serviceOver(config, store);
+    await service.onModuleInit();
+    await service.sessionStarted('bob', 's1');
+    leaseHeld = false; // the lease lapsed (a pause): taking it again clears this node's entries
+    await jest.advanceTimersByTimeAsync(2_000); // a renewal finds it lost, takes it again, and the restore fails
+    store.restoreSessions.mockImplementation(async () => []); // Redis has room again
+    await jest.advanceTimersByTimeAsync(60_000);
+    await service.beforeApplicationShutdown();
+    expect(store.restoreSessions).toHaveBeenCalledTimes(2);
+  });
+});

@@ -304,6 +304,9 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.logger.error('node lease was lost; re-acquiring it and re-registering local sessions');
     try {
       await this.store.acquireLease(this.config.nodeId);
+      // Taking the lease cleared this node's entries, and a heartbeat only extends entries that exist: until a
+      // restore goes through, the next heartbeat writes them whole (restore clears the flag).
+      this.heartbeatFailed = true;
       await this.checkEpoch();
       await this.restore();
       // While the lease was out, this node's users looked offline: what was sent to them meanwhile was stored.
@@ -318,6 +321,8 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   private async reassert(): Promise<void> {
     try {
       if (await this.store.renewLease(this.config.nodeId)) {
+        // Entries may have lapsed during the outage: until a restore goes through, heartbeats write them whole.
+        this.heartbeatFailed = true;
         await this.checkEpoch();
         await this.restore();
         this.logger.log('presence re-asserted after a reconnect');

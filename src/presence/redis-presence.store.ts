@@ -74,14 +74,6 @@ const ACQUIRE_LEASE = new LuaScript(
 );
 
 /**
- * KEYS: lease, nodeSessions, presence(user)...   ARGV: token, ttlMs, nodeId, mode, single (1 or 0), leasePrefix,
- * then (sessionId, userId) pairs. Fenced: nothing is written unless this node still holds its lease; then
- * answers {1, sessionId...}: of a restore the sessions it did not write, of a refresh those whose entry had
- * lapsed (it wrote them again). Mode `refresh` extends only entries that exist (ZADD XX), `restore` writes them whole, except, with `single`, a session whose user has a live session on
- * another node (a newer login there; one on this node would have ended it here at once). Entries dead for a
- * whole TTL go.
- */
-/**
  * How long a user's presence key, and a node's list of its sessions, outlive their last write: an entry a
  * crashed node left is where the user's lastSeen is read from (its last heartbeat) until the sweep below or a
  * restart under the node's id writes it as the user's lastSeen, and the node's list is how they find it. A
@@ -126,6 +118,14 @@ const SWEEP_DEAD_NODES = new LuaScript(
   return swept`,
 );
 
+/**
+ * KEYS: lease, nodeSessions, presence(user)...   ARGV: token, ttlMs, nodeId, mode, single (1 or 0), leasePrefix,
+ * then (sessionId, userId) pairs. Fenced: nothing is written unless this node still holds its lease; then
+ * answers {1, sessionId...}: of a restore the sessions it did not write, of a refresh those whose entry had
+ * lapsed (it wrote them again). Mode `refresh` extends only entries that exist (ZADD XX), `restore` writes them whole, except, with `single`, a session whose user has a live session on
+ * another node (a newer login there; one on this node would have ended it here at once). Entries dead for a
+ * whole TTL go.
+ */
 const WRITE_SESSIONS_LUA = `${LUA_NOW}
   ${LUA_LIVE_NODES}
   if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {0} end
