@@ -8,6 +8,7 @@ import {
   LeaseLostError,
   LocalSession,
   NodeIdInUseError,
+  parseMember,
   PresenceStore,
   SessionRef,
   UserPresence,
@@ -106,8 +107,7 @@ export class MemoryPresenceStore extends PresenceStore {
       // lapsed entry's too (its session may still be connected there).
       for (const member of [...(this.entries.get(userId)?.keys() ?? [])]) {
         if (member === `${ref.nodeId}|${ref.sessionId}`) continue;
-        const bar = member.indexOf('|');
-        const other = { nodeId: member.slice(0, bar), sessionId: member.slice(bar + 1) };
+        const other = parseMember(member);
         this.entries.get(userId)?.delete(member);
         this.nodeSessions.get(other.nodeId)?.delete(other.sessionId);
         if (this.leaseAlive(other.nodeId)) {
@@ -196,9 +196,8 @@ export class MemoryPresenceStore extends PresenceStore {
     const sessions: SessionRef[] = [];
     let seen = this.seen.get(userId) ?? 0;
     for (const [member, expiry] of this.entries.get(userId) ?? []) {
-      const bar = member.indexOf('|');
-      const nodeId = member.slice(0, bar);
-      if (expiry > now && this.leaseAlive(nodeId, now)) sessions.push({ nodeId, sessionId: member.slice(bar + 1) });
+      const session = parseMember(member);
+      if (expiry > now && this.leaseAlive(session.nodeId, now)) sessions.push(session);
       else seen = Math.max(seen, expiry - this.config.presenceTtlMs);
     }
     const online = sessions.length > 0;

@@ -6,6 +6,12 @@ export interface SessionRef {
   readonly sessionId: string;
 }
 
+/** A session as both stores key it in a user's presence: `nodeId|sessionId` (a node id has no `|`). */
+export function parseMember(member: string): SessionRef {
+  const bar = member.indexOf('|');
+  return { nodeId: member.slice(0, bar), sessionId: member.slice(bar + 1) };
+}
+
 export interface LocalSession {
   readonly userId: string;
   readonly sessionId: string;

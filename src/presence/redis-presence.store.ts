@@ -12,6 +12,7 @@ import {
   LeaseLostError,
   LocalSession,
   NodeIdInUseError,
+  parseMember,
   PresenceStore,
   SessionRef,
   UserPresence,
@@ -265,12 +266,6 @@ const DATA_EPOCH = new LuaScript(
 const BATCH = 500;
 
 type WriteMode = 'refresh' | 'restore';
-
-/** `nodeId|sessionId` */
-function parseMember(member: string): SessionRef {
-  const bar = member.indexOf('|');
-  return { nodeId: member.slice(0, bar), sessionId: member.slice(bar + 1) };
-}
 
 @Injectable()
 export class RedisPresenceStore extends PresenceStore {
