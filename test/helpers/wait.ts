@@ -20,6 +20,7 @@ export function within<T>(promise: Promise<T>, what: string, timeoutMs = 5000): 
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/** A cluster name no other run uses; `TEST_CLUSTER_PREFIX` goes in front (a reviewer's runs beside CI's, say). */
 export function uniqueName(prefix: string): string {
-  return `${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
+  return `${process.env.TEST_CLUSTER_PREFIX ?? ''}${prefix}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 }
