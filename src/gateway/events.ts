@@ -15,9 +15,12 @@ export type Ack<T extends object = object> = (reply: ({ ok: true } & T) | ErrorA
  * Client to server. Payloads arrive as `unknown` on purpose: each is validated against its DTO
  * (messaging/dto.ts) before use.
  */
-export interface ClientToServerEvents {
-  'message:send': (payload: unknown, ack: Ack<SendResult>) => void;
-  'message:read': (payload: unknown, ack: Ack) => void;
+export type ClientToServerEvents = { [E in keyof AckReplies]: (payload: unknown, ack: Ack<AckReplies[E]>) => void };
+
+/** What each client event's ack carries besides `ok: true`; the gateway's handlers are typed by it. */
+export interface AckReplies {
+  'message:send': SendResult;
+  'message:read': Record<string, never>;
 }
 
 

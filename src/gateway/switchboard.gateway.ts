@@ -18,14 +18,15 @@ import { StoredMessage } from '../messaging/stored-message';
 import { Lifecycle } from '../health/lifecycle';
 import { MetricsService } from '../metrics/metrics.service';
 import { PresenceService } from '../presence/presence.service';
-import { ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
+import { AckReplies, ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
 import { PreEncoded } from './pre-encoded';
 import { ReadBudget } from './read-budget';
 import { SessionStream } from './session-stream';
 import { closeOnEventFlood } from './event-flood';
 import { limitWriteBacklog, maxWriteBacklog } from './write-backlog';
 
-type Handler = (socket: SwitchboardSocket, payload: unknown) => Promise<object>;
+/** An event's handler: its answer is what the event's ack carries besides `ok: true` (AckReplies). */
+type Handler<E extends keyof AckReplies = keyof AckReplies> = (socket: SwitchboardSocket, payload: unknown) => Promise<AckReplies[E]>;
 
 const DISCONNECT_BATCH = 200;
 /** `message:send` calls a session may make per send its user may make (repeats and refusals included). */
@@ -90,7 +91,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private counterCheck: NodeJS.Timeout | undefined;
   private checkingCounters = false;
 
-  private readonly handlers: { [E in keyof ClientToServerEvents]: Handler } = {
+  private readonly handlers: { [E in keyof AckReplies]: Handler<E> } = {
     'message:send': (socket, payload) => {
       this.takeSessionToken(socket, 'message:send');
       return this.messages.send(socket.data.userId, parseSendMessage(payload), 'socket');
@@ -350,7 +351,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
         };
         // A handler that throws synchronously (validation) must not escape to the socket's emitter. No closure
         // holds the payload until the answer.
-        let result: Promise<object>;
+        let result: Promise<AckReplies[keyof AckReplies]>;
         try {
           result = handler(socket, payload);
         } catch (err) {
