@@ -7,7 +7,7 @@ import { sendRateRule } from '../common/token-bucket';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { LuaScript, redisStateError } from '../redis/lua-script';
-import { LUA_LIVE_NODES, LUA_NOW, RedisKeys } from '../redis/redis-keys';
+import { LUA_ID_OF, LUA_IDEM_RECORD, LUA_LIVE_NODES, LUA_NOW, RedisKeys } from '../redis/redis-keys';
 import { InjectRedis } from '../redis/redis.module';
 import {
   AcceptCommand,
@@ -23,15 +23,15 @@ import {
 import { InboxRead, SendStatus, WHOLE_INBOX } from './message.types';
 import { redraft } from './stored-message';
 
-/** Lua: the creation time (ms) of a stored message, read from the UUIDv7 at the start of its JSON. */
+/** Lua: the creation time (ms) of a stored message, read from the UUIDv7 at the start of its JSON. Needs LUA_ID_OF before it. */
 const LUA_TIME_OF = `
 local function timeOf(json)
-  local id = string.sub(json, 8, 43)
+  local id = idOf(json)
   return tonumber(string.sub(id, 1, 8) .. string.sub(id, 10, 13), 16)
 end`;
 
 /** One of the store's writes, gathered for the turn's script call. */
-type Write = { readonly kind: 'accept'; readonly cmd: AcceptCommand } | { readonly kind: 'confirm'; readonly cmd: ConfirmCommand };
+export type Write = { readonly kind: 'accept'; readonly cmd: AcceptCommand } | { readonly kind: 'confirm'; readonly cmd: ConfirmCommand };
 
 /** How many of an inbox's newest entries a send written again looks through for itself (WRITES_LUA's seqIn). */
 const AGAIN_SEARCH = 256;
@@ -43,13 +43,23 @@ const WRITES_BATCH = 64;
 /** Users whose seq counters one MGET reads (lastSeqs). */
 const LAST_SEQS_CHUNK = 500;
 
-/** WRITES' KEYS and ARGV entries shared by every command, then how many of each every kind of command takes. */
-const WRITES_SHARED_KEYS = 1;
-const WRITES_SHARED_ARGS = 8;
-const ACCEPT_KEYS = 6;
-const ACCEPT_ARGS = 5;
-const CONFIRM_KEYS = 3;
-const CONFIRM_ARGS = 3;
+/**
+ * WRITES' KEYS and ARGV entries shared by every command, then how many of each every kind of command takes: what
+ * writesCall packs and WRITES_LUA reads (its loop hands each command's to its function's parameters, in order).
+ * redis-message.store.spec.ts holds the three together.
+ */
+export const WRITES_SHARED_KEYS = 1;
+export const WRITES_SHARED_ARGS = 8;
+export const ACCEPT_KEYS = 6;
+export const ACCEPT_ARGS = 5;
+export const CONFIRM_KEYS = 3;
+export const CONFIRM_ARGS = 3;
+
+/** Lua: the arguments WRITES_LUA's loop passes a command's function: its `keys` KEYS after k, then its `args` ARGV after a. */
+function commandArgs(keys: number, args: number): string {
+  const run = (table: string, at: string, n: number): string[] => Array.from({ length: n }, (_, i) => `${table}[${at} + ${i + 1}]`);
+  return [...run('KEYS', 'k', keys), ...run('ARGV', 'a', args)].join(', ');
+}
 
 /**
  * The store's writes of one event-loop turn, in call order, in one round trip: sends (a) and confirmations (c).
@@ -76,6 +86,8 @@ const CONFIRM_ARGS = 3;
  */
 const WRITES_LUA = `${LUA_NOW}
   ${LUA_LIVE_NODES}
+  ${LUA_ID_OF}
+  ${LUA_IDEM_RECORD}
   local rate, burst, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
   local offlineTtl, idemTtl, leasePrefix = ARGV[4], ARGV[5], ARGV[6]
   local rateTtl = math.ceil(burst * 1000 / rate) + 1000
@@ -97,14 +109,14 @@ const WRITES_LUA = `${LUA_NOW}
     local lapsed = {}
     return stored(seq, 0, '', liveNodes(presence, leasePrefix, nowArg, leases, lapsed), lapsed)
   end
-  -- The seq of the inbox entry of message id (its JSON starts {"id":"<id>"), looked for among the newest
+  -- The seq of the inbox entry of message id (hasId), looked for among the newest
   -- ${AGAIN_SEARCH} entries, where a send carried out moments ago is: a whole large inbox, at every send of a call
   -- written again, kept Redis busy for seconds (found by a review). Not found, the send is stored again.
   local function seqIn(inbox, id)
     for offset = 0, ${AGAIN_SEARCH - 1}, 16 do
       local page = redis.call('ZRANGE', inbox, offset, offset + 15, 'REV', 'WITHSCORES')
       for i = 1, #page, 2 do
-        if string.sub(page[i], 8, 7 + #id) == id then return page[i + 1] end
+        if hasId(page[i], id) then return page[i + 1] end
       end
       if #page < 32 then return nil end
     end
@@ -114,7 +126,7 @@ const WRITES_LUA = `${LUA_NOW}
     if hasIdem == '1' then
       local first = redis.call('GET', idem)
       if first then
-        local fid, status, seq, settled, fto = string.match(first, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+        local fid, status, seq, settled, fto = parseIdem(first)
         -- This very send (no other has its id): carried out by the first run of a call written again.
         if fid == id then return storedBefore(seq, presence) end
         if settled == '0' and fto == to then
@@ -122,7 +134,7 @@ const WRITES_LUA = `${LUA_NOW}
           -- drafted again by the node ('' here): another session may be waiting for it.
           local still = redis.call('ZRANGEBYSCORE', inbox, seq, seq)
           local json = still[1]
-          if not json or string.sub(json, 8, 43) ~= fid then json = '' end
+          if not json or not hasId(json, fid) then json = '' end
           return {'duplicate', fid, status, seq, json, unpack(liveNodes(presence, leasePrefix, nowArg, leases))}
         end
         return {'duplicate', fid or first, status or 'stored'}
@@ -153,7 +165,7 @@ const WRITES_LUA = `${LUA_NOW}
     if hasIdem == '1' then
       local status = 'stored'
       if #nodes > 0 then status = 'sent' end
-      redis.call('SET', idem, id .. '|' .. status .. '|' .. seq .. '|0|' .. to, 'PX', idemTtl)
+      redis.call('SET', idem, idemRecord(id, status, seq, '0', to), 'PX', idemTtl)
     end
     return stored(seq, dropped, json, nodes, lapsed)
   end
@@ -163,11 +175,11 @@ const WRITES_LUA = `${LUA_NOW}
     return {1, unpack(senders[presence])}
   end
   local function confirm(inbox, unread, presence, seq, id, from)
-    -- The entry at that seq, if it is this message (its JSON starts {"id":"<id>"): after a Redis that came back
+    -- The entry at that seq, if it is this message (hasId): after a Redis that came back
     -- empty, a seq may name a newer message than the one a session confirms.
     local held, found = redis.call('ZRANGEBYSCORE', inbox, seq, seq), nil
     for _, m in ipairs(held) do
-      if string.sub(m, 8, 7 + #id) == id then found = m end
+      if hasId(m, id) then found = m end
     end
     if not found then
       -- Gone, and its read-receipt entry there: in a call written again, most likely this confirmation's first
@@ -187,10 +199,10 @@ const WRITES_LUA = `${LUA_NOW}
   for i = 1, #kinds do
     local ok, reply
     if string.sub(kinds, i, i) == 'a' then
-      ok, reply = pcall(accept, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5])
+      ok, reply = pcall(accept, ${commandArgs(ACCEPT_KEYS, ACCEPT_ARGS)})
       k, a = k + ${ACCEPT_KEYS}, a + ${ACCEPT_ARGS}
     else
-      ok, reply = pcall(confirm, KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+      ok, reply = pcall(confirm, ${commandArgs(CONFIRM_KEYS, CONFIRM_ARGS)})
       k, a = k + ${CONFIRM_KEYS}, a + ${CONFIRM_ARGS}
     end
     -- One command's failure (a key of the wrong type, say) is its own answer, not the whole batch's. But on a
@@ -218,11 +230,12 @@ const CONFIRMS = new LuaScript('confirms', WRITES_LUA, ['allow-oom']);
  */
 const SETTLE = new LuaScript(
   'settle',
-  `local rec = redis.call('GET', KEYS[1])
+  `${LUA_IDEM_RECORD}
+  local rec = redis.call('GET', KEYS[1])
   if not rec then return 0 end
-  local id, seq, settled, to = string.match(rec, '^([^|]*)|[^|]*|([^|]*)|([^|]*)|(.*)$')
+  local id, _, seq, settled, to = parseIdem(rec)
   if id ~= ARGV[1] or (ARGV[3] == 'repeat' and settled == '1') then return 0 end
-  redis.call('SET', KEYS[1], id .. '|' .. ARGV[2] .. '|' .. seq .. '|1|' .. to, 'KEEPTTL')
+  redis.call('SET', KEYS[1], idemRecord(id, ARGV[2], seq, '1', to), 'KEEPTTL')
   return 1`,
 );
 
@@ -236,6 +249,7 @@ const SETTLE = new LuaScript(
 const PENDING_PAGE = new LuaScript(
   'pendingPage',
   `${LUA_NOW}
+  ${LUA_ID_OF}
   ${LUA_TIME_OF}
   local from, lastSeq, maxBytes, maxCount = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
   local expired, expiring = 0, '0'
@@ -353,41 +367,7 @@ export class RedisMessageStore extends MessageStore {
   }
 
   private async runWrites(script: LuaScript, batch: readonly Write[], call: number): Promise<Array<AcceptResult | ConfirmResult | Error>> {
-    const { rate, burst } = sendRateRule(this.config.sendRatePerSecond);
-    let kinds = '';
-    const keys: string[] = [this.callMark];
-    // The shared entries, the kinds (filled in below), then each command's.
-    const args: Array<string | number> = [
-      rate,
-      burst,
-      this.config.offlineMaxPerUser,
-      this.config.offlineTtlMs,
-      IDEMPOTENCY_WINDOW_MS,
-      this.keys.leasePrefix,
-      call,
-      '',
-    ];
-    for (const write of batch) {
-      if (write.kind === 'accept') {
-        const { from, to, clientMsgId, draft, id } = write.cmd;
-        kinds += 'a';
-        keys.push(
-          this.keys.idempotency(from, clientMsgId ?? ''),
-          this.keys.rate(from),
-          this.keys.seq(to),
-          this.keys.inbox(to),
-          this.keys.presence(to),
-          this.keys.unread(to),
-        );
-        args.push(clientMsgId === undefined ? '0' : '1', draft, id, to, from);
-      } else {
-        const { userId, seq, id, from } = write.cmd;
-        kinds += 'c';
-        keys.push(this.keys.inbox(userId), this.keys.unread(userId), this.keys.presence(from));
-        args.push(seq, id, from);
-      }
-    }
-    args[WRITES_SHARED_ARGS - 1] = kinds;
+    const { keys, args } = writesCall(this.keys, this.config, this.callMark, batch, call);
     const replies = (await script.runNow(this.redis, keys, args)) as Array<Array<string | number>>;
     // An accept's reply holds strings only; a confirmation's starts with the number 1 when it removed the message.
     return replies.map((reply, i) => {
@@ -445,6 +425,55 @@ export class RedisMessageStore extends MessageStore {
     }
     return seqs;
   }
+}
+
+/**
+ * The KEYS and ARGV of the `writes` call (WRITES or CONFIRMS) of `batch`, the call numbered `call` of the process
+ * whose call mark (writeCalls) is `callMark`: laid out as WRITES_LUA reads them.
+ */
+export function writesCall(
+  redisKeys: RedisKeys,
+  config: Pick<AppConfig, 'sendRatePerSecond' | 'offlineMaxPerUser' | 'offlineTtlMs'>,
+  callMark: string,
+  batch: readonly Write[],
+  call: number,
+): { keys: string[]; args: Array<string | number> } {
+  const { rate, burst } = sendRateRule(config.sendRatePerSecond);
+  let kinds = '';
+  const keys: string[] = [callMark];
+  // The shared entries, the kinds (filled in below), then each command's.
+  const args: Array<string | number> = [
+    rate,
+    burst,
+    config.offlineMaxPerUser,
+    config.offlineTtlMs,
+    IDEMPOTENCY_WINDOW_MS,
+    redisKeys.leasePrefix,
+    call,
+    '',
+  ];
+  for (const write of batch) {
+    if (write.kind === 'accept') {
+      const { from, to, clientMsgId, draft, id } = write.cmd;
+      kinds += 'a';
+      keys.push(
+        redisKeys.idempotency(from, clientMsgId ?? ''),
+        redisKeys.rate(from),
+        redisKeys.seq(to),
+        redisKeys.inbox(to),
+        redisKeys.presence(to),
+        redisKeys.unread(to),
+      );
+      args.push(clientMsgId === undefined ? '0' : '1', draft, id, to, from);
+    } else {
+      const { userId, seq, id, from } = write.cmd;
+      kinds += 'c';
+      keys.push(redisKeys.inbox(userId), redisKeys.unread(userId), redisKeys.presence(from));
+      args.push(seq, id, from);
+    }
+  }
+  args[WRITES_SHARED_ARGS - 1] = kinds;
+  return { keys, args };
 }
 
 /** How far a read got: all of it (`next` empty), or up to the seq before the one it stopped at. */

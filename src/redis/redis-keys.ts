@@ -114,3 +114,31 @@ local function liveNodes(key, leasePrefix, now, leases, lapsed)
   end
   return out
 end`;
+
+/**
+ * Lua functions for the id of a stored message (an inbox member), read by its place, since every JSON the store
+ * writes starts `{"id":"<id>"` (messageDraft): a plain string.sub, no JSON decoding, on paths that read many
+ * members. idOf(json) takes the 36 characters of a UUIDv7 (what this version makes); hasId(json, id) asks whether
+ * the member's id is `id`, of any length (an entry of another version whose ids are shorter is still confirmed).
+ * A member laid out otherwise gives some other string, or false, never an error.
+ */
+export const LUA_ID_OF = `
+local function idOf(json)
+  return string.sub(json, 8, 43)
+end
+local function hasId(json, id)
+  return string.sub(json, 8, 8 + #id) == id .. '"'
+end`;
+
+/**
+ * Lua functions for an idempotency record `id|status|seq|settled|to` (see RedisKeys.idempotency), the only
+ * place that knows its layout: parseIdem(rec) gives its five fields (all strings), or nothing (nils) for a
+ * record not of that layout; idemRecord(id, status, seq, settled, to) makes one.
+ */
+export const LUA_IDEM_RECORD = `
+local function parseIdem(rec)
+  return string.match(rec, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+end
+local function idemRecord(id, status, seq, settled, to)
+  return id .. '|' .. status .. '|' .. seq .. '|' .. settled .. '|' .. to
+end`;
