@@ -21,10 +21,10 @@ import { PinoLoggerService } from './logging/pino-logger.service';
  * way; whoever calls it closes the app.
  */
 export async function createSwitchboard(config: AppConfig): Promise<NestExpressApplication> {
-  // The logger from the start, not buffered until the app is built: a boot waiting for Redis says so while it waits.
   const boot = new BootResources();
   let app: NestExpressApplication;
   try {
+    // The logger from the start, not buffered until the app is built: a boot waiting for Redis says so while it waits.
     app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot(config, boot), {
       logger: new PinoLoggerService(config.logLevel, config.nodeId),
       bodyParser: false,
@@ -35,6 +35,18 @@ export async function createSwitchboard(config: AppConfig): Promise<NestExpressA
     throw err;
   }
   boot.forget();
+  try {
+    configure(app, config);
+  } catch (err) {
+    // Built, with its broker connections open, and never handed to the caller who would close it.
+    await app.close().catch(() => undefined);
+    throw err;
+  }
+  return app;
+}
+
+/** Middleware, CORS, the Socket.IO adapter, filters, pipes and the OpenAPI document of a built app. */
+function configure(app: NestExpressApplication, config: AppConfig): void {
   const lifecycle = app.get(Lifecycle);
   // First, so that every answer carries the CORS headers, the refusals of the middleware below included: without
   // them a browser on another origin reads a 400, 413 or 503 as a network failure. Retry-After exposed for 429s;
@@ -67,7 +79,6 @@ export async function createSwitchboard(config: AppConfig): Promise<NestExpressA
       .build(),
   );
   SwaggerModule.setup('docs', app, document);
-  return app;
 }
 
 /** This build's version, from the package.json beside `src/` and `dist/` (the Docker image copies it there too). */

@@ -15,11 +15,11 @@ import { PresenceStoreFactory, presenceStoreContract } from './contracts/presenc
 
 /**
  * The store contracts against the real Redis (TEST_REDIS_URL, default 127.0.0.1:6379) and against memory.
- * Every key this file writes starts with its own CLUSTER_NAME (t-stores-<random>); each test gets a
+ * Every key this file writes starts with its own CLUSTER_NAME (TEST_CLUSTER_PREFIX, then t-stores-<random>); each test gets a
  * sub-cluster `<CLUSTER_NAME>-<n>` so counts such as cluster() start empty. The keys are deleted and
  * every client quit in afterAll.
  */
-const CLUSTER_NAME = `t-stores-${randomBytes(4).toString('hex')}`;
+const CLUSTER_NAME = `${process.env.TEST_CLUSTER_PREFIX ?? ''}t-stores-${randomBytes(4).toString('hex')}`;
 
 function configFor(cluster: string, env: Readonly<Record<string, string>>, redis: boolean): AppConfig {
   const base: Record<string, string> = redis

@@ -36,7 +36,7 @@ describe('SwitchboardGateway: receipts only to registered sessions', () => {
     const reached = gw.deliverStatus('alice', { id: 'm1', to: 'bob', status: 'delivered' });
     register([]);
     await connecting;
-    expect(reached).toBe(0);
+    expect(reached).toBe(1); // counted: no reroute to the user's other nodes, which had their copy
     expect(emitted).toEqual(['session']);
   });
 
@@ -49,7 +49,7 @@ describe('SwitchboardGateway: receipts only to registered sessions', () => {
     await gw.handleConnection(socket as never);
     const reachedStatus = gw.deliverStatus('alice', { id: 'm1', to: 'bob', status: 'read' });
     const reachedMsg = gw.deliverMessage({ id: '0190', from: 'bob', to: 'alice', seq: 1, json: '{}' });
-    expect(reachedStatus).toBe(0);
+    expect(reachedStatus).toBe(1);
     expect(emitted).toEqual([]);
     // Still pushed into its stream (held, not emitted): the count is unchanged.
     expect(reachedMsg).toBe(1);

@@ -257,13 +257,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     const sockets = this.byUser.get(userId);
     if (!sockets) return 0;
     // Not to a session before its `session` event, nor to one whose registration failed (closed 2-4 s later).
-    let reached = 0;
-    for (const socket of sockets) {
-      if (!socket.data.registered) continue;
-      socket.emit('message:status', status);
-      reached++;
-    }
-    return reached;
+    // Such a session still counts: a count of 0 reroutes the receipt to the user's nodes, which had their copy
+    // already (a regression review).
+    for (const socket of sockets) if (socket.data.registered) socket.emit('message:status', status);
+    return sockets.size;
   }
 
   /**

@@ -296,3 +296,49 @@ describe('PresenceService: a lease taken again whose restore failed (found by a 
     expect(store.restoreSessions).toHaveBeenCalledTimes(2);
   });
 });
+
+/** Found by the regression review: heartbeatFailed was set before the reassert's restore, so a heartbeat falling while it ran wrote everything again. */
+describe('PresenceService: a heartbeat while a reassert restores', () => {
+  beforeEach(() => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    jest.spyOn(Logger.prototype, 'log').mockImplementation(() => undefined);
+  });
+  afterEach(() => {
+    jest.useRealTimers();
+    jest.restoreAllMocks();
+  });
+
+  it('writes the sessions whole once and catches the sessions up once', async () => {
+    const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent', PRESENCE_TTL_SECONDS: '30' });
+    let reconnected!: () => void;
+    let finishSlowRestore!: () => void;
+    let restores = 0;
+    const store = {
+      acquireLease: jest.fn(async () => undefined),
+      renewLease: jest.fn(async () => true),
+      onReconnected: jest.fn((l: () => void) => (reconnected = l)),
+      addSession: jest.fn(async () => []),
+      refreshSessions: jest.fn(async () => []),
+      // The reassert's restore takes a while (many sessions, in batches of 500, to a Redis just back).
+      restoreSessions: jest.fn(() => (++restores === 1 ? new Promise<never[]>((r) => (finishSlowRestore = () => r([]))) : Promise.resolve([]))),
+      removeSessions: jest.fn(async (): Promise<void> => undefined),
+      releaseLease: jest.fn(async () => undefined),
+      sweepDeadNodes: jest.fn(async () => 0),
+      dataEpoch: jest.fn(async () => 'epoch-1'),
+    };
+    const service = new PresenceService(config, store as unknown as PresenceStore, new MetricsService(config), new Lifecycle());
+    let catchUps = 0;
+    service.onReasserted(() => catchUps++);
+    await service.onModuleInit();
+    await service.sessionStarted('bob', 's1');
+
+    await jest.advanceTimersByTimeAsync(9_900);
+    reconnected(); // Redis 'ready' after an outage: reassert
+    await jest.advanceTimersByTimeAsync(200); // the heartbeat (every 10 s) falls while the restore is under way
+    finishSlowRestore();
+    await jest.advanceTimersByTimeAsync(1);
+    await service.beforeApplicationShutdown();
+    expect({ restores: store.restoreSessions.mock.calls.length, refreshes: store.refreshSessions.mock.calls.length, catchUps }).toEqual({ restores: 1, refreshes: 1, catchUps: 1 });
+  });
+});

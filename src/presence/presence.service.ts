@@ -304,11 +304,9 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.logger.error('node lease was lost; re-acquiring it and re-registering local sessions');
     try {
       await this.store.acquireLease(this.config.nodeId);
-      // Taking the lease cleared this node's entries, and a heartbeat only extends entries that exist: until a
-      // restore goes through, the next heartbeat writes them whole (restore clears the flag).
-      this.heartbeatFailed = true;
-      await this.checkEpoch();
-      await this.restore();
+      // Taking the lease cleared this node's entries, and a heartbeat only extends entries that exist: a rewrite
+      // that fails leaves them to the next heartbeat, which writes them whole (found by a code review).
+      await this.rewriteOrLeaveToHeartbeat();
       // While the lease was out, this node's users looked offline: what was sent to them meanwhile was stored.
       this.reasserted();
     } catch (err) {
@@ -317,14 +315,27 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     }
   }
 
+  /**
+   * Checks the data epoch and writes the sessions whole; when that fails, the next heartbeat writes them whole
+   * instead of refreshing them. The flag is set only then: set before, a heartbeat falling while the rewrite ran
+   * wrote them all again and caught every session up twice (found by a regression review).
+   */
+  private async rewriteOrLeaveToHeartbeat(): Promise<void> {
+    try {
+      await this.checkEpoch();
+      await this.restore();
+    } catch (err) {
+      this.heartbeatFailed = true;
+      throw err;
+    }
+  }
+
   /** The store is back after an outage: keep or retake the lease, write every local session again. */
   private async reassert(): Promise<void> {
     try {
       if (await this.store.renewLease(this.config.nodeId)) {
-        // Entries may have lapsed during the outage: until a restore goes through, heartbeats write them whole.
-        this.heartbeatFailed = true;
-        await this.checkEpoch();
-        await this.restore();
+        // Entries may have lapsed during the outage: if this rewrite fails, heartbeats write them whole.
+        await this.rewriteOrLeaveToHeartbeat();
         this.logger.log('presence re-asserted after a reconnect');
         this.reasserted();
       } else {

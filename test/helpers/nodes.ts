@@ -16,7 +16,14 @@ export interface TestNode {
 export async function startNode(env: Env): Promise<TestNode> {
   const config = configOf(env);
   const app = await createSwitchboard(config);
-  await app.listen(0, '127.0.0.1');
+  try {
+    await app.listen(0, '127.0.0.1');
+  } catch (err) {
+    // A start-up hook refused (the NODE_ID held by a live node, say): the app was built, its broker connections
+    // are open, and no shutdown hook runs unless it is closed.
+    await app.close().catch(() => undefined);
+    throw err;
+  }
   const { port } = app.getHttpServer().address() as AddressInfo;
   let closed = false;
   return {
