@@ -61,6 +61,26 @@ describe('AmqpNodeBus: the payloads of one turn for one node', () => {
     expect(received).toEqual([1, 2, 3, 4, 5]);
     expect((await metrics.amqpPublished.get()).values[0].value - before).toBe(2);
   });
+
+  it('keep their order across the splits: receipts that wait (maxDelayMs), urgent payloads and one over 256 KiB, over several turns', async () => {
+    const received: number[] = [];
+    bus.onMessage(async (payload) => void received.push(payload.readUInt32BE(0)));
+    const payload = (n: number, size: number) => {
+      const b = Buffer.alloc(size, 0x61);
+      b.writeUInt32BE(n, 0);
+      return b;
+    };
+    const plan: Array<[size: number, maxDelayMs?: number]> = [[100, 20], [90_000], [100, 20], [90_000, 20], [300_000], [200, 20], [150_000, 20]];
+    const outcomes: Array<Promise<unknown>> = [];
+    let n = 0;
+    for (let turn = 0; turn < 6; turn++) {
+      for (const [size, maxDelayMs] of plan) outcomes.push(bus.publishToNode('n1', payload(n++, size), maxDelayMs === undefined ? {} : { maxDelayMs }));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await Promise.all(outcomes);
+    await waitFor(() => received.length >= n, 'every payload');
+    expect(received).toEqual(Array.from({ length: n }, (_, k) => k));
+  });
 });
 
 /** What the broker says of a queue, or null when it does not exist (a failed check closes its channel, hence one each). */
