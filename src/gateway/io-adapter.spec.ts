@@ -4,7 +4,10 @@ import type { INestApplicationContext } from '@nestjs/common';
 import { IoAdapter } from '@nestjs/platform-socket.io';
 import type { MessageMappingProperties } from '@nestjs/websockets';
 import { of } from 'rxjs';
-import type { Socket } from 'socket.io';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Server, type Socket } from 'socket.io';
+import { io as ioClient } from 'socket.io-client';
 import { loadConfig } from '../config/config';
 import { originAllowed, SwitchboardIoAdapter } from './io-adapter';
 
@@ -70,5 +73,30 @@ describe('SwitchboardIoAdapter.bindMessageHandlers', () => {
     const handlers: MessageMappingProperties[] = [{ message: 'x', methodName: 'x', callback: () => of(undefined), isAckHandledManually: false }];
     new SwitchboardIoAdapter(app, config).bindMessageHandlers(socket, handlers, transform);
     expect(bind).toHaveBeenCalledWith(socket, handlers, transform);
+  });
+});
+
+describe("Socket.IO's ack counter, which the adapter starts at random (startAckIdsAtRandom)", () => {
+  it("is the namespace's `_ids`: an ack asked of a socket carries the number set there", async () => {
+    const http = createServer();
+    const server = new Server(http);
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const { port } = http.address() as AddressInfo;
+    // A Socket.IO upgrade that renamed it would leave every process numbering its acks from 0 again.
+    expect(server.of('/')._ids).toBe(0);
+    server.of('/')._ids = 123_456_789;
+    server.on('connection', (socket) => socket.emit('hello', () => undefined));
+    const client = ioClient(`http://127.0.0.1:${port}`, { transports: ['websocket'] });
+    try {
+      const packet = await new Promise<string>((resolve) =>
+        client.io.on('open', () => client.io.engine.on('packet', (p: { type: string; data?: unknown }) => {
+          if (p.type === 'message' && typeof p.data === 'string' && p.data.startsWith('2')) resolve(p.data);
+        })),
+      );
+      expect(packet).toBe('2123456789["hello"]');
+    } finally {
+      client.close();
+      await server.close();
+    }
   });
 });
