@@ -298,47 +298,58 @@ describe('PresenceService: a lease taken again whose restore failed (found by a 
 });
 
 /** Found by the regression review: heartbeatFailed was set before the reassert's restore, so a heartbeat falling while it ran wrote everything again. */
-describe('PresenceService: a heartbeat while a reassert restores', () => {
-  beforeEach(() => {
-    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
-    jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
-    jest.spyOn(Logger.prototype, 'log').mockImplementation(() => undefined);
-  });
-  afterEach(() => {
-    jest.useRealTimers();
-    jest.restoreAllMocks();
-  });
+describe('PresenceService: a heartbeat while a reassert rewrites the sessions (found by regression reviews)', () => {
+  fakeTimersAndQuietWarnings();
+  beforeEach(() => jest.spyOn(Logger.prototype, 'log').mockImplementation(() => undefined));
 
-  it('writes the sessions whole once and catches the sessions up once', async () => {
+  /** A service over a store whose first rewrite takes until the test lets it finish (many sessions, a Redis just back). */
+  async function slowRewrite(refreshFailsUntilReconnect: boolean) {
     const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent', PRESENCE_TTL_SECONDS: '30' });
     let reconnected!: () => void;
     let finishSlowRestore!: () => void;
-    let restores = 0;
-    const store = {
-      acquireLease: jest.fn(async () => undefined),
-      renewLease: jest.fn(async () => true),
+    let down = refreshFailsUntilReconnect;
+    const store = fakeStore({
       onReconnected: jest.fn((l: () => void) => (reconnected = l)),
-      addSession: jest.fn(async () => []),
-      refreshSessions: jest.fn(async () => []),
-      // The reassert's restore takes a while (many sessions, in batches of 500, to a Redis just back).
-      restoreSessions: jest.fn(() => (++restores === 1 ? new Promise<never[]>((r) => (finishSlowRestore = () => r([]))) : Promise.resolve([]))),
-      removeSessions: jest.fn(async (): Promise<void> => undefined),
-      releaseLease: jest.fn(async () => undefined),
-      sweepDeadNodes: jest.fn(async () => 0),
-      dataEpoch: jest.fn(async () => 'epoch-1'),
-    };
-    const service = new PresenceService(config, store as unknown as PresenceStore, new MetricsService(config), new Lifecycle());
+      refreshSessions: jest.fn(async (): Promise<string[]> => {
+        if (down) throw new Error('Connection is closed.');
+        return [];
+      }),
+      restoreSessions: jest.fn((): Promise<string[]> =>
+        store.restoreSessions.mock.calls.length === 1 ? new Promise((r) => (finishSlowRestore = () => r([]))) : Promise.resolve([]),
+      ),
+    });
+    const service = serviceOver(config, store);
     let catchUps = 0;
     service.onReasserted(() => catchUps++);
     await service.onModuleInit();
     await service.sessionStarted('bob', 's1');
+    const reconnect = () => {
+      down = false;
+      reconnected();
+    };
+    return { service, store, reconnect, finish: () => finishSlowRestore(), catchUps: () => catchUps };
+  }
 
+  it('writes the sessions whole once and catches them up once', async () => {
+    const t = await slowRewrite(false);
     await jest.advanceTimersByTimeAsync(9_900);
-    reconnected(); // Redis 'ready' after an outage: reassert
-    await jest.advanceTimersByTimeAsync(200); // the heartbeat (every 10 s) falls while the restore is under way
-    finishSlowRestore();
+    t.reconnect(); // Redis 'ready' after a short outage: reassert
+    await jest.advanceTimersByTimeAsync(200); // the heartbeat (every 10 s) falls while the rewrite is under way
+    t.finish();
     await jest.advanceTimersByTimeAsync(1);
-    await service.beforeApplicationShutdown();
-    expect({ restores: store.restoreSessions.mock.calls.length, refreshes: store.refreshSessions.mock.calls.length, catchUps }).toEqual({ restores: 1, refreshes: 1, catchUps: 1 });
+    await t.service.beforeApplicationShutdown();
+    expect({ restores: t.store.restoreSessions.mock.calls.length, catchUps: t.catchUps() }).toEqual({ restores: 1, catchUps: 1 });
+  });
+
+  it('also after an outage that failed a heartbeat: the next heartbeat shares the rewrite under way', async () => {
+    const t = await slowRewrite(true);
+    await jest.advanceTimersByTimeAsync(10_000); // a heartbeat fails: Redis is away
+    await jest.advanceTimersByTimeAsync(9_900);
+    t.reconnect();
+    await jest.advanceTimersByTimeAsync(200); // the next heartbeat, marked to write whole, falls during the reassert's
+    t.finish();
+    await jest.advanceTimersByTimeAsync(1);
+    await t.service.beforeApplicationShutdown();
+    expect({ restores: t.store.restoreSessions.mock.calls.length, catchUps: t.catchUps() }).toEqual({ restores: 1, catchUps: 1 });
   });
 });

@@ -38,6 +38,8 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
    * refreshed expire, and a refresh only extends entries that exist: the next heartbeat writes them whole.
    */
   private heartbeatFailed = false;
+  /** The rewrite under way after the store or the lease was lost, if any (rewrite()). */
+  private rewriting?: Promise<void>;
   /** Sessions that ended while the store failed to remove them: removed again at the next heartbeat. */
   private unremoved: LocalSession[] = [];
   private readonly unkeptLog = new ThrottledLog((line) => this.logger.warn(line), UNKEPT_LOG_EVERY_MS);
@@ -214,8 +216,10 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.beating = true;
     try {
       await this.removeAgain();
-      if (this.heartbeatFailed) await this.restoreAfterFailedHeartbeat();
-      else await this.refresh();
+      if (this.heartbeatFailed) {
+        await this.rewrite();
+        this.logger.log('presence written whole after a failed heartbeat');
+      } else await this.refresh();
       await this.endDisplaced();
     } catch (err) {
       if (err instanceof LeaseLostError) await this.recoverLease();
@@ -283,12 +287,6 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.reasserted();
   }
 
-  /** Its users may have looked offline since the failed heartbeat, and what was sent to them meanwhile was stored. */
-  private async restoreAfterFailedHeartbeat(): Promise<void> {
-    await this.restore();
-    this.logger.log('presence written whole after a failed heartbeat');
-    this.reasserted();
-  }
 
   /**
    * The lease lapsed (the node was paused or cut off): take a new one, then write this node's sessions again.
@@ -304,11 +302,11 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.logger.error('node lease was lost; re-acquiring it and re-registering local sessions');
     try {
       await this.store.acquireLease(this.config.nodeId);
-      // Taking the lease cleared this node's entries, and a heartbeat only extends entries that exist: a rewrite
-      // that fails leaves them to the next heartbeat, which writes them whole (found by a code review).
-      await this.rewriteOrLeaveToHeartbeat();
-      // While the lease was out, this node's users looked offline: what was sent to them meanwhile was stored.
-      this.reasserted();
+      // Taking the lease cleared this node's entries, and a heartbeat only extends entries that exist: written
+      // whole now, or by the next heartbeat if that fails (found by a code review). A rewrite begun before the
+      // lease was taken may have written before it cleared them: this one waits for it, then writes again.
+      await this.rewriting?.catch(() => undefined);
+      await this.rewrite();
     } catch (err) {
       if (err instanceof NodeIdInUseError) this.lifecycle.requestShutdown(err.message);
       else this.logger.warn(`lease recovery failed, will try again: ${String(err)}`);
@@ -316,11 +314,18 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
   }
 
   /**
-   * Checks the data epoch and writes the sessions whole; when that fails, the next heartbeat writes them whole
-   * instead of refreshing them. The flag is set only then: set before, a heartbeat falling while the rewrite ran
-   * wrote them all again and caught every session up twice (found by a regression review).
+   * After the store or the lease was lost: checks the data epoch, writes the sessions whole, and has them caught
+   * up (their users may have looked offline, and what was sent to them meanwhile was stored). A failed heartbeat
+   * and a reconnect's reassert come together after an outage: they share the rewrite under way, where each ran
+   * its own before (every session written and caught up twice; found by a regression review). One that fails
+   * leaves it to the next heartbeat.
    */
-  private async rewriteOrLeaveToHeartbeat(): Promise<void> {
+  private rewrite(): Promise<void> {
+    this.rewriting ??= this.rewriteNow().finally(() => (this.rewriting = undefined));
+    return this.rewriting;
+  }
+
+  private async rewriteNow(): Promise<void> {
     try {
       await this.checkEpoch();
       await this.restore();
@@ -328,16 +333,15 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
       this.heartbeatFailed = true;
       throw err;
     }
+    this.reasserted();
   }
 
   /** The store is back after an outage: keep or retake the lease, write every local session again. */
   private async reassert(): Promise<void> {
     try {
       if (await this.store.renewLease(this.config.nodeId)) {
-        // Entries may have lapsed during the outage: if this rewrite fails, heartbeats write them whole.
-        await this.rewriteOrLeaveToHeartbeat();
+        await this.rewrite();
         this.logger.log('presence re-asserted after a reconnect');
-        this.reasserted();
       } else {
         await this.recoverLease();
       }

@@ -120,7 +120,7 @@ end`;
  * writes starts `{"id":"<id>"` (messageDraft): a plain string.sub, no JSON decoding, on paths that read many
  * members. idOf(json) takes the 36 characters of a UUIDv7 (what this version makes); hasId(json, id) asks whether
  * the member's id is `id`, of any length (an entry of another version whose ids are shorter is still confirmed).
- * A member laid out otherwise gives some other string, or false, never an error.
+ * A member laid out otherwise gives some other string, or false (a nil member or id is an error: no caller passes one).
  */
 export const LUA_ID_OF = `
 local function idOf(json)
