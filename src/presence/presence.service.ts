@@ -287,7 +287,6 @@ export class PresenceService implements OnModuleInit, BeforeApplicationShutdown 
     this.reasserted();
   }
 
-
   /**
    * The lease lapsed (the node was paused or cut off): take a new one, then write this node's sessions again.
    * Never rejects. If another live node has taken this NODE_ID meanwhile, this node cannot serve under it
