@@ -7,6 +7,7 @@ import {
   ClusterPresence,
   LeaseLostError,
   LocalSession,
+  memberOf,
   NodeIdInUseError,
   parseMember,
   PresenceStore,
@@ -58,7 +59,7 @@ export class MemoryPresenceStore extends PresenceStore {
 
   /** A session of a node that died goes; its last heartbeat is its user's lastSeen, unless a later end is. */
   private endDeadSession(nodeId: string, sessionId: string, userId: string): void {
-    const member = `${nodeId}|${sessionId}`;
+    const member = memberOf(nodeId, sessionId);
     const expiry = this.entries.get(userId)?.get(member);
     if (expiry === undefined) return;
     this.seen.set(userId, Math.max(this.seen.get(userId) ?? 0, expiry - this.config.presenceTtlMs));
@@ -76,7 +77,7 @@ export class MemoryPresenceStore extends PresenceStore {
     for (const [nodeId, sessions] of this.nodeSessions) {
       if (this.leaseAlive(nodeId, now)) continue;
       for (const [sessionId, userId] of sessions) {
-        if ((this.entries.get(userId)?.get(`${nodeId}|${sessionId}`) ?? 0) > now) continue;
+        if ((this.entries.get(userId)?.get(memberOf(nodeId, sessionId)) ?? 0) > now) continue;
         this.endDeadSession(nodeId, sessionId, userId);
         sessions.delete(sessionId);
         swept++;
@@ -106,7 +107,7 @@ export class MemoryPresenceStore extends PresenceStore {
       // As the Redis store: every other session goes, and those of a node that holds its lease are ended, a
       // lapsed entry's too (its session may still be connected there).
       for (const member of [...(this.entries.get(userId)?.keys() ?? [])]) {
-        if (member === `${ref.nodeId}|${ref.sessionId}`) continue;
+        if (member === memberOf(ref.nodeId, ref.sessionId)) continue;
         const other = parseMember(member);
         this.entries.get(userId)?.delete(member);
         this.nodeSessions.get(other.nodeId)?.delete(other.sessionId);
@@ -161,7 +162,7 @@ export class MemoryPresenceStore extends PresenceStore {
     let byNode = this.nodeSessions.get(nodeId);
     if (!byNode) this.nodeSessions.set(nodeId, (byNode = new Map<string, string>()));
     for (const s of sessions) {
-      const member = `${nodeId}|${s.sessionId}`;
+      const member = memberOf(nodeId, s.sessionId);
       let user = this.entries.get(s.userId);
       const expiry = user?.get(member);
       if (mode === 'refresh' && expiry === undefined) continue;
@@ -178,7 +179,7 @@ export class MemoryPresenceStore extends PresenceStore {
     const now = Date.now();
     for (const s of sessions) {
       const user = this.entries.get(s.userId);
-      user?.delete(`${nodeId}|${s.sessionId}`);
+      user?.delete(memberOf(nodeId, s.sessionId));
       if (user?.size === 0) this.entries.delete(s.userId);
       this.seen.set(s.userId, now);
       this.nodeSessions.get(nodeId)?.delete(s.sessionId);

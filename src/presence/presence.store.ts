@@ -7,6 +7,11 @@ export interface SessionRef {
 }
 
 /** A session as both stores key it in a user's presence: `nodeId|sessionId` (a node id has no `|`). */
+export function memberOf(nodeId: string, sessionId: string): string {
+  return `${nodeId}|${sessionId}`;
+}
+
+/** The session of a member (memberOf). */
 export function parseMember(member: string): SessionRef {
   const bar = member.indexOf('|');
   return { nodeId: member.slice(0, bar), sessionId: member.slice(bar + 1) };
