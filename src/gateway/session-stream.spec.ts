@@ -1,21 +1,27 @@
 import { MessageIdGenerator } from '../messaging/message-id';
 import { InboxRead, InboxSnapshot } from '../messaging/message.types';
 import { StoredMessage } from '../messaging/stored-message';
+import { PushBudget } from './push-budget';
 import { GAP_WAIT_MS, MAX_HELD, SessionStream } from './session-stream';
 
 const msg = (seq: number, from = 'alice'): StoredMessage => ({ id: `id-${seq}`, from, to: 'bob', seq, json: `{"seq":${seq}}` });
 
 /** A stream whose inbox reads are answered by the test, one deferred promise at a time. */
-function harness(window = 1000, windowBytes = 1e9) {
+function harness(window = 1000, windowBytes = 1e9, onEmit: (seq: number) => void = () => undefined) {
   const emitted: number[] = [];
+  const budget = new PushBudget(1e9, () => undefined);
   const reads: Array<{ asked: InboxRead; resolve: (s: InboxSnapshot) => void; reject: (e: Error) => void }> = [];
   const errors: unknown[] = [];
   const stream = new SessionStream(
-    (m) => emitted.push(m.seq),
+    (m) => {
+      emitted.push(m.seq);
+      onEmit(m.seq);
+    },
     (asked) => new Promise<InboxSnapshot>((resolve, reject) => reads.push({ asked, resolve, reject })),
     (err) => errors.push(err),
     window,
     windowBytes,
+    budget,
   );
   /** Answers the oldest pending read with `messages` (those from the seq it asked for), complete up to `readUpTo`. */
   const answer = async (messages: StoredMessage[], lastSeq: number, readUpTo = lastSeq) => {
@@ -24,7 +30,7 @@ function harness(window = 1000, windowBytes = 1e9) {
     read.resolve({ messages: messages.filter((m) => m.seq >= read.asked.fromSeq), lastSeq, readUpTo });
     await flush();
   };
-  return { stream, emitted, reads, errors, answer };
+  return { stream, emitted, reads, errors, answer, budget };
 }
 
 const flush = async () => {
@@ -446,6 +452,46 @@ describe('SessionStream', () => {
     await h.answer([msg(1)], 1);
     h.stream.push(msg(2));
     expect(h.emitted).toEqual([]);
+  });
+
+  it("counts what it has out in the node's push budget, gives back each confirmation's bytes, and the rest when it closes", async () => {
+    const h = harness();
+    void h.stream.open();
+    await h.answer([msg(1), msg(2), msg(3)], 3);
+    const each = msg(1).json.length;
+    expect(h.budget.bytes).toBe(3 * each);
+    h.stream.confirmed(each);
+    expect(h.budget.bytes).toBe(2 * each);
+    h.stream.close();
+    expect(h.budget.bytes).toBe(0);
+    // A confirmation after the close gives back nothing more.
+    h.stream.confirmed(each);
+    expect(h.budget.bytes).toBe(0);
+  });
+
+  it('counts as stalled only while it holds messages unconfirmed, from the first of them or the last confirmation', async () => {
+    const h = harness();
+    void h.stream.open();
+    await h.answer([], 0);
+    jest.advanceTimersByTime(60_000);
+    expect(h.stream.stalledFor(Date.now())).toBe(0);
+    h.stream.push(msg(1));
+    h.stream.push(msg(2));
+    jest.advanceTimersByTime(3000);
+    expect(h.stream.stalledFor(Date.now())).toBe(3000);
+    h.stream.confirmed(msg(1).json.length);
+    jest.advanceTimersByTime(1000);
+    expect(h.stream.stalledFor(Date.now())).toBe(1000);
+    h.stream.confirmed(msg(2).json.length);
+    expect(h.stream.stalledFor(Date.now())).toBe(0);
+  });
+
+  it('leaves nothing counted when an emit closes it in the middle of a catch-up (its connection closed for its backlog)', async () => {
+    const h = harness(1000, 1e9, (seq) => seq === 2 && h.stream.close());
+    void h.stream.open();
+    await h.answer([msg(1), msg(2), msg(3)], 3);
+    expect(h.emitted).toEqual([1, 2]);
+    expect(h.budget.bytes).toBe(0);
   });
 });
 

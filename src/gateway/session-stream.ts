@@ -1,6 +1,7 @@
 import { leastIdAt } from '../messaging/message-id';
 import { InboxRead, InboxSnapshot } from '../messaging/message.types';
 import { StoredMessage } from '../messaging/stored-message';
+import { PushAccount, UNBUDGETED } from './push-budget';
 
 export const GAP_WAIT_MS = 250;
 const RETRY_MS = 1000;
@@ -28,7 +29,9 @@ const SKIPPED_KEEP_MS = 60_000;
  * confirmed, a catch-up sends what the inbox has, from `next` on and no more bytes than the window has room
  * for. A session that never confirms (a client that forgets the ack callback, or cannot keep up, or does not
  * read at all) thus costs the node at most `window` pending acknowledgements plus one inbox's, and about
- * `windowBytes` of messages, instead of one per message for as long as it stays connected.
+ * `windowBytes` of messages, instead of one per message for as long as it stays connected. What it has out is
+ * also counted in `budget`, the node's for all its sessions (PushBudget), and given back as it is confirmed or
+ * the stream closes.
  */
 export class SessionStream {
   private next = 0;
@@ -45,6 +48,8 @@ export class SessionStream {
   /** Emitted messages this session has not confirmed yet, and their JSON's length. */
   private unconfirmed = 0;
   private unconfirmedBytes = 0;
+  /** When it last had nothing unconfirmed, or had a confirmation (see stalledFor). */
+  private progressAt = 0;
   /** Set when `unconfirmed` reached the window: live messages stay in the inbox until half of it is confirmed. */
   private paused = false;
   /** A catch-up was asked for while one ran: it runs again once done. */
@@ -64,6 +69,7 @@ export class SessionStream {
     private readonly onError: (err: unknown) => void,
     private readonly window: number,
     private readonly windowBytes: number,
+    private readonly budget: PushAccount = UNBUDGETED,
   ) {}
 
   /** A message pushed live. */
@@ -92,8 +98,11 @@ export class SessionStream {
 
   /** The session confirmed one of the messages emitted to it, whose JSON was `bytes` long. */
   confirmed(bytes: number): void {
+    this.progressAt = Date.now();
     this.unconfirmed = Math.max(0, this.unconfirmed - 1);
-    this.unconfirmedBytes = Math.max(0, this.unconfirmedBytes - bytes);
+    const left = Math.max(0, this.unconfirmedBytes - bytes);
+    this.budget.release(this.unconfirmedBytes - left);
+    this.unconfirmedBytes = left;
     if (!this.paused || this.unconfirmed > this.window / 2 || this.unconfirmedBytes > this.windowBytes / 2) return;
     this.paused = false;
     void this.catchUp();
@@ -132,6 +141,16 @@ export class SessionStream {
   /** The seq it expects next: every seq below it was emitted or found gone. */
   get position(): number {
     return this.next;
+  }
+
+  /** The bytes of the messages emitted and not confirmed yet. */
+  get pendingBytes(): number {
+    return this.unconfirmedBytes;
+  }
+
+  /** How long it has held messages unconfirmed without a confirmation coming (0 while it holds none). */
+  stalledFor(now: number): number {
+    return this.unconfirmedBytes > 0 ? now - this.progressAt : 0;
   }
 
   /**
@@ -186,6 +205,8 @@ export class SessionStream {
     this.closed = true;
     clearTimeout(this.timer);
     this.held.clear();
+    this.budget.release(this.unconfirmedBytes);
+    this.unconfirmedBytes = 0;
   }
 
   /**
@@ -335,13 +356,18 @@ export class SessionStream {
    * late copies of skipped seqs. Held live messages stop at the window (drainContiguous, flushHeld).
    */
   private deliver(msg: StoredMessage): void {
+    // Closed by its own emit, say (the connection's write backlog), in the middle of a catch-up's messages.
+    if (this.closed) return;
     // Skipped seqs are forgotten here too: a session receiving from ever more senders would otherwise keep one
     // entry of newestSinceSkip per sender for as long as it lives (found by a review).
     if (this.skipped.size > 0) this.forgetSkipped(Date.now());
     if (this.skipped.size > 0) this.newestSinceSkip.set(msg.from, Math.max(msg.seq, this.newestSinceSkip.get(msg.from) ?? -1));
+    // Counted first: an emit may close the stream (its connection's write backlog), which gives it all back.
+    if (this.unconfirmedBytes === 0) this.progressAt = Date.now();
+    this.unconfirmedBytes += msg.json.length;
+    this.budget.add(msg.json.length);
     this.emit(msg);
     if (this.newestId === undefined || msg.id > this.newestId) this.newestId = msg.id;
-    this.unconfirmedBytes += msg.json.length;
     if (++this.unconfirmed >= this.window || this.unconfirmedBytes >= this.windowBytes) this.paused = true;
   }
 

@@ -20,10 +20,11 @@ import { MetricsService } from '../metrics/metrics.service';
 import { PresenceService } from '../presence/presence.service';
 import { AckReplies, ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
 import { PreEncoded } from './pre-encoded';
+import { PushBudget } from './push-budget';
 import { ReadBudget } from './read-budget';
 import { SessionStream } from './session-stream';
 import { closeOnEventFlood } from './event-flood';
-import { limitWriteBacklog, maxWriteBacklog } from './write-backlog';
+import { dropConnection, limitWriteBacklog, maxWriteBacklog } from './write-backlog';
 
 /** An event's handler: its answer is what the event's ack carries besides `ok: true` (AckReplies). */
 type Handler<E extends keyof AckReplies = keyof AckReplies> = (socket: SwitchboardSocket, payload: unknown) => Promise<AckReplies[E]>;
@@ -49,6 +50,12 @@ const FLOOD_FLOOR = 1000;
 function sessionWindowBytes(config: Pick<AppConfig, 'maxMessageBytes'>): number {
   return Math.max(16 * 1024 * 1024, 16 * config.maxMessageBytes);
 }
+/**
+ * A session that holds messages unconfirmed this long without a confirmation coming counts as stalled: closed
+ * when the node's push budget is spent (SwitchboardGateway.shed). (A client that stopped reading altogether is
+ * also closed by Socket.IO's heartbeat, after 45 s by default.)
+ */
+export const STALLED_MS = 5_000;
 /** The bytes of inbox reads under way at once on a node (ReadBudget): four sessions' whole windows. */
 const READ_BUDGET_WINDOWS = 4;
 /** What any read gets however much the others hold: the Redis store reads an inbox in pages of this size. */
@@ -83,7 +90,9 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private readonly sessionRules: Record<'message:send' | 'message:read', BucketRule>;
   private readonly floodRule: BucketRule;
   private readonly readBudget: ReadBudget;
+  private readonly pushBudget: PushBudget;
   private readonly floodLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
+  private readonly shedLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
   private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
   /** Through an outage every session that ends fails to be removed: logged as the registrations are. */
   private readonly removalLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
@@ -120,6 +129,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     };
     this.floodRule = sendRateRule(Math.max(FLOOD_FLOOR, EVENTS_PER_SEND * config.sendRatePerSecond));
     this.readBudget = new ReadBudget(READ_BUDGET_WINDOWS * this.windowBytes, READ_FLOOR_BYTES);
+    this.pushBudget = new PushBudget(config.pushBudgetBytes, () => this.shed());
   }
 
   afterInit(server: SwitchboardServer): void {
@@ -186,6 +196,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       (err) => this.logger.warn(`could not read the inbox of ${userId}: ${String(err)}`),
       this.config.offlineMaxPerUser,
       this.windowBytes,
+      this.pushBudget,
     );
     socket.data.stream = stream;
     limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
@@ -294,6 +305,30 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     buckets[event] = taken.bucket;
   }
 
+  /**
+   * The node's push budget is spent (PushBudget): the sessions that have held messages unconfirmed for
+   * STALLED_MS without a confirmation are closed, those holding the most first, until it is not. A session that
+   * confirms as it reads is left alone however much it holds (a catch-up after a reconnect, say): it gives its
+   * bytes back. Nothing is lost, since what a closed session held is in the inbox until confirmed, and its
+   * client reconnects.
+   */
+  private shed(): void {
+    const now = Date.now();
+    const stalled = [...this.byUser.values()].flatMap((sockets) => [...sockets]).filter((socket) => (socket.data.stream?.stalledFor(now) ?? 0) >= STALLED_MS);
+    stalled.sort((a, b) => (b.data.stream?.pendingBytes ?? 0) - (a.data.stream?.pendingBytes ?? 0));
+    for (const socket of stalled) {
+      if (!this.pushBudget.over) return;
+      const held = socket.data.stream?.pendingBytes ?? 0;
+      // Given back at once, whenever the disconnect comes.
+      socket.data.stream?.close();
+      this.metrics.slowConnectionsClosed.inc();
+      this.shedLog.note(
+        `closed a connection of ${socket.data.userId}: ${mib(held)} MiB of messages unconfirmed for ${STALLED_MS / 1000} s or more, while the node's push budget (PUSH_BUDGET_MB, ${mib(this.pushBudget.limit)}) was spent`,
+      );
+      dropConnection(socket.conn);
+    }
+  }
+
   /** Once per REGISTRATION_LOG_EVERY_MS: an outage would otherwise log a line per login attempt. */
   private logRegistrationFailure(userId: string, err: unknown): void {
     this.registrationLog.note(`could not register session of ${userId}: ${String(err)}`);
@@ -367,6 +402,8 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
 }
 
 type AnyAck = (reply: object) => void;
+
+const mib = (bytes: number): string => (bytes / (1024 * 1024)).toFixed(1);
 
 /** (payload, ack), (ack) or (payload): the ack is the last argument when it is a function. */
 function splitArgs(args: unknown[]): [unknown, AnyAck | undefined] {

@@ -28,10 +28,22 @@ export function limitWriteBacklog(conn: Connection, maxPackets: number, onClosed
   conn.on('packetCreate', () => {
     if (++waiting !== maxPackets + 1) return;
     onClosed(waiting);
-    // Discarding: a close that waits for the buffer to drain would wait for a client that does not read.
-    conn.close(true);
+    dropConnection(conn);
   });
   conn.on('flush', (buffer: readonly unknown[]) => {
     waiting -= buffer.length;
   });
+}
+
+/**
+ * Closes a connection whose client may not be reading, at once and discarding what waits to be written: a close
+ * that waits for the write buffer to drain, or a websocket close handshake, would wait for that client (`ws`
+ * gives up on the handshake after 30 s, holding everything it could not write until then). So a websocket's TCP
+ * connection is destroyed (`ws`' `terminate`; engine.io keeps its `ws` socket as the transport's `socket`).
+ * The client sees a transport close and reconnects.
+ */
+export function dropConnection(conn: Connection): void {
+  const ws = (conn.transport as unknown as { socket?: { terminate?: unknown } }).socket;
+  conn.close(true);
+  if (typeof ws?.terminate === 'function') (ws as { terminate(): void }).terminate();
 }

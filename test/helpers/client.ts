@@ -106,11 +106,17 @@ export class TestClient {
    * websocket's TCP connection is paused. What it sends still goes out.
    */
   stopReading(): void {
+    const tcp = this.tcp;
+    tcp.pause();
+    this.stalled = tcp;
+  }
+
+  /** Its websocket's TCP connection. */
+  get tcp(): NetSocket {
     const engine = this.socket.io.engine as unknown as { transport: { ws?: { _socket?: NetSocket } } };
     const tcp = engine.transport.ws?._socket;
     if (!tcp) throw new Error(`${this.userId} is not on a websocket`);
-    tcp.pause();
-    this.stalled = tcp;
+    return tcp;
   }
 
   close(): void {
