@@ -13,7 +13,8 @@ export const SHED_CHECK_MS = 1000;
  * of sessions, each of which gets every message, and any number of clients may stop reading: with nothing more,
  * enough stalled sessions hold their windows in the node's socket buffers until it runs out of memory. Once an
  * add takes the total past `limit`, `onOver` runs soon after (not inside the emit that added), and every
- * SHED_CHECK_MS while it stays past: the gateway closes the stalled sessions that hold the most.
+ * SHED_CHECK_MS while it stays past: the gateway closes the connections that hold the most unwritten, until
+ * what the rest hold is within it (what they hold unwritten is part of what they hold unconfirmed).
  */
 export class PushBudget implements PushAccount {
   private used = 0;

@@ -469,23 +469,6 @@ describe('SessionStream', () => {
     expect(h.budget.bytes).toBe(0);
   });
 
-  it('counts as stalled only while it holds messages unconfirmed, from the first of them or the last confirmation', async () => {
-    const h = harness();
-    void h.stream.open();
-    await h.answer([], 0);
-    jest.advanceTimersByTime(60_000);
-    expect(h.stream.stalledFor(Date.now())).toBe(0);
-    h.stream.push(msg(1));
-    h.stream.push(msg(2));
-    jest.advanceTimersByTime(3000);
-    expect(h.stream.stalledFor(Date.now())).toBe(3000);
-    h.stream.confirmed(msg(1).json.length);
-    jest.advanceTimersByTime(1000);
-    expect(h.stream.stalledFor(Date.now())).toBe(1000);
-    h.stream.confirmed(msg(2).json.length);
-    expect(h.stream.stalledFor(Date.now())).toBe(0);
-  });
-
   it('leaves nothing counted when an emit closes it in the middle of a catch-up (its connection closed for its backlog)', async () => {
     const h = harness(1000, 1e9, (seq) => seq === 2 && h.stream.close());
     void h.stream.open();

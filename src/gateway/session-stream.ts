@@ -48,8 +48,6 @@ export class SessionStream {
   /** Emitted messages this session has not confirmed yet, and their JSON's length. */
   private unconfirmed = 0;
   private unconfirmedBytes = 0;
-  /** When it last had nothing unconfirmed, or had a confirmation (see stalledFor). */
-  private progressAt = 0;
   /** Set when `unconfirmed` reached the window: live messages stay in the inbox until half of it is confirmed. */
   private paused = false;
   /** A catch-up was asked for while one ran: it runs again once done. */
@@ -98,7 +96,6 @@ export class SessionStream {
 
   /** The session confirmed one of the messages emitted to it, whose JSON was `bytes` long. */
   confirmed(bytes: number): void {
-    this.progressAt = Date.now();
     this.unconfirmed = Math.max(0, this.unconfirmed - 1);
     const left = Math.max(0, this.unconfirmedBytes - bytes);
     this.budget.release(this.unconfirmedBytes - left);
@@ -141,16 +138,6 @@ export class SessionStream {
   /** The seq it expects next: every seq below it was emitted or found gone. */
   get position(): number {
     return this.next;
-  }
-
-  /** The bytes of the messages emitted and not confirmed yet. */
-  get pendingBytes(): number {
-    return this.unconfirmedBytes;
-  }
-
-  /** How long it has held messages unconfirmed without a confirmation coming (0 while it holds none). */
-  stalledFor(now: number): number {
-    return this.unconfirmedBytes > 0 ? now - this.progressAt : 0;
   }
 
   /**
@@ -363,7 +350,6 @@ export class SessionStream {
     if (this.skipped.size > 0) this.forgetSkipped(Date.now());
     if (this.skipped.size > 0) this.newestSinceSkip.set(msg.from, Math.max(msg.seq, this.newestSinceSkip.get(msg.from) ?? -1));
     // Counted first: an emit may close the stream (its connection's write backlog), which gives it all back.
-    if (this.unconfirmedBytes === 0) this.progressAt = Date.now();
     this.unconfirmedBytes += msg.json.length;
     this.budget.add(msg.json.length);
     this.emit(msg);

@@ -20,7 +20,7 @@ import { MetricsService } from '../metrics/metrics.service';
 import { PresenceService } from '../presence/presence.service';
 import { AckReplies, ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
 import { PreEncoded } from './pre-encoded';
-import { PushBudget } from './push-budget';
+import { PushBudget, SHED_CHECK_MS } from './push-budget';
 import { ReadBudget } from './read-budget';
 import { SessionStream } from './session-stream';
 import { closeOnEventFlood } from './event-flood';
@@ -50,12 +50,6 @@ const FLOOD_FLOOR = 1000;
 function sessionWindowBytes(config: Pick<AppConfig, 'maxMessageBytes'>): number {
   return Math.max(16 * 1024 * 1024, 16 * config.maxMessageBytes);
 }
-/**
- * A session that holds messages unconfirmed this long without a confirmation coming counts as stalled: closed
- * when the node's push budget is spent (SwitchboardGateway.shed). (A client that stopped reading altogether is
- * also closed by Socket.IO's heartbeat, after 45 s by default.)
- */
-export const STALLED_MS = 5_000;
 /** The bytes of inbox reads under way at once on a node (ReadBudget): four sessions' whole windows. */
 const READ_BUDGET_WINDOWS = 4;
 /** What any read gets however much the others hold: the Redis store reads an inbox in pages of this size. */
@@ -199,7 +193,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       this.pushBudget,
     );
     socket.data.stream = stream;
-    limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
+    socket.data.unwritten = limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
       this.metrics.slowConnectionsClosed.inc();
       this.logger.warn(`closed a connection of ${userId}: ${waiting} packets were waiting to be written (its client does not read)`);
     });
@@ -306,24 +300,34 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   }
 
   /**
-   * The node's push budget is spent (PushBudget): the sessions that have held messages unconfirmed for
-   * STALLED_MS without a confirmation are closed, those holding the most first, until it is not. A session that
-   * confirms as it reads is left alone however much it holds (a catch-up after a reconnect, say): it gives its
-   * bytes back. Nothing is lost, since what a closed session held is in the inbox until confirmed, and its
-   * client reconnects.
+   * The node's push budget is spent (PushBudget): what it has pushed and not had confirmed may be waiting in its
+   * buffers for clients that do not read. The connections that hold bytes unwritten and have not written any of
+   * them since the check before (SHED_CHECK_MS ago) are closed, those holding the most first, until what all
+   * connections hold is within the budget. A client that reads is left alone, however much a catch-up has just
+   * handed its connection, and whether or not it confirms (one that reads and never confirms holds nothing
+   * here: its window stops its pushes). Nothing is lost, since what a closed session held is in the inbox until
+   * confirmed, and its client reconnects.
    */
   private shed(): void {
     const now = Date.now();
-    const stalled = [...this.byUser.values()].flatMap((sockets) => [...sockets]).filter((socket) => (socket.data.stream?.stalledFor(now) ?? 0) >= STALLED_MS);
-    stalled.sort((a, b) => (b.data.stream?.pendingBytes ?? 0) - (a.data.stream?.pendingBytes ?? 0));
-    for (const socket of stalled) {
-      if (!this.pushBudget.over) return;
-      const held = socket.data.stream?.pendingBytes ?? 0;
-      // Given back at once, whenever the disconnect comes.
+    const holding = [...this.byUser.values()].flatMap((sockets) => [...sockets].map((socket) => ({ socket, bytes: socket.data.unwritten?.() ?? 0 })));
+    let total = 0;
+    const stuck: typeof holding = [];
+    for (const h of holding) {
+      total += h.bytes;
+      const seen = h.socket.data.unwrittenSeen;
+      if (h.bytes > 0 && seen && now - seen.at <= 1.5 * SHED_CHECK_MS && h.bytes >= seen.bytes) stuck.push(h);
+      h.socket.data.unwrittenSeen = { at: now, bytes: h.bytes };
+    }
+    stuck.sort((a, b) => b.bytes - a.bytes);
+    for (const { socket, bytes } of stuck) {
+      if (total <= this.pushBudget.limit) return;
+      total -= bytes;
+      // Its unconfirmed bytes given back at once, whenever the disconnect comes.
       socket.data.stream?.close();
       this.metrics.slowConnectionsClosed.inc();
       this.shedLog.note(
-        `closed a connection of ${socket.data.userId}: ${mib(held)} MiB of messages unconfirmed for ${STALLED_MS / 1000} s or more, while the node's push budget (PUSH_BUDGET_MB, ${mib(this.pushBudget.limit)}) was spent`,
+        `closed a connection of ${socket.data.userId}: ${mib(bytes)} MiB waited to be written to it, none written for ${SHED_CHECK_MS / 1000} s, while the node's push budget (PUSH_BUDGET_MB, ${mib(this.pushBudget.limit)}) was spent`,
       );
       dropConnection(socket.conn);
     }

@@ -21,18 +21,43 @@ export function maxWriteBacklog(config: { readonly offlineMaxPerUser: number }):
  * messages stay in the inbox, and Socket.IO clients reconnect after a transport close and get them again.
  *
  * Counted from engine.io's public events: `packetCreate` as a packet joins the write buffer, `flush` as the
- * buffer is handed to the transport.
+ * buffer is handed to the transport. Returns what the connection holds unwritten (unwrittenBytes).
  */
-export function limitWriteBacklog(conn: Connection, maxPackets: number, onClosed: (waiting: number) => void): void {
+export function limitWriteBacklog(conn: Connection, maxPackets: number, onClosed: (waiting: number) => void): () => number {
   let waiting = 0;
-  conn.on('packetCreate', () => {
+  let waitingBytes = 0;
+  conn.on('packetCreate', (packet: Packet) => {
+    waitingBytes += packetBytes(packet);
     if (++waiting !== maxPackets + 1) return;
     onClosed(waiting);
     dropConnection(conn);
   });
-  conn.on('flush', (buffer: readonly unknown[]) => {
+  conn.on('flush', (buffer: readonly Packet[]) => {
     waiting -= buffer.length;
+    for (const packet of buffer) waitingBytes -= packetBytes(packet);
   });
+  return () => waitingBytes + unwrittenByTransport(conn);
+}
+
+interface Packet {
+  readonly data?: unknown;
+}
+
+/** About a packet's bytes: a string's length (Socket.IO's packets are JSON text), or a binary attachment's. */
+function packetBytes(packet: Packet): number {
+  const { data } = packet;
+  if (typeof data === 'string') return data.length;
+  return ArrayBuffer.isView(data) || data instanceof ArrayBuffer ? data.byteLength : 0;
+}
+
+/**
+ * What the connection's websocket holds, handed to it and not yet taken by the kernel (`ws`' `bufferedAmount`:
+ * its socket's write queue). Engine.io keeps its `ws` socket as the transport's `socket`; 0 for long polling,
+ * whose packets wait in engine.io's buffer until the client polls.
+ */
+function unwrittenByTransport(conn: Connection): number {
+  const ws = (conn.transport as unknown as { socket?: { bufferedAmount?: unknown } }).socket;
+  return typeof ws?.bufferedAmount === 'number' ? ws.bufferedAmount : 0;
 }
 
 /**
