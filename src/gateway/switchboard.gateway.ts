@@ -300,10 +300,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   }
 
   /**
-   * The node's push budget is spent (PushBudget): what it has pushed and not had confirmed may be waiting in its
-   * buffers for clients that do not read. The connections that hold bytes unwritten and have not written any of
-   * them since the check before (SHED_CHECK_MS ago) are closed, those holding the most first, until what all
-   * connections hold is within the budget. A client that reads is left alone, however much a catch-up has just
+   * The node is past half its push budget (PushBudget): what it has pushed and not had confirmed may be waiting
+   * in its buffers for clients that do not read. Notes what each connection holds unwritten and, once all of
+   * them together hold more than the budget, closes those that hold some and have not written any of it since
+   * the check before (SHED_CHECK_MS ago), those holding the most first, until the rest are within it. A client that reads is left alone, however much a catch-up has just
    * handed its connection, and whether or not it confirms (one that reads and never confirms holds nothing
    * here: its window stops its pushes). Nothing is lost, since what a closed session held is in the inbox until
    * confirmed, and its client reconnects.

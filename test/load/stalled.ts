@@ -5,7 +5,8 @@
  * device's or an attacker's is), and open a new one, stalled the same way, whenever the node closes one; a
  * sender sends that user R messages a second of B bytes for D seconds. Every session gets every message, so the
  * node has S × R × B bytes a second to write to clients that do not read. Prints the node's peak RSS, its RSS
- * at the end, and the connections it closed (`switchboard_slow_connections_closed_total`).
+ * at the end, and the connections it closed (`switchboard_slow_connections_closed_total`); and, for reference,
+ * the same with clients that read (and never confirm, so that their windows fill as the stalled ones' do).
  *
  *   options: --sessions=S (40) --rate=R (50) --body=B (60000) --seconds=D (20) --budgets=default,64 (MiB)
  *
@@ -47,6 +48,7 @@ function parseOptions(argv: readonly string[]): Options {
 }
 
 interface Row {
+  clients: string;
   budget: string;
   sent: number;
   peakRssMb: number;
@@ -65,6 +67,8 @@ class StalledSession {
   constructor(
     private readonly url: string,
     private readonly token: string,
+    /** False for the reference: the client reads (and never confirms). */
+    private readonly stall: boolean,
   ) {}
 
   open(): Promise<void> {
@@ -74,7 +78,7 @@ class StalledSession {
       socket.once('connect_error', reject);
       socket.once('session', () => {
         const engine = socket.io.engine as unknown as { transport: { ws?: { _socket?: NetSocket } } };
-        engine.transport.ws?._socket?.pause();
+        if (this.stall) engine.transport.ws?._socket?.pause();
         resolve();
       });
       socket.once('disconnect', () => {
@@ -91,13 +95,13 @@ class StalledSession {
   }
 }
 
-async function run(o: Options, budget: number | 'default', mint: TokenMint): Promise<Row> {
+async function run(o: Options, budget: number | 'default', stall: boolean, mint: TokenMint): Promise<Row> {
   const cluster = `stalled-${Date.now().toString(36)}`;
   const nodeId = `${cluster}-n1`;
   const env: Record<string, string> = budget === 'default' ? {} : { PUSH_BUDGET_MB: String(budget) };
   const node = await ServerNode.start('switchboard', nodeId, cluster, { redisUrl: REDIS_URL, amqpUrl: AMQP_URL, jwtSecret: JWT_SECRET }, env);
   assertLoopback(node.url);
-  const stalled = Array.from({ length: o.sessions }, () => new StalledSession(node.url, mint.token('hoarder')));
+  const stalled = Array.from({ length: o.sessions }, () => new StalledSession(node.url, mint.token('hoarder'), stall));
   const sender = io(node.url, { auth: { token: mint.token('sender') }, transports: ['websocket'], reconnection: false, forceNew: true });
   let peakKb = 0;
   const sample = setInterval(() => (peakKb = Math.max(peakKb, memoryOf(node.pid)?.rssKb ?? 0)), 100);
@@ -119,6 +123,7 @@ async function run(o: Options, budget: number | 'default', mint: TokenMint): Pro
     }
     const counters = await node.counters();
     return {
+      clients: stall ? 'stop reading' : 'read, never confirm',
       budget: budget === 'default' ? 'default' : `${budget} MiB`,
       sent,
       peakRssMb: mb(peakKb),
@@ -143,9 +148,11 @@ async function main(): Promise<void> {
   const mint = new TokenMint(JWT_SECRET);
   const rows: Row[] = [];
   try {
+    log(`reference: ${o.sessions} sessions that read, ${o.rate} messages/s of ${o.body} bytes for ${o.seconds} s`);
+    rows.push(await run(o, 'default', false, mint));
     for (const budget of o.budgets) {
       log(`push budget ${budget}: ${o.sessions} stalled sessions, ${o.rate} messages/s of ${o.body} bytes for ${o.seconds} s`);
-      rows.push(await run(o, budget, mint));
+      rows.push(await run(o, budget, true, mint));
     }
   } finally {
     removeWorkDir();
@@ -153,9 +160,9 @@ async function main(): Promise<void> {
   const lines = [
     `Stalled sessions, ${new Date().toISOString()}: ${o.sessions} sessions of one user that stop reading (opened again when closed), ${o.rate} messages/s of ${o.body} bytes to them for ${o.seconds} s`,
     '',
-    '| push budget | sent | node peak RSS MB | RSS at the end MB | connections closed |',
-    '| --- | --: | --: | --: | --: |',
-    ...rows.map((r) => `| ${r.budget} | ${r.sent} | ${r.peakRssMb} | ${r.endRssMb} | ${r.closed} |`),
+    '| clients | push budget | sent | node peak RSS MB | RSS at the end MB | connections closed |',
+    '| --- | --- | --: | --: | --: | --: |',
+    ...rows.map((r) => `| ${r.clients} | ${r.budget} | ${r.sent} | ${r.peakRssMb} | ${r.endRssMb} | ${r.closed} |`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
   process.exit(0);
