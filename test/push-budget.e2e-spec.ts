@@ -18,11 +18,12 @@ describe('push budget', () => {
   const user = (name: string) => `${name}-${++n}`;
   /** The node's end of each TCP connection made to it, by the client's port. */
   const accepted = new Map<number, NetSocket>();
-  const closedByNode = async (): Promise<number> => {
+  const metric = async (name: string): Promise<number> => {
     const text = (await request(node.url).get('/metrics').expect(200)).text;
-    const series = text.split('\n').find((line) => line.startsWith('switchboard_slow_connections_closed_total'));
+    const series = text.split('\n').find((line) => line.startsWith(`${name}{`));
     return Number(series?.slice(series.lastIndexOf(' ') + 1) ?? 0);
   };
+  const closedByNode = () => metric('switchboard_slow_connections_closed_total');
   /** About 1 MB. The window of a session is 16 of the largest messages here (17.6 MB). */
   const body = (i: number) => `${i}:${'x'.repeat(1_000_000)}`;
 
@@ -77,6 +78,8 @@ describe('push budget', () => {
     for (let i = 1; i <= 20; i++) await a.send(gina, body(i));
     expect((await f.waitForMessages(10, 15_000)).map((m) => m.id)).toEqual(sent);
     await g.waitForMessages(17, 15_000);
+    // What gina holds unconfirmed is in the node's count, which /metrics shows.
+    expect(await metric('switchboard_push_unconfirmed_bytes')).toBeGreaterThanOrEqual(17 * 1_000_000);
     // A message after them, a round trip on each connection: both are still open, and none was closed.
     const last = await a.send(frank, 'and one more');
     await f.waitForMessage((m) => m.id === last.id, 'the message after the catch-up');

@@ -124,6 +124,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     this.floodRule = sendRateRule(Math.max(FLOOD_FLOOR, EVENTS_PER_SEND * config.sendRatePerSecond));
     this.readBudget = new ReadBudget(READ_BUDGET_WINDOWS * this.windowBytes, READ_FLOOR_BYTES);
     this.pushBudget = new PushBudget(config.pushBudgetBytes, () => this.shed());
+    metrics.onPushedUnconfirmed(() => this.pushBudget.bytes);
   }
 
   afterInit(server: SwitchboardServer): void {
@@ -193,7 +194,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       this.pushBudget,
     );
     socket.data.stream = stream;
-    socket.data.unwritten = limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
+    socket.data.writes = limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
       this.metrics.slowConnectionsClosed.inc();
       this.logger.warn(`closed a connection of ${userId}: ${waiting} packets were waiting to be written (its client does not read)`);
     });
@@ -301,23 +302,28 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
 
   /**
    * The node is past half its push budget (PushBudget): what it has pushed and not had confirmed may be waiting
-   * in its buffers for clients that do not read. Notes what each connection holds unwritten and, once all of
-   * them together hold more than the budget, closes those that hold some and have not written any of it since
-   * the check before (SHED_CHECK_MS ago), those holding the most first, until the rest are within it. A client that reads is left alone, however much a catch-up has just
-   * handed its connection, and whether or not it confirms (one that reads and never confirms holds nothing
-   * here: its window stops its pushes). Nothing is lost, since what a closed session held is in the inbox until
-   * confirmed, and its client reconnects.
+   * in its buffers for clients that do not read. Notes what each connection has written and, once all of them
+   * together hold more than the budget unwritten, closes those that hold some and have written nothing since
+   * the check before (SHED_CHECK_MS ago), those holding the most first, until the rest are within it. A client
+   * that reads is left alone, however slowly it reads, however much a catch-up has just handed its connection,
+   * and whether or not it confirms (one that reads and never confirms holds nothing here: its window stops its
+   * pushes). Nothing is lost, since what a closed session held is in the inbox until confirmed, and its client
+   * reconnects.
    */
   private shed(): void {
     const now = Date.now();
-    const holding = [...this.byUser.values()].flatMap((sockets) => [...sockets].map((socket) => ({ socket, bytes: socket.data.unwritten?.() ?? 0 })));
     let total = 0;
-    const stuck: typeof holding = [];
-    for (const h of holding) {
-      total += h.bytes;
-      const seen = h.socket.data.unwrittenSeen;
-      if (h.bytes > 0 && seen && now - seen.at <= 1.5 * SHED_CHECK_MS && h.bytes >= seen.bytes) stuck.push(h);
-      h.socket.data.unwrittenSeen = { at: now, bytes: h.bytes };
+    const stuck: Array<{ socket: SwitchboardSocket; bytes: number }> = [];
+    for (const sockets of this.byUser.values()) {
+      for (const socket of sockets) {
+        const { writes, writtenSeen } = socket.data;
+        if (!writes) continue;
+        const bytes = writes.unwritten();
+        const written = writes.written();
+        total += bytes;
+        if (bytes > 0 && writtenSeen && now - writtenSeen.at <= 1.5 * SHED_CHECK_MS && written <= writtenSeen.bytes) stuck.push({ socket, bytes });
+        socket.data.writtenSeen = { at: now, bytes: written };
+      }
     }
     stuck.sort((a, b) => b.bytes - a.bytes);
     for (const { socket, bytes } of stuck) {
@@ -327,7 +333,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       socket.data.stream?.close();
       this.metrics.slowConnectionsClosed.inc();
       this.shedLog.note(
-        `closed a connection of ${socket.data.userId}: ${mib(bytes)} MiB waited to be written to it, none written for ${SHED_CHECK_MS / 1000} s, while the node's push budget (PUSH_BUDGET_MB, ${mib(this.pushBudget.limit)}) was spent`,
+        `closed a connection of ${socket.data.userId}: ${mib(bytes)} MiB waited to be written to it and none was written for ${SHED_CHECK_MS / 1000} s, while the node's push budget (PUSH_BUDGET_MB, ${mib(this.pushBudget.limit)}) was spent`,
       );
       dropConnection(socket.conn);
     }
