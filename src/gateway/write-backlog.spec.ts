@@ -52,7 +52,7 @@ describe('limitWriteBacklog, with a real Socket.IO server and client', () => {
     const s = await serverAndClient();
     try {
       s.clientTcp().pause();
-      s.emit('x'.repeat(16 * 1024 * 1024));
+      s.emit('x'.repeat(8 * 1024 * 1024));
       const [writes] = s.writes;
       expect(writes.unwritten()).toBeGreaterThan(0);
       const written = writes.written();
@@ -60,9 +60,10 @@ describe('limitWriteBacklog, with a real Socket.IO server and client', () => {
       await new Promise<void>((resolve) => {
         const poll = setInterval(() => writes.unwritten() === 0 && (clearInterval(poll), resolve()), 5);
       });
-      expect(writes.written()).toBeGreaterThan(written + 8 * 1024 * 1024);
+      expect(writes.written()).toBeGreaterThan(written);
+      expect(writes.written()).toBeGreaterThanOrEqual(8 * 1024 * 1024);
     } finally {
       await s.close();
     }
-  });
+  }, 15_000);
 });
