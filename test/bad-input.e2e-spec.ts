@@ -322,10 +322,15 @@ describe('bad input', () => {
       // A node whose send rate puts the flood bound (closeOnEventFlood) out of this test's reach: a client that
       // sends no faster than that bound, and never reads, meets this one.
       const own = await startNode(clusterEnv(cluster, `${cluster}-n2`, { SEND_RATE_PER_SECOND: '1000000' }));
+      const accepted = new Map<number, net.Socket>();
+      own.app.getHttpServer().on('connection', (tcp: net.Socket) => accepted.set(tcp.remotePort ?? 0, tcp));
       try {
         const closed = () => counter('switchboard_slow_connections_closed_total', '', own);
         const before = await closed();
         const stalled = await clients.connect(own.url, user('stalled'));
+        const nodeEnd = accepted.get(stalled.tcp.localPort ?? -1);
+        if (!nodeEnd) throw new Error("the node's end of the stalled client's connection was not seen");
+        const tcpClosed = new Promise<void>((resolve) => (nodeEnd.destroyed ? resolve() : nodeEnd.once('close', () => resolve())));
         stalled.stopReading();
         // Each junk event earns an error ack, which piles up once the kernel's buffers are full.
         for (let sent = 0; (await closed()) === before; sent += 5000) {
@@ -334,6 +339,8 @@ describe('bad input', () => {
           await new Promise((resolve) => setImmediate(resolve));
         }
         expect(await closed()).toBe(before + 1);
+        // Destroyed, not closed with a handshake: `ws` would hold it 30 s for the client's answer to its close frame.
+        await within(tcpClosed, "the node's end of the connection to close", 3000);
 
         // Its session is over, the node serves the others, and what was sent to it meanwhile waits in its inbox.
         const presence = async () => (await request(own.url).get(`/presence/${stalled.userId}`).set('X-API-Key', API_KEY).expect(200)).body as { online: boolean };
@@ -550,10 +557,16 @@ describe('bad input', () => {
       // A round trip on the same connection: had the 25th been emitted with them, it would be here first.
       expect(await b.emit('message:read', { ids: [] })).toEqual({ ok: true });
       expect(b.messages.map((m) => m.seq)).toEqual(Array.from({ length: 24 }, (_, i) => i + 1));
+      // What it holds unconfirmed is in the node's count, which /metrics shows.
+      const pending = () => counter('switchboard_push_unconfirmed_bytes', '', big);
+      expect(await pending()).toBe(b.messages.reduce((sum, m) => sum + JSON.stringify(m).length, 0));
       // Half the window confirmed: the rest comes.
       [...b.unconfirmed.values()].slice(0, 13).forEach((confirm) => confirm());
       await b.waitForMessages(26, 15_000);
       expect(b.messages.map((m) => m.seq)).toEqual(Array.from({ length: 26 }, (_, i) => i + 1));
+      // Its session over, it holds nothing.
+      b.close();
+      await waitFor(async () => (await pending()) === 0, 'the count to go back to 0');
     }, 30_000);
   });
 });

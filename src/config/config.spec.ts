@@ -1,5 +1,4 @@
 import { hostname } from 'node:os';
-import { getHeapStatistics } from 'node:v8';
 import { AppConfig, ConfigError, NODE_ID_PATTERN, loadConfig } from './config';
 
 /** When set, the hostname config.ts sees; otherwise the real one. */
@@ -255,13 +254,6 @@ describe('loadConfig', () => {
       expect(loadConfig({ PRESENCE_TTL_SECONDS: '3' }).nodeLeaseMs).toBe(3000);
       expect(loadConfig({}).nodeLeaseMs).toBe(5000);
       expect(refusal({ PRESENCE_TTL_SECONDS: '3', NODE_LEASE_MS: '4000' }).message).toMatch(/NODE_LEASE_MS/);
-    });
-
-    it('takes PUSH_BUDGET_MB in MiB, 1 or more, and defaults to a quarter of the heap limit', () => {
-      expect(loadConfig({ PUSH_BUDGET_MB: '3' }).pushBudgetBytes).toBe(3 * 1024 * 1024);
-      const quarter = getHeapStatistics().heap_size_limit / 4;
-      expect(Math.abs(loadConfig({ PUSH_BUDGET_MB: '' }).pushBudgetBytes - quarter)).toBeLessThan(1024 * 1024);
-      expect(refusal({ PUSH_BUDGET_MB: '0' }).message).toMatch(/PUSH_BUDGET_MB/);
     });
 
     it('drops trailing slashes from CORS_ORIGINS, which browsers never send', () => {

@@ -1,6 +1,5 @@
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { getHeapStatistics } from 'node:v8';
 import { z } from 'zod';
 
 /** Thrown when the environment cannot start a node; the message names the variable. */
@@ -158,7 +157,6 @@ const envSchema = z.object({
     }),
   // Beyond the contract (documented in the README):
   NODE_LEASE_MS: intIn('NODE_LEASE_MS', 500, 600_000, 0),
-  PUSH_BUDGET_MB: intIn('PUSH_BUDGET_MB', 1, 1_048_576, 0),
   LOG_LEVEL: z
     .string()
     .optional()
@@ -171,13 +169,6 @@ const envSchema = z.object({
       return level as LogLevel;
     }),
 });
-
-const MiB = 1024 * 1024;
-
-/** A quarter of the heap V8 may grow to (Node sizes it from the machine's memory), in whole MiB. */
-function defaultPushBudgetBytes(): number {
-  return Math.max(1, Math.floor(getHeapStatistics().heap_size_limit / 4 / MiB)) * MiB;
-}
 
 /** Default node lease; shorter when the presence TTL is shorter. */
 const DEFAULT_NODE_LEASE_MS = 5000;
@@ -209,8 +200,6 @@ export interface AppConfig {
   readonly offlineTtlMs: number;
   readonly offlineMaxPerUser: number;
   readonly maxMessageBytes: number;
-  /** The bytes of messages a node may have emitted to its sessions and not had confirmed, all together (PushBudget). */
-  readonly pushBudgetBytes: number;
   readonly sendRatePerSecond: number;
   readonly corsOrigins: readonly string[];
   readonly sessionPolicy: SessionPolicy;
@@ -302,7 +291,6 @@ export function loadConfig(env: NodeJS.ProcessEnv | Record<string, string | unde
     offlineTtlMs: e.OFFLINE_TTL_SECONDS * 1000,
     offlineMaxPerUser: e.OFFLINE_MAX_PER_USER,
     maxMessageBytes: e.MAX_MESSAGE_BYTES,
-    pushBudgetBytes: e.PUSH_BUDGET_MB ? e.PUSH_BUDGET_MB * MiB : defaultPushBudgetBytes(),
     sendRatePerSecond: e.SEND_RATE_PER_SECOND,
     corsOrigins: e.CORS_ORIGINS,
     sessionPolicy: e.SESSION_POLICY,

@@ -4,7 +4,6 @@ import { ChatMessage, MessageStatusEvent, SendResult } from '../messaging/messag
 import type { SessionEndReason } from '../messaging/envelope';
 import type { PreEncoded } from './pre-encoded';
 import type { SessionStream } from './session-stream';
-import type { ConnectionWrites } from './write-backlog';
 import type { Bucket } from '../common/token-bucket';
 
 export type { SessionEndReason };
@@ -47,10 +46,6 @@ export interface SocketData {
   expiresAt?: number;
   /** The session's messages in seq order (made at the handshake; it holds live messages until the session is registered and opened). */
   stream?: SessionStream;
-  /** What its connection holds unwritten and has written (limitWriteBacklog). */
-  writes?: ConnectionWrites;
-  /** What its connection had written at the push budget's last check (SwitchboardGateway.shed). */
-  writtenSeen?: { at: number; bytes: number };
   /** Set once the session is registered and told (`session`): from then on it is live (CONTRACT 2). */
   registered?: boolean;
   /** The session's own limiters of `message:send` and `message:read` calls (SwitchboardGateway.takeSessionToken). */

@@ -1,7 +1,7 @@
 import { MessageIdGenerator } from '../messaging/message-id';
 import { InboxRead, InboxSnapshot } from '../messaging/message.types';
 import { StoredMessage } from '../messaging/stored-message';
-import { PushBudget } from './push-budget';
+import { UnconfirmedBytes } from './unconfirmed-bytes';
 import { GAP_WAIT_MS, MAX_HELD, SessionStream } from './session-stream';
 
 const msg = (seq: number, from = 'alice'): StoredMessage => ({ id: `id-${seq}`, from, to: 'bob', seq, json: `{"seq":${seq}}` });
@@ -9,7 +9,7 @@ const msg = (seq: number, from = 'alice'): StoredMessage => ({ id: `id-${seq}`, 
 /** A stream whose inbox reads are answered by the test, one deferred promise at a time. */
 function harness(window = 1000, windowBytes = 1e9, onEmit: (seq: number) => void = () => undefined) {
   const emitted: number[] = [];
-  const budget = new PushBudget(1e9, () => undefined);
+  const count = new UnconfirmedBytes();
   const reads: Array<{ asked: InboxRead; resolve: (s: InboxSnapshot) => void; reject: (e: Error) => void }> = [];
   const errors: unknown[] = [];
   const stream = new SessionStream(
@@ -21,7 +21,7 @@ function harness(window = 1000, windowBytes = 1e9, onEmit: (seq: number) => void
     (err) => errors.push(err),
     window,
     windowBytes,
-    budget,
+    count,
   );
   /** Answers the oldest pending read with `messages` (those from the seq it asked for), complete up to `readUpTo`. */
   const answer = async (messages: StoredMessage[], lastSeq: number, readUpTo = lastSeq) => {
@@ -30,7 +30,7 @@ function harness(window = 1000, windowBytes = 1e9, onEmit: (seq: number) => void
     read.resolve({ messages: messages.filter((m) => m.seq >= read.asked.fromSeq), lastSeq, readUpTo });
     await flush();
   };
-  return { stream, emitted, reads, errors, answer, budget };
+  return { stream, emitted, reads, errors, answer, count };
 }
 
 const flush = async () => {
@@ -454,19 +454,19 @@ describe('SessionStream', () => {
     expect(h.emitted).toEqual([]);
   });
 
-  it("counts what it has out in the node's push budget, gives back each confirmation's bytes, and the rest when it closes", async () => {
+  it("counts what it has out in the node's count, gives back each confirmation's bytes, and the rest when it closes", async () => {
     const h = harness();
     void h.stream.open();
     await h.answer([msg(1), msg(2), msg(3)], 3);
     const each = msg(1).json.length;
-    expect(h.budget.bytes).toBe(3 * each);
+    expect(h.count.bytes).toBe(3 * each);
     h.stream.confirmed(each);
-    expect(h.budget.bytes).toBe(2 * each);
+    expect(h.count.bytes).toBe(2 * each);
     h.stream.close();
-    expect(h.budget.bytes).toBe(0);
+    expect(h.count.bytes).toBe(0);
     // A confirmation after the close gives back nothing more.
     h.stream.confirmed(each);
-    expect(h.budget.bytes).toBe(0);
+    expect(h.count.bytes).toBe(0);
   });
 
   it('leaves nothing counted when an emit closes it in the middle of a catch-up (its connection closed for its backlog)', async () => {
@@ -474,7 +474,7 @@ describe('SessionStream', () => {
     void h.stream.open();
     await h.answer([msg(1), msg(2), msg(3)], 3);
     expect(h.emitted).toEqual([1, 2]);
-    expect(h.budget.bytes).toBe(0);
+    expect(h.count.bytes).toBe(0);
   });
 });
 

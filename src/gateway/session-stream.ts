@@ -1,7 +1,7 @@
 import { leastIdAt } from '../messaging/message-id';
 import { InboxRead, InboxSnapshot } from '../messaging/message.types';
 import { StoredMessage } from '../messaging/stored-message';
-import { PushAccount, UNBUDGETED } from './push-budget';
+import { PushAccount, UNCOUNTED } from './unconfirmed-bytes';
 
 export const GAP_WAIT_MS = 250;
 const RETRY_MS = 1000;
@@ -30,8 +30,8 @@ const SKIPPED_KEEP_MS = 60_000;
  * for. A session that never confirms (a client that forgets the ack callback, or cannot keep up, or does not
  * read at all) thus costs the node at most `window` pending acknowledgements plus one inbox's, and about
  * `windowBytes` of messages, instead of one per message for as long as it stays connected. What it has out is
- * also counted in `budget`, the node's for all its sessions (PushBudget), and given back as it is confirmed or
- * the stream closes.
+ * also counted in `account`, the node's count over all its sessions (UnconfirmedBytes), and given back as it is
+ * confirmed or the stream closes.
  */
 export class SessionStream {
   private next = 0;
@@ -67,7 +67,7 @@ export class SessionStream {
     private readonly onError: (err: unknown) => void,
     private readonly window: number,
     private readonly windowBytes: number,
-    private readonly budget: PushAccount = UNBUDGETED,
+    private readonly account: PushAccount = UNCOUNTED,
   ) {}
 
   /** A message pushed live. */
@@ -98,7 +98,7 @@ export class SessionStream {
   confirmed(bytes: number): void {
     this.unconfirmed = Math.max(0, this.unconfirmed - 1);
     const left = Math.max(0, this.unconfirmedBytes - bytes);
-    this.budget.release(this.unconfirmedBytes - left);
+    this.account.release(this.unconfirmedBytes - left);
     this.unconfirmedBytes = left;
     if (!this.paused || this.unconfirmed > this.window / 2 || this.unconfirmedBytes > this.windowBytes / 2) return;
     this.paused = false;
@@ -192,7 +192,7 @@ export class SessionStream {
     this.closed = true;
     clearTimeout(this.timer);
     this.held.clear();
-    this.budget.release(this.unconfirmedBytes);
+    this.account.release(this.unconfirmedBytes);
     this.unconfirmedBytes = 0;
   }
 
@@ -351,7 +351,7 @@ export class SessionStream {
     if (this.skipped.size > 0) this.newestSinceSkip.set(msg.from, Math.max(msg.seq, this.newestSinceSkip.get(msg.from) ?? -1));
     // Counted first: an emit may close the stream (its connection's write backlog), which gives it all back.
     this.unconfirmedBytes += msg.json.length;
-    this.budget.add(msg.json.length);
+    this.account.add(msg.json.length);
     this.emit(msg);
     if (this.newestId === undefined || msg.id > this.newestId) this.newestId = msg.id;
     if (++this.unconfirmed >= this.window || this.unconfirmedBytes >= this.windowBytes) this.paused = true;

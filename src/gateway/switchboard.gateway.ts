@@ -20,11 +20,11 @@ import { MetricsService } from '../metrics/metrics.service';
 import { PresenceService } from '../presence/presence.service';
 import { AckReplies, ClientToServerEvents, SessionEndReason, SwitchboardServer, SwitchboardSocket } from './events';
 import { PreEncoded } from './pre-encoded';
-import { PushBudget, SHED_CHECK_MS } from './push-budget';
 import { ReadBudget } from './read-budget';
 import { SessionStream } from './session-stream';
+import { UnconfirmedBytes } from './unconfirmed-bytes';
 import { closeOnEventFlood } from './event-flood';
-import { dropConnection, limitWriteBacklog, maxWriteBacklog } from './write-backlog';
+import { limitWriteBacklog, maxWriteBacklog } from './write-backlog';
 
 /** An event's handler: its answer is what the event's ack carries besides `ok: true` (AckReplies). */
 type Handler<E extends keyof AckReplies = keyof AckReplies> = (socket: SwitchboardSocket, payload: unknown) => Promise<AckReplies[E]>;
@@ -84,9 +84,8 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
   private readonly sessionRules: Record<'message:send' | 'message:read', BucketRule>;
   private readonly floodRule: BucketRule;
   private readonly readBudget: ReadBudget;
-  private readonly pushBudget: PushBudget;
+  private readonly unconfirmed = new UnconfirmedBytes();
   private readonly floodLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
-  private readonly shedLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
   private readonly registrationLog = new ThrottledLog((line) => this.logger.error(line), REGISTRATION_LOG_EVERY_MS);
   /** Through an outage every session that ends fails to be removed: logged as the registrations are. */
   private readonly removalLog = new ThrottledLog((line) => this.logger.warn(line), REGISTRATION_LOG_EVERY_MS);
@@ -123,8 +122,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     };
     this.floodRule = sendRateRule(Math.max(FLOOD_FLOOR, EVENTS_PER_SEND * config.sendRatePerSecond));
     this.readBudget = new ReadBudget(READ_BUDGET_WINDOWS * this.windowBytes, READ_FLOOR_BYTES);
-    this.pushBudget = new PushBudget(config.pushBudgetBytes, () => this.shed());
-    metrics.onPushedUnconfirmed(() => this.pushBudget.bytes);
+    metrics.onPushedUnconfirmed(() => this.unconfirmed.bytes);
   }
 
   afterInit(server: SwitchboardServer): void {
@@ -191,10 +189,10 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
       (err) => this.logger.warn(`could not read the inbox of ${userId}: ${String(err)}`),
       this.config.offlineMaxPerUser,
       this.windowBytes,
-      this.pushBudget,
+      this.unconfirmed,
     );
     socket.data.stream = stream;
-    socket.data.writes = limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
+    limitWriteBacklog(socket.conn, this.maxBacklog, (waiting) => {
       this.metrics.slowConnectionsClosed.inc();
       this.logger.warn(`closed a connection of ${userId}: ${waiting} packets were waiting to be written (its client does not read)`);
     });
@@ -300,45 +298,6 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     buckets[event] = taken.bucket;
   }
 
-  /**
-   * The node is past half its push budget (PushBudget): what it has pushed and not had confirmed may be waiting
-   * in its buffers for clients that do not read. Notes what each connection has written and, once all of them
-   * together hold more than the budget unwritten, closes those that hold some and have written nothing since
-   * the check before (SHED_CHECK_MS ago), those holding the most first, until the rest are within it. A client
-   * that reads is left alone, however slowly it reads, however much a catch-up has just handed its connection,
-   * and whether or not it confirms (one that reads and never confirms holds nothing here: its window stops its
-   * pushes). Nothing is lost, since what a closed session held is in the inbox until confirmed, and its client
-   * reconnects.
-   */
-  private shed(): void {
-    const now = Date.now();
-    let total = 0;
-    const stuck: Array<{ socket: SwitchboardSocket; bytes: number }> = [];
-    for (const sockets of this.byUser.values()) {
-      for (const socket of sockets) {
-        const { writes, writtenSeen } = socket.data;
-        if (!writes) continue;
-        const bytes = writes.unwritten();
-        const written = writes.written();
-        total += bytes;
-        if (bytes > 0 && writtenSeen && now - writtenSeen.at <= 1.5 * SHED_CHECK_MS && written <= writtenSeen.bytes) stuck.push({ socket, bytes });
-        socket.data.writtenSeen = { at: now, bytes: written };
-      }
-    }
-    stuck.sort((a, b) => b.bytes - a.bytes);
-    for (const { socket, bytes } of stuck) {
-      if (total <= this.pushBudget.limit) return;
-      total -= bytes;
-      // Its unconfirmed bytes given back at once, whenever the disconnect comes.
-      socket.data.stream?.close();
-      this.metrics.slowConnectionsClosed.inc();
-      this.shedLog.note(
-        `closed a connection of ${socket.data.userId}: ${mib(bytes)} MiB waited to be written to it and none was written for ${SHED_CHECK_MS / 1000} s, while the node's push budget (PUSH_BUDGET_MB, ${mib(this.pushBudget.limit)}) was spent`,
-      );
-      dropConnection(socket.conn);
-    }
-  }
-
   /** Once per REGISTRATION_LOG_EVERY_MS: an outage would otherwise log a line per login attempt. */
   private logRegistrationFailure(userId: string, err: unknown): void {
     this.registrationLog.note(`could not register session of ${userId}: ${String(err)}`);
@@ -412,8 +371,6 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
 }
 
 type AnyAck = (reply: object) => void;
-
-const mib = (bytes: number): string => (bytes / (1024 * 1024)).toFixed(1);
 
 /** (payload, ack), (ack) or (payload): the ack is the last argument when it is a function. */
 function splitArgs(args: unknown[]): [unknown, AnyAck | undefined] {

@@ -13,12 +13,6 @@ export function maxWriteBacklog(config: { readonly offlineMaxPerUser: number }):
   return Math.max(10_000, 4 * config.offlineMaxPerUser);
 }
 
-/** What a connection has to write: the bytes it holds unwritten, and how many it has written so far. */
-export interface ConnectionWrites {
-  unwritten(): number;
-  written(): number;
-}
-
 /**
  * Closes a connection whose client does not read. Each client event gets an answer, so a client that sends
  * and never reads (a stalled device, or on purpose) would pile the answers up in the node's memory with no
@@ -27,26 +21,17 @@ export interface ConnectionWrites {
  * messages stay in the inbox, and Socket.IO clients reconnect after a transport close and get them again.
  *
  * Counted from engine.io's public events: `packetCreate` as a packet joins the write buffer, `flush` as the
- * buffer is handed to the transport. Returns what the connection holds and has written (the push budget's
- * measures, SwitchboardGateway.shed): bytes here are a string's length, which is its bytes for ASCII.
+ * buffer is handed to the transport.
  */
-export function limitWriteBacklog(conn: Connection, maxPackets: number, onClosed: (waiting: number) => void): ConnectionWrites {
+export function limitWriteBacklog(conn: Connection, maxPackets: number, onClosed: (waiting: number) => void): void {
   let waiting = 0;
-  let waitingBytes = 0;
-  let flushedBytes = 0;
-  conn.on('packetCreate', (packet: Packet) => {
-    waitingBytes += packetBytes(packet);
+  conn.on('packetCreate', () => {
     if (++waiting !== maxPackets + 1) return;
     onClosed(waiting);
     dropConnection(conn);
   });
-  conn.on('flush', (buffer: readonly Packet[]) => {
+  conn.on('flush', (buffer: readonly unknown[]) => {
     waiting -= buffer.length;
-    for (const packet of buffer) {
-      const bytes = packetBytes(packet);
-      waitingBytes -= bytes;
-      flushedBytes += bytes;
-    }
   });
   // A client that stopped reading is also closed by the heartbeat (after pingInterval + pingTimeout, 45 s by
   // default), through a close handshake that `ws` waits 30 s more for, holding what it could not write: with
@@ -54,41 +39,14 @@ export function limitWriteBacklog(conn: Connection, maxPackets: number, onClosed
   conn.once('close', (reason: string) => {
     if (reason === 'ping timeout') terminate(conn.transport);
   });
-  return {
-    unwritten: () => waitingBytes + heldByWebSocket(conn),
-    // Handed to the transport and no longer held by it: what the kernel took (or, long polling, the responses).
-    written: () => flushedBytes - heldByWebSocket(conn),
-  };
-}
-
-interface Packet {
-  readonly data?: unknown;
-}
-
-/** About a packet's bytes: a string's length (Socket.IO's packets are JSON text), or a binary attachment's. */
-function packetBytes(packet: Packet): number {
-  const { data } = packet;
-  if (typeof data === 'string') return data.length;
-  return ArrayBuffer.isView(data) || data instanceof ArrayBuffer ? data.byteLength : 0;
-}
-
-/** The `ws` socket of a websocket transport: engine.io keeps it as the transport's `socket`. */
-function webSocketOf(transport: Connection['transport'] | undefined): { bufferedAmount?: unknown; terminate?: unknown } | undefined {
-  return (transport as unknown as { socket?: { bufferedAmount?: unknown; terminate?: unknown } } | undefined)?.socket;
 }
 
 /**
- * What the connection's websocket holds, handed to it and not yet taken by the kernel (`ws`' `bufferedAmount`:
- * its socket's write queue); 0 for long polling, whose packets wait in engine.io's buffer until the client polls.
+ * Destroys a websocket transport's TCP connection (`ws`' `terminate`; engine.io keeps its `ws` socket as the
+ * transport's `socket`). Nothing for long polling.
  */
-function heldByWebSocket(conn: Connection): number {
-  const held = webSocketOf(conn.transport)?.bufferedAmount;
-  return typeof held === 'number' ? held : 0;
-}
-
-/** Destroys a websocket transport's TCP connection (`ws`' `terminate`). */
 function terminate(transport: Connection['transport'] | undefined): void {
-  const ws = webSocketOf(transport);
+  const ws = (transport as unknown as { socket?: { terminate?: unknown } } | undefined)?.socket;
   if (typeof ws?.terminate === 'function') (ws as { terminate(): void }).terminate();
 }
 
@@ -98,7 +56,7 @@ function terminate(transport: Connection['transport'] | undefined): void {
  * gives up on the handshake after 30 s, holding everything it could not write until then). So a websocket's TCP
  * connection is destroyed. The client sees a transport close and reconnects.
  */
-export function dropConnection(conn: Connection): void {
+function dropConnection(conn: Connection): void {
   const transport = conn.transport;
   conn.close(true);
   terminate(transport);

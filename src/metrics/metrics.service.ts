@@ -18,14 +18,14 @@ export class MetricsService {
   readonly rateLimited = this.counter('switchboard_rate_limited_total', 'Sends refused over the per-user rate');
   readonly amqpPublished = this.counter('switchboard_amqp_published_total', 'AMQP messages published to other nodes (each carries the payloads of one event-loop turn for one node)');
   readonly nodePushes = this.counter('switchboard_node_pushes_total', 'Payloads sent to another node, by kind (message, status, end)', ['kind']);
-  readonly slowConnectionsClosed = this.counter('switchboard_slow_connections_closed_total', 'Connections closed because their client did not read what the node wrote (its write backlog, or the push budget)');
+  readonly slowConnectionsClosed = this.counter('switchboard_slow_connections_closed_total', 'Connections closed because their client did not read what the node wrote');
   readonly amqpReturned = this.counter('switchboard_amqp_returned_total', 'Publishes returned as unroutable');
   readonly sessions = new Gauge({ name: 'switchboard_sessions', help: 'Sessions connected to this node', registers: [this.registry] });
   /** Read when scraped, from what the gateway gives (onPushedUnconfirmed). */
   private pushedUnconfirmed: () => number = () => 0;
   readonly pushUnconfirmedBytes: Gauge = new Gauge({
     name: 'switchboard_push_unconfirmed_bytes',
-    help: 'Bytes of messages pushed to the sessions of this node and not confirmed yet (the push budget counts these)',
+    help: 'Bytes of messages pushed to the sessions of this node and not confirmed yet',
     registers: [this.registry],
     collect: (): void => this.pushUnconfirmedBytes.set(this.pushedUnconfirmed()),
   });

@@ -106,8 +106,7 @@ export class ServerNode {
     return this.output.trim().split('\n').slice(-5).join('\n');
   }
 
-  /** `extraEnv`: settings of a Switchboard node beyond the benchmark's own (PUSH_BUDGET_MB, say). */
-  static async start(system: System, nodeId: string, cluster: string, services: Services, extraEnv: Record<string, string> = {}): Promise<ServerNode> {
+  static async start(system: System, nodeId: string, cluster: string, services: Services): Promise<ServerNode> {
     if (closing) throw new Error('interrupted');
     const port = await freePort();
     const common = {
@@ -127,7 +126,6 @@ export class ServerNode {
             CLUSTER_NAME: cluster,
             SEND_RATE_PER_SECOND: '1000000',
             LOG_LEVEL: 'warn',
-            ...extraEnv,
           }
         : { ...common, ADAPTER_KEY: cluster };
     if (closing) throw new Error('interrupted');

@@ -1,6 +1,6 @@
 /**
- * `npm run bench:stalled`: what clients that stop reading cost a node's memory, with and without a push budget
- * small enough to matter (PUSH_BUDGET_MB). One Switchboard node (`node dist/main.js`); S sessions of one user
+ * `npm run bench:stalled`: what clients that stop reading cost a node's memory. One Switchboard node
+ * (`node dist/main.js`); S sessions of one user
  * whose clients stop reading as soon as they have their session (their TCP connection is paused, as a frozen
  * device's or an attacker's is), and open a new one, stalled the same way, whenever the node closes one; a
  * sender sends that user R messages a second of B bytes for D seconds. Every session gets every message, so the
@@ -8,7 +8,7 @@
  * at the end, and the connections it closed (`switchboard_slow_connections_closed_total`); and, for reference,
  * the same with clients that read (and never confirm, so that their windows fill as the stalled ones' do).
  *
- *   options: --sessions=S (40) --rate=R (50) --body=B (60000) --seconds=D (20) --budgets=default,64 (MiB)
+ *   options: --sessions=S (40) --rate=R (50) --body=B (60000) --seconds=D (20)
  *
  * Loopback only; needs Redis and RabbitMQ as for the tests (TEST_REDIS_URL, TEST_AMQP_URL) and a build.
  */
@@ -18,6 +18,7 @@ import type { Socket as NetSocket } from 'node:net';
 import Redis from 'ioredis';
 import { forgetAmqpTopology, forgetRedisKeys } from '../helpers/cleanup';
 import { AMQP_URL, JWT_SECRET, REDIS_URL } from '../helpers/env';
+import { uniqueName } from '../helpers/wait';
 import { TokenMint, assertLoopback } from './load-generator';
 import { memoryOf } from './procfs';
 import { killAllChildren, prepareWorkDir, removeWorkDir, ServerNode } from './servers';
@@ -27,14 +28,13 @@ interface Options {
   rate: number;
   body: number;
   seconds: number;
-  budgets: Array<number | 'default'>;
 }
 
 function parseOptions(argv: readonly string[]): Options {
   const flags = new Map<string, string>();
   for (const arg of argv) {
     const m = /^--([a-z]+)=(.+)$/.exec(arg);
-    if (!m || !['sessions', 'rate', 'body', 'seconds', 'budgets'].includes(m[1])) throw new Error(`unknown argument ${arg}`);
+    if (!m || !['sessions', 'rate', 'body', 'seconds'].includes(m[1])) throw new Error(`unknown argument ${arg}`);
     flags.set(m[1], m[2]);
   }
   const num = (name: string, fallback: number) => {
@@ -42,14 +42,11 @@ function parseOptions(argv: readonly string[]): Options {
     if (!Number.isInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer`);
     return n;
   };
-  const budgets = (flags.get('budgets') ?? 'default,64').split(',').map((b) => (b === 'default' ? ('default' as const) : Number(b)));
-  if (budgets.some((b) => b !== 'default' && !(Number.isInteger(b) && b > 0))) throw new Error('--budgets lists MiB, or default');
-  return { sessions: num('sessions', 40), rate: num('rate', 50), body: num('body', 60_000), seconds: num('seconds', 20), budgets };
+  return { sessions: num('sessions', 40), rate: num('rate', 50), body: num('body', 60_000), seconds: num('seconds', 20) };
 }
 
 interface Row {
   clients: string;
-  budget: string;
   sent: number;
   peakRssMb: number;
   endRssMb: number;
@@ -95,11 +92,10 @@ class StalledSession {
   }
 }
 
-async function run(o: Options, budget: number | 'default', stall: boolean, mint: TokenMint): Promise<Row> {
-  const cluster = `stalled-${Date.now().toString(36)}`;
+async function run(o: Options, stall: boolean, mint: TokenMint): Promise<Row> {
+  const cluster = uniqueName('stalled');
   const nodeId = `${cluster}-n1`;
-  const env: Record<string, string> = budget === 'default' ? {} : { PUSH_BUDGET_MB: String(budget) };
-  const node = await ServerNode.start('switchboard', nodeId, cluster, { redisUrl: REDIS_URL, amqpUrl: AMQP_URL, jwtSecret: JWT_SECRET }, env);
+  const node = await ServerNode.start('switchboard', nodeId, cluster, { redisUrl: REDIS_URL, amqpUrl: AMQP_URL, jwtSecret: JWT_SECRET });
   assertLoopback(node.url);
   const stalled = Array.from({ length: o.sessions }, () => new StalledSession(node.url, mint.token('hoarder'), stall));
   const sender = io(node.url, { auth: { token: mint.token('sender') }, transports: ['websocket'], reconnection: false, forceNew: true });
@@ -124,7 +120,6 @@ async function run(o: Options, budget: number | 'default', stall: boolean, mint:
     const counters = await node.counters();
     return {
       clients: stall ? 'stop reading' : 'read, never confirm',
-      budget: budget === 'default' ? 'default' : `${budget} MiB`,
       sent,
       peakRssMb: mb(peakKb),
       endRssMb: mb(memoryOf(node.pid)?.rssKb ?? 0),
@@ -148,11 +143,9 @@ async function main(): Promise<void> {
   const mint = new TokenMint(JWT_SECRET);
   const rows: Row[] = [];
   try {
-    log(`reference: ${o.sessions} sessions that read, ${o.rate} messages/s of ${o.body} bytes for ${o.seconds} s`);
-    rows.push(await run(o, 'default', false, mint));
-    for (const budget of o.budgets) {
-      log(`push budget ${budget}: ${o.sessions} stalled sessions, ${o.rate} messages/s of ${o.body} bytes for ${o.seconds} s`);
-      rows.push(await run(o, budget, true, mint));
+    for (const stall of [false, true]) {
+      log(`${o.sessions} sessions that ${stall ? 'stop reading' : 'read'}, ${o.rate} messages/s of ${o.body} bytes for ${o.seconds} s`);
+      rows.push(await run(o, stall, mint));
     }
   } finally {
     removeWorkDir();
@@ -160,9 +153,9 @@ async function main(): Promise<void> {
   const lines = [
     `Stalled sessions, ${new Date().toISOString()}: ${o.sessions} sessions of one user that stop reading (opened again when closed), ${o.rate} messages/s of ${o.body} bytes to them for ${o.seconds} s`,
     '',
-    '| clients | push budget | sent | node peak RSS MB | RSS at the end MB | connections closed |',
-    '| --- | --- | --: | --: | --: | --: |',
-    ...rows.map((r) => `| ${r.clients} | ${r.budget} | ${r.sent} | ${r.peakRssMb} | ${r.endRssMb} | ${r.closed} |`),
+    '| clients | sent | node peak RSS MB | RSS at the end MB | connections closed |',
+    '| --- | --: | --: | --: | --: |',
+    ...rows.map((r) => `| ${r.clients} | ${r.sent} | ${r.peakRssMb} | ${r.endRssMb} | ${r.closed} |`),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
   process.exit(0);

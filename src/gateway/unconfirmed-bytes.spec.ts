@@ -1,5 +1,5 @@
 import { StoredMessage } from '../messaging/stored-message';
-import { PushBudget } from './push-budget';
+import { UnconfirmedBytes } from './unconfirmed-bytes';
 import { GAP_WAIT_MS, SessionStream } from './session-stream';
 
 /** A tiny PRNG so a failure can be replayed by seed. */
@@ -9,19 +9,19 @@ function rng(seed: number) {
 }
 
 /**
- * Streams sharing one budget through random histories (live pushes out of order, repeated, late or missing; catch-ups
+ * Streams sharing one count through random histories (live pushes out of order, repeated, late or missing; catch-ups
  * whose reads fail; restarts; a store that lost everything; confirmations in any order, after a close too; closes from
- * inside an emit; counter checks): at every step the budget holds exactly what the open streams' clients have and have
+ * inside an emit; counter checks): at every step the count holds exactly what the open streams' clients have and have
  * not confirmed, and nothing once all is confirmed or closed (a review's).
  */
-describe('PushBudget accounting under random stream histories', () => {
+describe('UnconfirmedBytes under random stream histories', () => {
   beforeEach(() => jest.useFakeTimers());
   afterEach(() => jest.useRealTimers());
 
   for (let seed = 1; seed <= 20; seed++) {
     it(`seed ${seed}: the node total equals what the open streams hold, and all comes back`, async () => {
       const r = rng(seed);
-      const budget = new PushBudget(1e12, () => undefined);
+      const count = new UnconfirmedBytes();
       let inbox: StoredMessage[] = [];
       let lastSeq = 0;
       let idN = 0;
@@ -74,7 +74,7 @@ describe('PushBudget accounting under random stream histories', () => {
           () => undefined,
           3 + Math.floor(r() * 20),
           500 + Math.floor(r() * 5000),
-          budget,
+          count,
         );
         sessions.push(s);
         void s.stream.open();
@@ -126,14 +126,14 @@ describe('PushBudget accounting under random stream histories', () => {
           jest.advanceTimersByTime(Math.floor(r() * GAP_WAIT_MS * 4));
         }
         for (let i = 0; i < 6; i++) await Promise.resolve();
-        expect(budget.bytes).toBe(sessions.reduce((sum, s) => sum + (s.closed ? 0 : s.outstanding), 0));
+        expect(count.bytes).toBe(sessions.reduce((sum, s) => sum + (s.closed ? 0 : s.outstanding), 0));
       }
       // All confirmed or closed: nothing left.
       for (const s of sessions) for (const ack of s.acks.splice(0)) ack();
       for (const s of sessions) s.stream.close();
       jest.advanceTimersByTime(10_000);
       for (const s of sessions) for (const ack of s.acks.splice(0)) ack();
-      expect(budget.bytes).toBe(0);
+      expect(count.bytes).toBe(0);
     });
   }
 });
