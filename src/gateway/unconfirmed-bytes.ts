@@ -6,9 +6,9 @@ export interface PushAccount {
 
 /**
  * The bytes of messages a node has emitted to its sessions and not had confirmed, all sessions together
- * (`switchboard_push_unconfirmed_bytes`): an upper bound of what its clients have not read yet. Each session's is
- * bounded by its window (SessionStream), the node's total by nothing: any number of sessions may stop reading
- * (the README's "Stalled clients, together").
+ * (`switchboard_push_unconfirmed_bytes`): what its clients may not have read yet, counted as the JSON's length
+ * (its bytes for ASCII). Each session's is bounded by its window (SessionStream), the node's total by nothing: any
+ * number of sessions may stop reading (the README's "Stalled clients, together").
  */
 export class UnconfirmedBytes implements PushAccount {
   private used = 0;

@@ -46,5 +46,4 @@ describe('limitWriteBacklog, with a real Socket.IO server and client', () => {
       await s.close();
     }
   }, 10_000);
-
 });
