@@ -1,9 +1,8 @@
 /**
  * `npm run bench:stalled`: what clients that stop reading cost a node's memory. One Switchboard node
- * (`node dist/main.js`); S sessions of one user
- * whose clients stop reading as soon as they have their session (their TCP connection is paused, as a frozen
- * device's or an attacker's is), and open a new one, stalled the same way, whenever the node closes one; a
- * sender sends that user R messages a second of B bytes for D seconds. Every session gets every message, so the
+ * (`node dist/main.js`); S sessions of one user whose clients stop reading as soon as they have their session
+ * (their TCP connection is paused, as a frozen device's or an attacker's is), and open a new one, stalled the
+ * same way, whenever the node closes one; a sender sends that user R messages a second of B bytes for D seconds. Every session gets every message, so the
  * node has S × R × B bytes a second to write to clients that do not read. Prints the node's peak RSS, its RSS
  * at the end, and the connections it closed (`switchboard_slow_connections_closed_total`); and, for reference,
  * the same with clients that read (and never confirm, so that their windows fill as the stalled ones' do).
