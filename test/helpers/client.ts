@@ -113,8 +113,7 @@ export class TestClient {
 
   /** Its websocket's TCP connection. */
   get tcp(): NetSocket {
-    const engine = this.socket.io.engine as unknown as { transport: { ws?: { _socket?: NetSocket } } };
-    const tcp = engine.transport.ws?._socket;
+    const tcp = tcpOf(this.socket);
     if (!tcp) throw new Error(`${this.userId} is not on a websocket`);
     return tcp;
   }
@@ -124,6 +123,12 @@ export class TestClient {
     // A client that does not read would wait for the server's answer to its close until ws gives up (30 s).
     this.stalled?.destroy();
   }
+}
+
+/** A socket.io-client socket's websocket TCP connection (socket.io-client keeps its `ws` socket's); none on long polling. */
+export function tcpOf(socket: Socket): NetSocket | undefined {
+  const engine = socket.io.engine as unknown as { transport?: { ws?: { _socket?: NetSocket } } } | undefined;
+  return engine?.transport?.ws?._socket;
 }
 
 /** Connect-error message of a handshake that should be refused. */

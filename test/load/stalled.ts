@@ -13,9 +13,9 @@
  */
 import { setTimeout as delay } from 'node:timers/promises';
 import { io, Socket } from 'socket.io-client';
-import type { Socket as NetSocket } from 'node:net';
 import Redis from 'ioredis';
 import { forgetAmqpTopology, forgetRedisKeys } from '../helpers/cleanup';
+import { tcpOf } from '../helpers/client';
 import { AMQP_URL, JWT_SECRET, REDIS_URL } from '../helpers/env';
 import { uniqueName } from '../helpers/wait';
 import { TokenMint, assertLoopback } from './load-generator';
@@ -73,8 +73,7 @@ class StalledSession {
     return new Promise((resolve, reject) => {
       socket.once('connect_error', reject);
       socket.once('session', () => {
-        const engine = socket.io.engine as unknown as { transport: { ws?: { _socket?: NetSocket } } };
-        if (this.stall) engine.transport.ws?._socket?.pause();
+        if (this.stall) tcpOf(socket)?.pause();
         resolve();
       });
       socket.once('disconnect', () => {
@@ -85,9 +84,9 @@ class StalledSession {
 
   close(): void {
     this.stopped = true;
-    const engine = this.socket?.io.engine as unknown as { transport?: { ws?: { _socket?: NetSocket } } } | undefined;
+    const tcp = this.socket && tcpOf(this.socket);
     this.socket?.close();
-    engine?.transport?.ws?._socket?.destroy();
+    tcp?.destroy();
   }
 }
 
