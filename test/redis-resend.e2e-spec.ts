@@ -129,6 +129,23 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
     expect(result).toEqual({ removed: true, senderNodes: [] });
   });
 
+  it("answers a message:read as its first run did, so that its senders get their receipts; a new call finds them read", async () => {
+    const [first, second] = [sendTo('bob'), sendTo('bob')];
+    for (const [i, cmd] of [first, second].entries()) {
+      await store.accept(cmd);
+      await expect(store.confirm([{ userId: 'bob', seq: i + 1, id: cmd.id, from: 'alice' }])).resolves.toEqual([{ removed: true, senderNodes: [] }]);
+    }
+    const read = await withReplyLost(
+      () => store.markRead('bob', [first.id, second.id]),
+      async () => (await direct.zcard(keys.unread('bob'))) === 0,
+    );
+    expect(read).toEqual([
+      { id: first.id, from: 'alice', senderNodes: [] },
+      { id: second.id, from: 'alice', senderNodes: [] },
+    ]);
+    await expect(store.markRead('bob', [first.id, second.id])).resolves.toEqual([]);
+  });
+
   it('still answers a confirmation made twice, not written again, as nothing to remove', async () => {
     const cmd = sendTo('bob');
     await store.accept(cmd);

@@ -165,6 +165,26 @@ describe('RedisMessageStore: one refused command in a batch', () => {
     expect(result).toMatchObject({ removed: false, failed: expect.stringMatching(/WRONGTYPE/) as unknown });
     expect((await store.pending('carol')).messages).toEqual([accepted.json]);
   });
+
+  it("markRead removes nothing when a sender's presence cannot be read, so the client's retry still sends every receipt", async () => {
+    const { redis, keys, config } = backends.open({});
+    const store = new RedisMessageStore(redis, keys, config);
+    const sent = [ids.next(), ids.next()];
+    for (const [i, id] of sent.entries()) {
+      const from = i === 0 ? 'alice' : 'mallory';
+      const accepted = await store.accept({ from, to: 'dave', id, draft: draft('dave', id) });
+      if (accepted.kind !== 'accepted') throw new Error(`not accepted: ${accepted.kind}`);
+      expect((await store.confirm([{ userId: 'dave', seq: accepted.seq, id, from }]))[0].removed).toBe(true);
+    }
+    // The second sender's presence is read after the first's: the first entry must not be gone by then.
+    await redis.set(keys.presence('mallory'), 'not a sorted set');
+    await expect(store.markRead('dave', sent)).rejects.toThrow(/WRONGTYPE/);
+    await redis.del(keys.presence('mallory'));
+    expect(await store.markRead('dave', sent)).toEqual([
+      { id: sent[0], from: 'alice', senderNodes: [] },
+      { id: sent[1], from: 'mallory', senderNodes: [] },
+    ]);
+  });
 });
 
 /** RedisMessageStore gathers the sends and confirmations of one event-loop turn into one script call. */

@@ -76,7 +76,7 @@ describe('MemoryMessageStore', () => {
     jest.advanceTimersByTime(30_000);
     await store.confirm([{ userId: 'bob', seq: m2.seq, id: m2.id, from: 'alice' }]);
     jest.advanceTimersByTime(59_999);
-    expect(await store.markRead('bob', [m1.id])).toEqual([{ id: m1.id, from: 'alice' }]);
+    expect(await store.markRead('bob', [m1.id])).toEqual([{ id: m1.id, from: 'alice', senderNodes: [] }]);
     jest.advanceTimersByTime(2);
     expect(await store.markRead('bob', [m2.id])).toEqual([]);
     expect(kept(store).unread).toBe(0);

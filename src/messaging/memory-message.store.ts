@@ -207,14 +207,21 @@ export class MemoryMessageStore extends MessageStore {
     const unread = this.unread.get(userId);
     if (unread && unread.touchedAt < Date.now() - this.config.offlineTtlMs) this.unread.delete(userId);
     const senders = this.unread.get(userId)?.senders;
-    const out: ReadReceipt[] = [];
+    const found: Array<{ id: string; from: string }> = [];
     for (const id of ids) {
       const from = senders?.get(id);
       if (from !== undefined) {
         senders?.delete(id);
-        out.push({ id, from });
+        found.push({ id, from });
       }
     }
-    return out;
+    // Removed first, in one step, as Redis' script does; the memory presence lookup cannot fail.
+    const nodesOf = new Map<string, Promise<string[]>>();
+    const senderNodes = (from: string): Promise<string[]> => {
+      const nodes = nodesOf.get(from) ?? this.presence.nodesOf(from);
+      nodesOf.set(from, nodes);
+      return nodes;
+    };
+    return Promise.all(found.map(async ({ id, from }): Promise<ReadReceipt> => ({ id, from, senderNodes: await senderNodes(from) })));
   }
 }

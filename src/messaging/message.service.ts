@@ -269,14 +269,9 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     // The flush waits until the store answered them or STORE_ANSWER_MS passed (it never rejects); either way they
     // went to Redis before the read, and Redis carries out one connection's commands in order.
     await this.confirms.flush();
-    const bySender = new Map<string, string[]>();
-    for (const r of await this.store.markRead(userId, ids)) bySender.set(r.from, [...(bySender.get(r.from) ?? []), r.id]);
-    await Promise.all(
-      [...bySender].map(async ([from, readIds]) => {
-        const nodes = await this.presence.nodesOf(from);
-        for (const id of readIds) this.pushStatus(from, { id, to: userId, status: 'read' }, nodes, 0);
-      }),
-    );
+    for (const { id, from, senderNodes } of await this.store.markRead(userId, ids)) {
+      this.pushStatus(from, { id, to: userId, status: 'read' }, senderNodes, 0);
+    }
   }
 
   /** Ends sessions wherever they are (`session:ended` with the reason, then disconnect). */

@@ -66,6 +66,8 @@ export interface ConfirmResult {
 export interface ReadReceipt {
   readonly id: string;
   readonly from: string;
+  /** The sender's live nodes, read with the removal (as a confirmation's are), so that no lookup can fail after it. */
+  readonly senderNodes: readonly string[];
 }
 
 export interface PendingMessages {
@@ -110,7 +112,7 @@ export abstract class MessageStore {
    */
   abstract pending(userId: string, read?: InboxRead): Promise<PendingMessages>;
   abstract confirm(batch: readonly ConfirmCommand[]): Promise<ConfirmResult[]>;
-  /** Marks confirmed messages of `userId` read; returns who sent each one found. */
+  /** Marks confirmed messages of `userId` read; returns who sent each one found, with the sender's live nodes. */
   abstract markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]>;
   /** Each user's last seq given out (0 for none yet), in the order asked. */
   abstract lastSeqs(userIds: readonly string[]): Promise<number[]>;

@@ -300,16 +300,53 @@ const PENDING_PAGE = new LuaScript(
 const PENDING_PAGE_COUNT = 256;
 const PENDING_PAGE_BYTES = 256 * 1024;
 
-/** KEYS: unread.  ARGV: ids.  Returns the `id|from` members found, and removes them. */
+/**
+ * How long a `message:read` call's removals are remembered for the call written again (RedisKeys.readCall):
+ * ioredis writes it again as soon as it has reconnected, in well under this.
+ */
+const READ_CALL_TTL_MS = 60_000;
+
+/**
+ * KEYS: unread, the call's record (readCall).  ARGV: leasePrefix, the presence keys' prefix, ids.  Removes the
+ * `id|from` members found and returns {member, sender's live node, ...} for each.
+ * - Every sender's nodes are read before anything is removed: Redis does not undo a script's writes when a later
+ *   command fails, and an entry removed with its receipt unsent could never be read again (a separate presence
+ *   lookup that failed after the removal lost the receipts for good: the client's retry found nothing).
+ * - The call's removals are recorded for READ_CALL_TTL_MS: the same call written again by ioredis after a
+ *   reconnect (its first run's reply lost) answers with them, and their senders' nodes read again.
+ */
 const MARK_READ = new LuaScript(
   'markRead',
-  `local out = {}
-  for _, id in ipairs(ARGV) do
-    local found = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. id .. '|', '(' .. id .. '}', 'LIMIT', 0, 1)
-    if found[1] then
-      redis.call('ZREM', KEYS[1], found[1])
-      out[#out + 1] = found[1]
+  `${LUA_NOW}
+  ${LUA_LIVE_NODES}
+  local leasePrefix, presencePrefix, nowArg = ARGV[1], ARGV[2], tostring(now)
+  local found = redis.call('ZRANGE', KEYS[2], 0, -1)
+  local again = #found > 0
+  if not again then
+    local seen = {}
+    for i = 3, #ARGV do
+      local id = ARGV[i]
+      local m = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. id .. '|', '(' .. id .. '}', 'LIMIT', 0, 1)[1]
+      if m and not seen[m] then
+        seen[m] = true
+        found[#found + 1] = m
+      end
     end
+  end
+  local out, nodesOf, leases = {}, {}, {}
+  for _, m in ipairs(found) do
+    local from = string.sub(m, string.find(m, '|', 1, true) + 1)
+    nodesOf[from] = nodesOf[from] or liveNodes(presencePrefix .. from, leasePrefix, nowArg, leases)
+    out[#out + 1] = {m, unpack(nodesOf[from])}
+  end
+  if not again and #found > 0 then
+    local record = {}
+    for i, m in ipairs(found) do
+      redis.call('ZREM', KEYS[1], m)
+      record[#record + 1], record[#record + 2] = tostring(i), m
+    end
+    redis.call('ZADD', KEYS[2], unpack(record))
+    redis.call('PEXPIRE', KEYS[2], '${READ_CALL_TTL_MS}')
   end
   return out`,
   ['allow-oom'],
@@ -318,9 +355,13 @@ const MARK_READ = new LuaScript(
 @Injectable()
 export class RedisMessageStore extends MessageStore {
   private readonly writes = new Batcher<Write, AcceptResult | ConfirmResult>((batch) => this.writeBatch(batch), 0, WRITES_BATCH);
+  /** Made at this process' start: a node's two processes (one draining) number their calls apart. */
+  private readonly nonce = randomBytes(6).toString('hex');
   /** This process' `writes` calls, numbered so that Redis knows one written again (see WRITES_LUA). */
   private readonly callMark: string;
   private calls = 0;
+  /** This process' `markRead` calls, numbered likewise (see MARK_READ). */
+  private readCalls = 0;
 
   constructor(
     @InjectRedis() private readonly redis: Redis,
@@ -328,7 +369,7 @@ export class RedisMessageStore extends MessageStore {
     @InjectConfig() private readonly config: AppConfig,
   ) {
     super();
-    this.callMark = keys.writeCalls(config.nodeId, randomBytes(6).toString('hex'));
+    this.callMark = keys.writeCalls(config.nodeId, this.nonce);
   }
 
   /**
@@ -410,10 +451,11 @@ export class RedisMessageStore extends MessageStore {
 
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
     if (ids.length === 0) return [];
-    const found = (await MARK_READ.run(this.redis, [this.keys.unread(userId)], ids)) as string[];
-    return found.map((m) => {
+    const record = this.keys.readCall(this.config.nodeId, this.nonce, ++this.readCalls);
+    const found = (await MARK_READ.run(this.redis, [this.keys.unread(userId), record], [this.keys.leasePrefix, this.keys.presence(''), ...ids])) as string[][];
+    return found.map(([m, ...senderNodes]) => {
       const bar = m.indexOf('|');
-      return { id: m.slice(0, bar), from: m.slice(bar + 1) };
+      return { id: m.slice(0, bar), from: m.slice(bar + 1), senderNodes };
     });
   }
 

@@ -77,6 +77,14 @@ export class RedisKeys {
   writeCalls(nodeId: string, nonce: string): string {
     return `${this.cluster}:calls:${nodeId}:${nonce}`;
   }
+  /**
+   * ZSET (score = order) of the `id|from` entries one `message:read` call of a node's process (`nonce`, made at its start; `call`,
+   * its number) removed, kept briefly so that the call written again by ioredis after a reconnect answers as
+   * its first run did (RedisMessageStore.markRead).
+   */
+  readCall(nodeId: string, nonce: string, call: number): string {
+    return `${this.cluster}:rcall:${nodeId}:${nonce}:${call}`;
+  }
   /** HASH t (tokens), ts (ms): the sender's token bucket. */
   rate(userId: string): string {
     return `${this.cluster}:rate:${userId}`;

@@ -379,12 +379,12 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect(await confirmOne(b.messages, to, r1.seq, m1.id, s1)).toEqual({ removed: false, senderNodes: [] });
       expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [r2.json] });
 
-      expect(await b.messages.markRead(to, [m1.id, m2.id])).toEqual([{ id: m1.id, from: s1 }]);
+      expect(await b.messages.markRead(to, [m1.id, m2.id])).toEqual([{ id: m1.id, from: s1, senderNodes: [senderNode] }]);
       expect(await b.messages.markRead(to, [m1.id])).toEqual([]);
 
       expect((await confirmOne(b.messages, to, r2.seq, m2.id, s2)).removed).toBe(true);
       expect(await b.messages.pending(to)).toMatchObject({ expired: 0, messages: [] });
-      expect(await b.messages.markRead(to, [m2.id])).toEqual([{ id: m2.id, from: s2 }]);
+      expect(await b.messages.markRead(to, [m2.id])).toEqual([{ id: m2.id, from: s2, senderNodes: [] }]);
       // An emptied inbox does not restart the seq.
       expect((await accepted(b.messages, command(s1, to, 'third'))).seq).toBe(3);
     });
@@ -407,7 +407,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const m = command(from, to, 'confirmed, read, then confirmed late by a second session');
       const r = await accepted(b.messages, m);
       expect((await confirmOne(b.messages, to, r.seq, m.id, from)).removed).toBe(true);
-      expect(await b.messages.markRead(to, [m.id])).toEqual([{ id: m.id, from }]);
+      expect(await b.messages.markRead(to, [m.id])).toEqual([{ id: m.id, from, senderNodes: [] }]);
       expect(await confirmOne(b.messages, to, r.seq, m.id, from)).toEqual({ removed: false, senderNodes: [] });
       expect(await b.messages.markRead(to, [m.id])).toEqual([]);
     });
@@ -448,7 +448,25 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       expect(await b.messages.markRead(stranger, [m.id])).toEqual([]);
       expect(await b.messages.markRead(user(), [ids.next()])).toEqual([]);
       // Those calls took nothing away.
-      expect(await b.messages.markRead(to, [m.id])).toEqual([{ id: m.id, from }]);
+      expect(await b.messages.markRead(to, [m.id])).toEqual([{ id: m.id, from, senderNodes: [] }]);
+    });
+
+    it("markRead answers each message once, with its sender's live nodes, read in the same step as the removal", async () => {
+      const b = open();
+      const [s1, s2, to] = [user(), user(), user()];
+      const [m1, m2, m3] = [command(s1, to, 'one'), command(s2, to, 'two'), command(s1, to, 'three')];
+      for (const m of [m1, m2, m3]) {
+        const r = await accepted(b.messages, m);
+        expect((await confirmOne(b.messages, to, r.seq, m.id, m.from)).removed).toBe(true);
+      }
+      const node1 = await online(b, s1);
+      const receipts = await b.messages.markRead(to, [m1.id, m2.id, m1.id, m3.id]);
+      expect(receipts).toEqual([
+        { id: m1.id, from: s1, senderNodes: [node1] },
+        { id: m2.id, from: s2, senderNodes: [] },
+        { id: m3.id, from: s1, senderNodes: [node1] },
+      ]);
+      expect(await b.messages.markRead(to, [m1.id, m2.id, m3.id])).toEqual([]);
     });
 
     it('OFFLINE_TTL_SECONDS=1: pending drops messages whose id time is older than the TTL and counts them in expired', async () => {
