@@ -146,6 +146,31 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
     await expect(store.markRead('bob', [first.id, second.id])).resolves.toEqual([]);
   });
 
+  it('makes a message:read again itself when ioredis gave up on it (Redis down past its retries), so that its senders still get their receipts', async () => {
+    const [first, second] = [sendTo('bob'), sendTo('bob')];
+    for (const [i, cmd] of [first, second].entries()) {
+      await store.accept(cmd);
+      await expect(store.confirm([{ userId: 'bob', seq: i + 1, id: cmd.id, from: 'alice' }])).resolves.toEqual([{ removed: true, senderNodes: [] }]);
+    }
+    proxy.droppingReplies = true;
+    const read = store.markRead('bob', [first.id, second.id]);
+    await waitFor(async () => (await direct.zcard(keys.unread('bob'))) === 0, 'Redis to carry out the call');
+    proxy.droppingReplies = false;
+    // Redis down (restarting, failing over): ioredis rejects the calls waiting for a reply at its 4th failed
+    // reconnect in a row (maxRetriesPerRequest: 3), instead of writing them again once it is back.
+    let reconnects = 0;
+    redis.on('reconnecting', () => reconnects++);
+    await proxy.down();
+    await waitFor(() => reconnects >= 6, 'ioredis to give up on the call');
+    await proxy.up();
+    await expect(read).resolves.toEqual([
+      { id: first.id, from: 'alice', senderNodes: [] },
+      { id: second.id, from: 'alice', senderNodes: [] },
+    ]);
+    // The client, answered 'unavailable' meanwhile, reads again: a new call, with nothing left to read.
+    await expect(store.markRead('bob', [first.id, second.id])).resolves.toEqual([]);
+  });
+
   it('still answers a confirmation made twice, not written again, as nothing to remove', async () => {
     const cmd = sendTo('bob');
     await store.accept(cmd);

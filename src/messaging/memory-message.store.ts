@@ -215,7 +215,7 @@ export class MemoryMessageStore extends MessageStore {
         found.push({ id, from });
       }
     }
-    // Removed first, in one step, as Redis' script does; the memory presence lookup cannot fail.
+    // Taken before the senders' nodes are looked up, unlike in Redis' script: this lookup cannot fail.
     const nodesOf = new Map<string, Promise<string[]>>();
     const senderNodes = (from: string): Promise<string[]> => {
       const nodes = nodesOf.get(from) ?? this.presence.nodesOf(from);

@@ -301,10 +301,12 @@ const PENDING_PAGE_COUNT = 256;
 const PENDING_PAGE_BYTES = 256 * 1024;
 
 /**
- * How long a `message:read` call's removals are remembered for the call written again (RedisKeys.readCall):
- * ioredis writes it again as soon as it has reconnected, in well under this.
+ * How long a `message:read` call's removals are remembered for the same call made again (RedisKeys.readCall):
+ * by ioredis as soon as it has reconnected, or by markRead for up to READ_CALL_AGAIN_MS.
  */
 const READ_CALL_TTL_MS = 60_000;
+/** How long markRead makes a call again that failed for want of Redis; well within READ_CALL_TTL_MS. */
+const READ_CALL_AGAIN_MS = 30_000;
 
 /**
  * KEYS: unread, the call's record (readCall).  ARGV: leasePrefix, the presence keys' prefix, ids.  Removes the
@@ -312,8 +314,8 @@ const READ_CALL_TTL_MS = 60_000;
  * - Every sender's nodes are read before anything is removed: Redis does not undo a script's writes when a later
  *   command fails, and an entry removed with its receipt unsent could never be read again (a separate presence
  *   lookup that failed after the removal lost the receipts for good: the client's retry found nothing).
- * - The call's removals are recorded for READ_CALL_TTL_MS: the same call written again by ioredis after a
- *   reconnect (its first run's reply lost) answers with them, and their senders' nodes read again.
+ * - The call's removals are recorded for READ_CALL_TTL_MS: the same call made again (its first run's reply lost
+ *   with the connection) answers with them, and their senders' nodes read again.
  */
 const MARK_READ = new LuaScript(
   'markRead',
@@ -452,7 +454,25 @@ export class RedisMessageStore extends MessageStore {
   async markRead(userId: string, ids: readonly string[]): Promise<ReadReceipt[]> {
     if (ids.length === 0) return [];
     const record = this.keys.readCall(this.config.nodeId, this.nonce, ++this.readCalls);
-    const found = (await MARK_READ.run(this.redis, [this.keys.unread(userId), record], [this.keys.leasePrefix, this.keys.presence(''), ...ids])) as string[][];
+    const keys = [this.keys.unread(userId), record];
+    const args = [this.keys.leasePrefix, this.keys.presence(''), ...ids];
+    // A call that failed for want of Redis (ioredis gave up after maxRetriesPerRequest reconnects) may have been
+    // carried out with its reply lost: its entries are gone, and the client's retry, a new call, would find
+    // nothing. So the same call (its record) is made again until Redis answers, at most READ_CALL_AGAIN_MS;
+    // MessageService answers the client 'unavailable' after STORE_ANSWER_MS meanwhile, and sends the receipts
+    // when this returns. Waits of up to a second, so that the node's other calls, refused while this one is
+    // overdue, go on soon after Redis is back.
+    const giveUpAt = Date.now() + READ_CALL_AGAIN_MS;
+    let found: string[][];
+    for (let wait = 250; ; wait = Math.min(wait * 2, 1_000)) {
+      try {
+        found = (await MARK_READ.run(this.redis, keys, args)) as string[][];
+        break;
+      } catch (err) {
+        if (!(err instanceof AppError) || err.code !== 'unavailable' || Date.now() + wait > giveUpAt) throw err;
+        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+      }
+    }
     return found.map(([m, ...senderNodes]) => {
       const bar = m.indexOf('|');
       return { id: m.slice(0, bar), from: m.slice(bar + 1), senderNodes };

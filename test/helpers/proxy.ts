@@ -4,7 +4,8 @@ import { Transform } from 'node:stream';
 const DEFAULT_PORTS: Record<string, number> = { 'amqp:': 5672, 'redis:': 6379 };
 
 /**
- * A TCP proxy on loopback in front of a broker. It can cut every connection; swallow new ones (accept them,
+ * A TCP proxy on loopback in front of a broker. It can cut every connection; go down and come up again on its
+ * port (new connections refused meanwhile, as by a broker restarting); swallow new ones (accept them,
  * then never answer, like a broker that hangs or is still booting); drop what the broker sends; and lead new
  * connections elsewhere while the old ones stay where they were, as a managed service's address does after a
  * failover.
@@ -19,6 +20,7 @@ export class TcpProxy {
   /** The connections made to the proxy (not those it made upstream) that are still open. */
   private readonly clients = new Set<Socket>();
   private readonly server: Server;
+  private port: number | undefined;
 
   /** `target`: where new connections go (a broker's URL). */
   constructor(public target: URL) {
@@ -42,10 +44,26 @@ export class TcpProxy {
   /** Listens on an ephemeral port; resolves with the target's URL with this proxy's port instead. */
   async listen(): Promise<URL> {
     await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as AddressInfo).port;
     const url = new URL(this.target.toString());
     url.hostname = '127.0.0.1';
-    url.port = String((this.server.address() as AddressInfo).port);
+    url.port = String(this.port);
     return url;
+  }
+
+  /**
+   * Stops listening and cuts every connection, as a broker that went down: new connections are refused
+   * (ECONNREFUSED) until `up`.
+   */
+  async down(): Promise<void> {
+    await this.close();
+  }
+
+  /** Listens again on the port it had, after `down`. */
+  async up(): Promise<void> {
+    if (this.port === undefined) throw new Error('the proxy never listened');
+    const port = this.port;
+    await new Promise<void>((resolve) => this.server.listen(port, '127.0.0.1', resolve));
   }
 
   /** How many connections to the proxy are open. */
