@@ -171,6 +171,11 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
     await expect(store.markRead('bob', [first.id, second.id])).resolves.toEqual([]);
   });
 
+  it('does not make a message:read again once the client was quit (the node is stopping)', async () => {
+    await redis.quit();
+    await expect(store.markRead('bob', [ids.next()])).rejects.toMatchObject({ code: 'unavailable' });
+  });
+
   it('still answers a confirmation made twice, not written again, as nothing to remove', async () => {
     const cmd = sendTo('bob');
     await store.accept(cmd);

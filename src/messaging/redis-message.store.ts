@@ -469,7 +469,8 @@ export class RedisMessageStore extends MessageStore {
         found = (await MARK_READ.run(this.redis, keys, args)) as string[][];
         break;
       } catch (err) {
-        if (!(err instanceof AppError) || err.code !== 'unavailable' || Date.now() + wait > giveUpAt) throw err;
+        // Not past the client's quit (the node is stopping), nor past the record's lifetime.
+        if (!(err instanceof AppError) || err.code !== 'unavailable' || this.redis.status === 'end' || Date.now() + wait > giveUpAt) throw err;
         await new Promise((resolve) => setTimeout(resolve, wait).unref());
       }
     }
