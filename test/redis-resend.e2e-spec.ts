@@ -66,6 +66,24 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
     return answer;
   }
 
+  /**
+   * Runs `write` with its reply lost once Redis has carried it out (`done` tells), then takes the proxy down (as a
+   * Redis restarting) until ioredis gave up on the call (it rejects what waits for a reply at its 4th failed
+   * reconnect in a row, maxRetriesPerRequest: 3, instead of writing it again), and up again.
+   */
+  async function withReplyLostAndRedisDown<T>(write: () => Promise<T>, done: () => Promise<boolean>): Promise<T> {
+    proxy.droppingReplies = true;
+    const answer = write();
+    await waitFor(done, 'Redis to carry out the call');
+    proxy.droppingReplies = false;
+    let reconnects = 0;
+    redis.on('reconnecting', () => reconnects++);
+    await proxy.down();
+    await waitFor(() => reconnects >= 6, 'ioredis to give up on the call');
+    await proxy.up();
+    return answer;
+  }
+
   const inboxOfBob = () => direct.zrange(keys.inbox('bob'), 0, -1, 'WITHSCORES');
 
   it('stores a send without clientMsgId once, and answers it with its one seq', async () => {
@@ -152,17 +170,10 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
       await store.accept(cmd);
       await expect(store.confirm([{ userId: 'bob', seq: i + 1, id: cmd.id, from: 'alice' }])).resolves.toEqual([{ removed: true, senderNodes: [] }]);
     }
-    proxy.droppingReplies = true;
-    const read = store.markRead('bob', [first.id, second.id]);
-    await waitFor(async () => (await direct.zcard(keys.unread('bob'))) === 0, 'Redis to carry out the call');
-    proxy.droppingReplies = false;
-    // Redis down (restarting, failing over): ioredis rejects the calls waiting for a reply at its 4th failed
-    // reconnect in a row (maxRetriesPerRequest: 3), instead of writing them again once it is back.
-    let reconnects = 0;
-    redis.on('reconnecting', () => reconnects++);
-    await proxy.down();
-    await waitFor(() => reconnects >= 6, 'ioredis to give up on the call');
-    await proxy.up();
+    const read = withReplyLostAndRedisDown(
+      () => store.markRead('bob', [first.id, second.id]),
+      async () => (await direct.zcard(keys.unread('bob'))) === 0,
+    );
     await expect(read).resolves.toEqual([
       { id: first.id, from: 'alice', senderNodes: [] },
       { id: second.id, from: 'alice', senderNodes: [] },
@@ -174,6 +185,30 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
   it('does not make a message:read again once the client was quit (the node is stopping)', async () => {
     await redis.quit();
     await expect(store.markRead('bob', [ids.next()])).rejects.toMatchObject({ code: 'unavailable' });
+  });
+
+  it('makes a confirmation again itself when ioredis gave up on it (Redis down past its retries), so that its sender gets the receipt', async () => {
+    const cmd = sendTo('bob');
+    await store.accept(cmd);
+    const [result] = await withReplyLostAndRedisDown(
+      () => store.confirm([{ userId: 'bob', seq: 1, id: cmd.id, from: 'alice' }]),
+      async () => (await direct.zcard(keys.inbox('bob'))) === 0,
+    );
+    expect(result).toEqual({ removed: true, senderNodes: [] });
+  });
+
+  it('answers the sends of a call that ioredis gave up on with the failure, and makes its confirmations again until Redis answers', async () => {
+    const confirmed = sendTo('bob');
+    await store.accept(confirmed);
+    const sent = sendTo('carol', 'c-1');
+    const [send, confirmation] = await withReplyLostAndRedisDown(
+      async () => Promise.allSettled([store.accept(sent), store.confirm([{ userId: 'bob', seq: 1, id: confirmed.id, from: 'alice' }])]),
+      async () => (await direct.zcard(keys.inbox('bob'))) === 0 && (await direct.zcard(keys.inbox('carol'))) === 1,
+    );
+    expect(send).toMatchObject({ status: 'rejected', reason: { code: 'unavailable' } });
+    expect(confirmation).toEqual({ status: 'fulfilled', value: [{ removed: true, senderNodes: [] }] });
+    // The client sends again with its clientMsgId: stored once.
+    await expect(store.accept({ ...sendTo('carol', 'c-1') })).resolves.toMatchObject({ kind: 'duplicate', id: sent.id });
   });
 
   it('still answers a confirmation made twice, not written again, as nothing to remove', async () => {

@@ -301,12 +301,15 @@ const PENDING_PAGE_COUNT = 256;
 const PENDING_PAGE_BYTES = 256 * 1024;
 
 /**
- * How long a `message:read` call's removals are remembered for the same call made again (RedisKeys.readCall):
- * by ioredis as soon as it has reconnected, or by markRead for up to READ_CALL_AGAIN_MS.
+ * How long a call that failed for want of Redis is made again, the same call (RedisMessageStore.untilAnswered).
  */
-const READ_CALL_TTL_MS = 60_000;
-/** How long markRead makes a call again that failed for want of Redis; well within READ_CALL_TTL_MS. */
-const READ_CALL_AGAIN_MS = 30_000;
+const AGAIN_FOR_MS = 30_000;
+
+/**
+ * How long a `message:read` call's removals are remembered for the same call made again (RedisKeys.readCall):
+ * by ioredis as soon as it has reconnected, or by markRead for up to AGAIN_FOR_MS.
+ */
+const READ_CALL_TTL_MS = 2 * AGAIN_FOR_MS;
 
 /**
  * KEYS: unread, the call's record (readCall).  ARGV: leasePrefix, the presence keys' prefix, ids.  Removes the
@@ -315,7 +318,7 @@ const READ_CALL_AGAIN_MS = 30_000;
  *   command fails, and an entry removed with its receipt unsent could never be read again (a separate presence
  *   lookup that failed after the removal lost the receipts for good: the client's retry found nothing).
  * - The call's removals are recorded for READ_CALL_TTL_MS: the same call made again (its first run's reply lost
- *   with the connection) answers with them, and their senders' nodes read again.
+ *   with the connection: by ioredis, or by untilAnswered) answers with them, and their senders' nodes read again.
  */
 const MARK_READ = new LuaScript(
   'markRead',
@@ -392,20 +395,43 @@ export class RedisMessageStore extends MessageStore {
   /**
    * Over `maxmemory` Redis refuses a call with sends whole; its confirmations, which only remove, then go on
    * their own, so that their messages leave the inbox and their senders get `delivered` (as they did when the
-   * scripts ran by EVAL; found by a review), and the sends are answered with the refusal.
+   * scripts ran by EVAL; found by a review), and the sends are answered with the refusal. So do they, until
+   * Redis answers (untilAnswered), after any other failure for want of Redis.
    */
   private async writeBatch(batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
     const call = ++this.calls;
-    if (!batch.some((w) => w.kind === 'accept')) return this.runWrites(CONFIRMS, batch, call);
+    if (!batch.some((w) => w.kind === 'accept')) return this.untilAnswered(() => this.runWrites(CONFIRMS, batch, call));
     try {
       return await this.runWrites(WRITES, batch, call);
     } catch (err) {
       const confirms = batch.filter((w) => w.kind === 'confirm');
-      if (confirms.length === 0 || !(err instanceof AppError) || !/\bOOM\b/.test(err.message)) throw err;
-      // The refused call's number: refused as written again, its first run may have been carried out.
-      const confirmed = await this.runWrites(CONFIRMS, confirms, call);
+      if (confirms.length === 0 || !(err instanceof AppError) || err.code !== 'unavailable') throw err;
+      // The failed call's number: its first run may have been carried out (see WRITES_LUA). The sends are
+      // answered with the failure: their clients send again (with their clientMsgId, found stored if they were).
+      const confirmed = await this.untilAnswered(() => this.runWrites(CONFIRMS, confirms, call));
       let c = 0;
       return batch.map((w) => (w.kind === 'confirm' ? confirmed[c++] : err));
+    }
+  }
+
+  /**
+   * Makes `call` again while it fails for want of Redis (AppError 'unavailable': ioredis gave up on it after
+   * maxRetriesPerRequest reconnects in a row, or Redis refused it for its state), for up to AGAIN_FOR_MS, then
+   * fails. Such a call may have been carried out with its reply lost, and only the same call, made again with
+   * its number (WRITES_LUA) or record (MARK_READ), learns what it did: its confirmations then send their
+   * `delivered`, its reads their `read`, instead of the messages being delivered again and the receipts lost.
+   * Waits of up to a second, so that the node's other calls, refused while one is overdue (AnswerWait), go on
+   * soon after Redis is back. Not once the client was quit: the node is stopping.
+   */
+  private async untilAnswered<T>(call: () => Promise<T>): Promise<T> {
+    const giveUpAt = Date.now() + AGAIN_FOR_MS;
+    for (let wait = 250; ; wait = Math.min(wait * 2, 1_000)) {
+      try {
+        return await call();
+      } catch (err) {
+        if (!(err instanceof AppError) || err.code !== 'unavailable' || this.redis.status === 'end' || Date.now() + wait > giveUpAt) throw err;
+        await new Promise((resolve) => setTimeout(resolve, wait).unref());
+      }
     }
   }
 
@@ -456,24 +482,7 @@ export class RedisMessageStore extends MessageStore {
     const record = this.keys.readCall(this.config.nodeId, this.nonce, ++this.readCalls);
     const keys = [this.keys.unread(userId), record];
     const args = [this.keys.leasePrefix, this.keys.presence(''), ...ids];
-    // A call that failed for want of Redis (ioredis gave up after maxRetriesPerRequest reconnects) may have been
-    // carried out with its reply lost: its entries are gone, and the client's retry, a new call, would find
-    // nothing. So the same call (its record) is made again until Redis answers, at most READ_CALL_AGAIN_MS;
-    // MessageService answers the client 'unavailable' after STORE_ANSWER_MS meanwhile, and sends the receipts
-    // when this returns. Waits of up to a second, so that the node's other calls, refused while this one is
-    // overdue, go on soon after Redis is back.
-    const giveUpAt = Date.now() + READ_CALL_AGAIN_MS;
-    let found: string[][];
-    for (let wait = 250; ; wait = Math.min(wait * 2, 1_000)) {
-      try {
-        found = (await MARK_READ.run(this.redis, keys, args)) as string[][];
-        break;
-      } catch (err) {
-        // Not past the client's quit (the node is stopping), nor past the record's lifetime.
-        if (!(err instanceof AppError) || err.code !== 'unavailable' || this.redis.status === 'end' || Date.now() + wait > giveUpAt) throw err;
-        await new Promise((resolve) => setTimeout(resolve, wait).unref());
-      }
-    }
+    const found = await this.untilAnswered(async () => (await MARK_READ.run(this.redis, keys, args)) as string[][]);
     return found.map(([m, ...senderNodes]) => {
       const bar = m.indexOf('|');
       return { id: m.slice(0, bar), from: m.slice(bar + 1), senderNodes };
