@@ -267,7 +267,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private async readAndTell(userId: string, ids: readonly string[]): Promise<undefined> {
     // A message read as soon as it is confirmed: its confirmation, still gathered here, must be written first.
     // The flush waits until the store answered them or STORE_ANSWER_MS passed (it never rejects); either way they
-    // went to Redis before the read, and Redis carries out one connection's commands in order.
+    // went to Redis before the read, and Redis carries out one connection's commands in order (and the Redis
+    // store's read waits for the confirmations it makes again after Redis was unreachable).
     await this.confirms.flush();
     for (const { id, from, senderNodes } of await this.store.markRead(userId, ids)) {
       this.pushStatus(from, { id, to: userId, status: 'read' }, senderNodes, 0);

@@ -1,8 +1,10 @@
+import type Redis from 'ioredis';
+import { loadConfig } from '../config/config';
 import { LuaScript } from '../redis/lua-script';
 import { LUA_ID_OF, LUA_IDEM_RECORD, RedisKeys } from '../redis/redis-keys';
 import { MessageIdGenerator } from './message-id';
 import { IDEMPOTENCY_WINDOW_MS } from './message.store';
-import { ACCEPT_ARGS, ACCEPT_KEYS, CONFIRM_ARGS, CONFIRM_KEYS, WRITES_SHARED_ARGS, WRITES_SHARED_KEYS, Write, writesCall } from './redis-message.store';
+import { ACCEPT_ARGS, ACCEPT_KEYS, CONFIRM_ARGS, CONFIRM_KEYS, RedisMessageStore, WRITES_SHARED_ARGS, WRITES_SHARED_KEYS, Write, writesCall } from './redis-message.store';
 import { messageDraft, redraft } from './stored-message';
 
 function script(name: string): string {
@@ -177,5 +179,22 @@ describe('the Lua read of a message id and of an idempotency record', () => {
       }
     }
     expect(uses).toBeGreaterThanOrEqual(6);
+  });
+});
+
+describe('RedisMessageStore, a call that failed for want of Redis', () => {
+  it('is not made again once the client was quit (the node is stopping)', async () => {
+    let calls = 0;
+    const quit = {
+      status: 'end',
+      fcall: () => {
+        calls++;
+        return Promise.reject(new Error('Connection is closed.'));
+      },
+    } as unknown as Redis;
+    const store = new RedisMessageStore(quit, new RedisKeys('u'), loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' }));
+    await expect(store.markRead('bob', ['x'])).rejects.toMatchObject({ code: 'unavailable' });
+    await expect(store.confirm([{ userId: 'bob', seq: 1, id: 'x', from: 'alice' }])).rejects.toMatchObject({ code: 'unavailable' });
+    expect(calls).toBe(2);
   });
 });

@@ -367,6 +367,14 @@ export class RedisMessageStore extends MessageStore {
   private calls = 0;
   /** This process' `markRead` calls, numbered likewise (see MARK_READ). */
   private readCalls = 0;
+  /**
+   * The calls of confirmations only under way (untilAnswered): a markRead goes after them. On the one connection
+   * Redis carries out calls in the order written, but a confirmation made again after Redis was unreachable
+   * went after a read made meanwhile, which took the read-receipt entry of a confirmation carried out with its
+   * reply lost, and that confirmation, made again, found its message gone and no entry: no `delivered` (found by
+   * a review).
+   */
+  private readonly confirming = new Set<Promise<unknown>>();
 
   constructor(
     @InjectRedis() private readonly redis: Redis,
@@ -400,7 +408,7 @@ export class RedisMessageStore extends MessageStore {
    */
   private async writeBatch(batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
     const call = ++this.calls;
-    if (!batch.some((w) => w.kind === 'accept')) return this.untilAnswered(() => this.runWrites(CONFIRMS, batch, call));
+    if (!batch.some((w) => w.kind === 'accept')) return this.confirmUntilAnswered(batch, call);
     try {
       return await this.runWrites(WRITES, batch, call);
     } catch (err) {
@@ -408,10 +416,19 @@ export class RedisMessageStore extends MessageStore {
       if (confirms.length === 0 || !(err instanceof AppError) || err.code !== 'unavailable') throw err;
       // The failed call's number: its first run may have been carried out (see WRITES_LUA). The sends are
       // answered with the failure: their clients send again (with their clientMsgId, found stored if they were).
-      const confirmed = await this.untilAnswered(() => this.runWrites(CONFIRMS, confirms, call));
+      const confirmed = await this.confirmUntilAnswered(confirms, call);
       let c = 0;
       return batch.map((w) => (w.kind === 'confirm' ? confirmed[c++] : err));
     }
+  }
+
+  /** Confirmations only, as call number `call`, made again until Redis answers; markRead waits for them. */
+  private confirmUntilAnswered(batch: readonly Write[], call: number): Promise<Array<AcceptResult | ConfirmResult | Error>> {
+    const run = this.untilAnswered(() => this.runWrites(CONFIRMS, batch, call));
+    const forget = (): void => void this.confirming.delete(run);
+    this.confirming.add(run);
+    run.then(forget, forget);
+    return run;
   }
 
   /**
@@ -421,7 +438,8 @@ export class RedisMessageStore extends MessageStore {
    * its number (WRITES_LUA) or record (MARK_READ), learns what it did: its confirmations then send their
    * `delivered`, its reads their `read`, instead of the messages being delivered again and the receipts lost.
    * Waits of up to a second, so that the node's other calls, refused while one is overdue (AnswerWait), go on
-   * soon after Redis is back. Not once the client was quit: the node is stopping.
+   * soon after Redis is back. Not once the client was quit: the node is stopping (quit while Redis was down,
+   * ioredis stays `reconnecting`, and the call made again waits for ever: nothing is written after the end).
    */
   private async untilAnswered<T>(call: () => Promise<T>): Promise<T> {
     const giveUpAt = Date.now() + AGAIN_FOR_MS;
@@ -482,7 +500,11 @@ export class RedisMessageStore extends MessageStore {
     const record = this.keys.readCall(this.config.nodeId, this.nonce, ++this.readCalls);
     const keys = [this.keys.unread(userId), record];
     const args = [this.keys.leasePrefix, this.keys.presence(''), ...ids];
-    const found = await this.untilAnswered(async () => (await MARK_READ.run(this.redis, keys, args)) as string[][]);
+    const found = await this.untilAnswered(async () => {
+      // At each attempt: the read and the confirmations before it may have failed together.
+      if (this.confirming.size > 0) await Promise.allSettled(this.confirming);
+      return (await MARK_READ.run(this.redis, keys, args)) as string[][];
+    });
     return found.map(([m, ...senderNodes]) => {
       const bar = m.indexOf('|');
       return { id: m.slice(0, bar), from: m.slice(bar + 1), senderNodes };
