@@ -216,12 +216,13 @@ export class MemoryMessageStore extends MessageStore {
       }
     }
     // Taken before the senders' nodes are looked up, unlike in Redis' script: this lookup cannot fail.
-    const nodesOf = new Map<string, Promise<string[]>>();
-    const senderNodes = (from: string): Promise<string[]> => {
-      const nodes = nodesOf.get(from) ?? this.presence.nodesOf(from);
-      nodesOf.set(from, nodes);
-      return nodes;
-    };
-    return Promise.all(found.map(async ({ id, from }): Promise<ReadReceipt> => ({ id, from, senderNodes: await senderNodes(from) })));
+    const nodesOf = new Map<string, string[]>();
+    const out: ReadReceipt[] = [];
+    for (const { id, from } of found) {
+      let senderNodes = nodesOf.get(from);
+      if (!senderNodes) nodesOf.set(from, (senderNodes = await this.presence.nodesOf(from)));
+      out.push({ id, from, senderNodes });
+    }
+    return out;
   }
 }

@@ -78,9 +78,9 @@ export class RedisKeys {
     return `${this.cluster}:calls:${nodeId}:${nonce}`;
   }
   /**
-   * ZSET (score = order) of the `id|from` entries one `message:read` call of a node's process (`nonce`, made at its start; `call`,
-   * its number) removed, kept briefly so that the call written again by ioredis after a reconnect answers as
-   * its first run did (RedisMessageStore.markRead).
+   * ZSET (score = order) of the `id|from` entries that one `message:read` call of a node's process (`nonce`,
+   * made at its start; `call`, its number) removed, kept briefly so that the same call made again (by ioredis
+   * after a reconnect, or by the store after a failure) answers as its first run did (RedisMessageStore.markRead).
    */
   readCall(nodeId: string, nonce: string, call: number): string {
     return `${this.cluster}:rcall:${nodeId}:${nonce}:${call}`;
