@@ -69,9 +69,9 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
   /**
    * Runs `write` with its reply lost once Redis has carried it out (`done` tells), then takes the proxy down (as a
    * Redis restarting) until ioredis gave up on the call (it rejects what waits for a reply at its 4th failed
-   * reconnect in a row, maxRetriesPerRequest: 3, instead of writing it again), and up again.
+   * reconnect in a row, maxRetriesPerRequest: 3, instead of writing it again), and up again once `whileDown` ran.
    */
-  async function withReplyLostAndRedisDown<T>(write: () => Promise<T>, done: () => Promise<boolean>): Promise<T> {
+  async function withReplyLostAndRedisDown<T>(write: () => Promise<T>, done: () => Promise<boolean>, whileDown = (): void => undefined): Promise<T> {
     proxy.droppingReplies = true;
     const answer = write();
     await waitFor(done, 'Redis to carry out the call');
@@ -80,8 +80,19 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
     redis.on('reconnecting', () => reconnects++);
     await proxy.down();
     await waitFor(() => reconnects >= 6, 'ioredis to give up on the call');
+    whileDown();
     await proxy.up();
     return answer;
+  }
+
+  /** Sends bob `n` messages and confirms each: they are then his to read. */
+  async function confirmedToBob(n: number): Promise<AcceptCommand[]> {
+    const sent = Array.from({ length: n }, () => sendTo('bob'));
+    for (const [i, cmd] of sent.entries()) {
+      await store.accept(cmd);
+      await expect(store.confirm([{ userId: 'bob', seq: i + 1, id: cmd.id, from: 'alice' }])).resolves.toEqual([{ removed: true, senderNodes: [] }]);
+    }
+    return sent;
   }
 
   const inboxOfBob = () => direct.zrange(keys.inbox('bob'), 0, -1, 'WITHSCORES');
@@ -148,11 +159,7 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
   });
 
   it("answers a message:read as its first run did, so that its senders get their receipts; a new call finds them read", async () => {
-    const [first, second] = [sendTo('bob'), sendTo('bob')];
-    for (const [i, cmd] of [first, second].entries()) {
-      await store.accept(cmd);
-      await expect(store.confirm([{ userId: 'bob', seq: i + 1, id: cmd.id, from: 'alice' }])).resolves.toEqual([{ removed: true, senderNodes: [] }]);
-    }
+    const [first, second] = await confirmedToBob(2);
     const read = await withReplyLost(
       () => store.markRead('bob', [first.id, second.id]),
       async () => (await direct.zcard(keys.unread('bob'))) === 0,
@@ -165,11 +172,7 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
   });
 
   it('makes a message:read again itself when ioredis gave up on it (Redis down past its retries), so that its senders still get their receipts', async () => {
-    const [first, second] = [sendTo('bob'), sendTo('bob')];
-    for (const [i, cmd] of [first, second].entries()) {
-      await store.accept(cmd);
-      await expect(store.confirm([{ userId: 'bob', seq: i + 1, id: cmd.id, from: 'alice' }])).resolves.toEqual([{ removed: true, senderNodes: [] }]);
-    }
+    const [first, second] = await confirmedToBob(2);
     const read = withReplyLostAndRedisDown(
       () => store.markRead('bob', [first.id, second.id]),
       async () => (await direct.zcard(keys.unread('bob'))) === 0,
@@ -195,19 +198,17 @@ describe('A writes call that ioredis writes again after a reconnect', () => {
   it('makes a message:read wait for the confirmations being made again, so that it does not take their entries first and their senders still get delivered', async () => {
     const cmd = sendTo('bob');
     await store.accept(cmd);
-    proxy.droppingReplies = true;
-    const confirmed = store.confirm([{ userId: 'bob', seq: 1, id: cmd.id, from: 'alice' }]);
-    await waitFor(async () => (await direct.zcard(keys.inbox('bob'))) === 0, 'Redis to carry out the confirmation');
-    proxy.droppingReplies = false;
-    // ioredis gives up on the confirmation at its 4th failed reconnect in a row, and the store makes it again
-    // 250 ms later. The client reads the message meanwhile (the node waits 5 s at most for its confirmations to
-    // be answered before a read), and Redis is back before the confirmation is made again.
-    let reconnects = 0;
-    const gaveUp = new Promise<void>((resolve) => redis.on('reconnecting', () => ++reconnects === 4 && setImmediate(resolve)));
-    await proxy.down();
-    await gaveUp;
-    const read = store.markRead('bob', [cmd.id]);
-    await proxy.up();
+    // The store makes the confirmation again 250 ms after ioredis gave up on it. The client reads the message
+    // meanwhile (the node waits 5 s at most for its confirmations to be answered before a read), and Redis is
+    // back before the confirmation is made again.
+    let read: Promise<unknown> = Promise.resolve();
+    const confirmed = withReplyLostAndRedisDown(
+      () => store.confirm([{ userId: 'bob', seq: 1, id: cmd.id, from: 'alice' }]),
+      async () => (await direct.zcard(keys.inbox('bob'))) === 0,
+      () => {
+        read = store.markRead('bob', [cmd.id]);
+      },
+    );
     await expect(confirmed).resolves.toEqual([{ removed: true, senderNodes: [] }]);
     await expect(read).resolves.toEqual([{ id: cmd.id, from: 'alice', senderNodes: [] }]);
   });
