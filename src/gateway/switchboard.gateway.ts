@@ -5,7 +5,6 @@ import { AppError, toErrorBody } from '../common/app-error';
 import { ThrottledLog } from '../common/throttled-log';
 import { BucketRule, sendRateRule, takeToken } from '../common/token-bucket';
 import { validatePayload } from '../common/validate';
-import { LongTimeout, setLongTimeout } from '../common/long-timeout';
 import { AppConfig } from '../config/config';
 import { InjectConfig } from '../config/config.module';
 import { AuthService } from '../auth/auth.service';
@@ -24,6 +23,7 @@ import { ReadBudget } from './read-budget';
 import { SessionStream } from './session-stream';
 import { UnconfirmedBytes } from './unconfirmed-bytes';
 import { closeOnEventFlood } from './event-flood';
+import { ExpirySchedule } from './expiry-schedule';
 import { limitWriteBacklog, maxWriteBacklog } from './write-backlog';
 
 /** An event's handler: its answer is what the event's ack carries besides `ok: true` (AckReplies). */
@@ -77,7 +77,8 @@ export const COUNTER_CHECK_MS = 10_000;
 export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, OnGatewayDisconnect, LocalDelivery, OnModuleDestroy {
   private readonly logger = new Logger('Gateway');
   private readonly byUser = new Map<string, Set<SwitchboardSocket>>();
-  private readonly expiryTimers = new Map<string, LongTimeout>();
+  /** The sessions whose tokens say when they expire, ended then with `token_expired`. */
+  private readonly expiries = new ExpirySchedule<SwitchboardSocket>((socket) => this.end(socket, 'token_expired'));
   private readonly maxBacklog: number;
   private readonly windowBytes: number;
   /** The per-session limits of takeSessionToken, by event. */
@@ -228,8 +229,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
     const sockets = this.byUser.get(userId);
     sockets?.delete(socket);
     if (sockets?.size === 0) this.byUser.delete(userId);
-    this.expiryTimers.get(socket.id)?.clear();
-    this.expiryTimers.delete(socket.id);
+    this.expiries.delete(socket);
     this.presence.sessionEnded(userId, sessionId).catch((err: unknown) => {
       this.removalLog.note(`could not remove session of ${userId} (removed again at the next heartbeat): ${String(err)}`);
     });
@@ -273,6 +273,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
    */
   async onModuleDestroy(): Promise<void> {
     clearInterval(this.counterCheck);
+    this.expiries.stop();
     this.lifecycle.draining = true;
     const sockets = [...this.byUser.values()].flatMap((s) => [...s]);
     for (let i = 0; i < sockets.length; i += DISCONNECT_BATCH) {
@@ -336,9 +337,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
 
   private scheduleExpiry(socket: SwitchboardSocket): void {
     const { expiresAt } = socket.data;
-    if (expiresAt === undefined) return;
-    // A token may live longer than a plain timer can wait (about 24.8 days).
-    this.expiryTimers.set(socket.id, setLongTimeout(() => this.end(socket, 'token_expired'), expiresAt - Date.now()));
+    if (expiresAt !== undefined) this.expiries.add(socket, expiresAt);
   }
 
   /** Every event gets an ack: its result, or an error; a bad event never costs the socket. */

@@ -1,0 +1,83 @@
+import { EXPIRY_SWEEP_MS, ExpirySchedule } from './expiry-schedule';
+
+describe('ExpirySchedule', () => {
+  beforeEach(() => jest.useFakeTimers({ now: new Date('2026-12-06T10:00:00.250Z') }));
+  afterEach(() => jest.useRealTimers());
+
+  function schedule() {
+    const expired: string[] = [];
+    return { expired, s: new ExpirySchedule<string>((item) => expired.push(item)) };
+  }
+
+  it('hands an item over within a sweep after its time, never before', () => {
+    const at = Date.now() + 2_500;
+    let handedAt: number | undefined;
+    const s = new ExpirySchedule<string>(() => (handedAt = Date.now()));
+    s.add('a', at);
+    jest.advanceTimersByTime(at - Date.now() + 2 * EXPIRY_SWEEP_MS);
+    expect(handedAt).toBeGreaterThanOrEqual(at);
+    expect(handedAt).toBeLessThanOrEqual(at + EXPIRY_SWEEP_MS);
+    expect(s.size).toBe(0);
+  });
+
+  it('keeps a time further ahead than setTimeout can wait (a token valid for a month)', () => {
+    const { expired, s } = schedule();
+    const month = 30 * 24 * 3600 * 1000;
+    expect(month).toBeGreaterThan(2 ** 31 - 1);
+    s.add('a', Date.now() + month);
+    jest.advanceTimersByTime(month - EXPIRY_SWEEP_MS);
+    expect(expired).toEqual([]);
+    jest.advanceTimersByTime(2 * EXPIRY_SWEEP_MS);
+    expect(expired).toEqual(['a']);
+  });
+
+  it('hands over an item already due at the next sweep, and items in the order of their times', () => {
+    const { expired, s } = schedule();
+    s.add('later', Date.now() + 3_000);
+    s.add('past', Date.now() - 60_000);
+    s.add('soon', Date.now() + 1_000);
+    jest.advanceTimersByTime(EXPIRY_SWEEP_MS);
+    expect(expired).toEqual(['past']);
+    jest.advanceTimersByTime(4 * EXPIRY_SWEEP_MS);
+    expect(expired).toEqual(['past', 'soon', 'later']);
+  });
+
+  it('never hands over an item deleted, nor one added again before its new time', () => {
+    const { expired, s } = schedule();
+    s.add('a', Date.now() + 1_000);
+    s.add('b', Date.now() + 1_000);
+    s.delete('a');
+    s.add('b', Date.now() + 10_000);
+    jest.advanceTimersByTime(5 * EXPIRY_SWEEP_MS);
+    expect(expired).toEqual([]);
+    jest.advanceTimersByTime(6 * EXPIRY_SWEEP_MS);
+    expect(expired).toEqual(['b']);
+  });
+
+  it('runs its timer only while it keeps items', () => {
+    const { s } = schedule();
+    expect(jest.getTimerCount()).toBe(0);
+    s.add('a', Date.now() + 1_000);
+    s.add('b', Date.now() + 3_600_000);
+    expect(jest.getTimerCount()).toBe(1);
+    s.delete('a');
+    s.delete('b');
+    expect(jest.getTimerCount()).toBe(0);
+    s.add('c', Date.now() + 1_000);
+    jest.advanceTimersByTime(3 * EXPIRY_SWEEP_MS);
+    expect(s.size).toBe(0);
+    expect(jest.getTimerCount()).toBe(0);
+  });
+
+  it('after a pause of the process or a jump of the clock, hands over what came due, in order', () => {
+    const { expired, s } = schedule();
+    s.add('a', Date.now() + 5_000);
+    s.add('b', Date.now() + 2_000);
+    s.add('c', Date.now() + 400 * 24 * 3600 * 1000);
+    // The clock jumps a day ahead between two sweeps.
+    jest.setSystemTime(Date.now() + 24 * 3600 * 1000);
+    jest.advanceTimersByTime(EXPIRY_SWEEP_MS);
+    expect(expired).toEqual(['b', 'a']);
+    expect(s.size).toBe(1);
+  });
+});

@@ -1,0 +1,76 @@
+/** How often the schedule looks for what is due: a token's `exp` is in whole seconds. */
+export const EXPIRY_SWEEP_MS = 1_000;
+
+/**
+ * Hands each item to `expired` once its time has come, within about a second after it, never before: the node's
+ * sessions, ended as their tokens expire. One timer for all of them, running while any is kept: the items are
+ * kept by the second their time falls in, and a sweep once a second takes the seconds that have passed. A timer
+ * per session cost each idle session about 650 bytes (its Timeout, and a timer list of its own, since Node keeps
+ * one per distinct delay), and setTimeout waits at most about 24.8 days.
+ */
+export class ExpirySchedule<T> {
+  private readonly bySecond = new Map<number, Set<T>>();
+  private readonly secondOf = new Map<T, number>();
+  /** Every second up to this one has been swept. */
+  private sweptUpTo = 0;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly expired: (item: T) => void,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** `item` is due at `atMs` (epoch ms); an item already due goes at the next sweep. */
+  add(item: T, atMs: number): void {
+    this.delete(item);
+    if (!this.timer) {
+      this.sweptUpTo = Math.floor(this.now() / 1000);
+      this.timer = setInterval(() => this.sweep(), EXPIRY_SWEEP_MS).unref();
+    }
+    const second = Math.max(Math.ceil(atMs / 1000), this.sweptUpTo + 1);
+    let due = this.bySecond.get(second);
+    if (!due) this.bySecond.set(second, (due = new Set()));
+    due.add(item);
+    this.secondOf.set(item, second);
+  }
+
+  delete(item: T): void {
+    const second = this.secondOf.get(item);
+    if (second === undefined) return;
+    this.secondOf.delete(item);
+    const due = this.bySecond.get(second);
+    due?.delete(item);
+    if (due?.size === 0) this.bySecond.delete(second);
+    if (this.bySecond.size === 0) this.stop();
+  }
+
+  get size(): number {
+    return this.secondOf.size;
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** The seconds passed since the last sweep, in order (after a long pause or a clock jump, only those that hold items). */
+  private sweep(): void {
+    const upTo = Math.floor(this.now() / 1000);
+    const passed = upTo - this.sweptUpTo;
+    const seconds =
+      passed <= this.bySecond.size
+        ? Array.from({ length: Math.max(0, passed) }, (_, i) => this.sweptUpTo + 1 + i)
+        : [...this.bySecond.keys()].filter((s) => s <= upTo).sort((a, b) => a - b);
+    this.sweptUpTo = Math.max(this.sweptUpTo, upTo);
+    for (const second of seconds) {
+      const due = this.bySecond.get(second);
+      if (!due) continue;
+      this.bySecond.delete(second);
+      for (const item of due) {
+        this.secondOf.delete(item);
+        this.expired(item);
+      }
+    }
+    if (this.bySecond.size === 0) this.stop();
+  }
+}
