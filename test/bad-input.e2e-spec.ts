@@ -319,7 +319,7 @@ describe('bad input', () => {
     });
 
     it('closes the connection of a client that sends and never reads, and keeps its messages for its next one', async () => {
-      // A node whose send rate puts the flood bound (closeOnEventFlood) out of this test's reach: a client that
+      // A node whose send rate puts the flood bound (EventFloodLimit) out of this test's reach: a client that
       // sends no faster than that bound, and never reads, meets this one.
       const own = await startNode(clusterEnv(cluster, `${cluster}-n2`, { SEND_RATE_PER_SECOND: '1000000' }));
       const accepted = new Map<number, net.Socket>();

@@ -1,5 +1,5 @@
-import type { Socket } from 'socket.io';
 import { Bucket, BucketRule, takeToken } from '../common/token-bucket';
+import { Connection, connectionListener } from './connection-listener';
 
 /** Socket.IO's packet types, the first character of an engine.io message: an event, an event with attachments. */
 const EVENT = '2';
@@ -13,25 +13,35 @@ const BINARY_EVENT = '5';
  * So they are counted as engine.io receives them (its public `packet` event), and once the connection is
  * closing engine.io drops the rest of the batch unread. Acks from the client (confirmations, however many a
  * catch-up brings) are not counted. Each event's own limits (the send rate, the session's `message:send` and
- * `message:read` calls) stay as they are; this bound is well above them, for floods only.
+ * `message:read` calls) stay as they are; this bound is well above them, for floods only. `onClosed` is told the
+ * name the connection was watched under; one listener serves every connection (connectionListener).
  */
-export function closeOnEventFlood(socket: Socket, rule: BucketRule, onClosed: () => void): void {
-  const conn = socket.conn;
-  let bucket: Bucket | undefined;
-  conn.on('packet', (packet: { type: string; data?: unknown }) => {
+export class EventFloodLimit {
+  private readonly buckets = new WeakMap<Connection, { bucket: Bucket | undefined; readonly who: string }>();
+
+  constructor(
+    private readonly rule: BucketRule,
+    private readonly onClosed: (who: string) => void,
+  ) {}
+
+  watch(conn: Connection, who: string): void {
+    this.buckets.set(conn, { bucket: undefined, who });
+    conn.on('packet', this.received);
+  }
+
+  private readonly received = connectionListener((conn, packet: { type: string; data?: unknown }) => {
     if (packet.type !== 'message' || typeof packet.data !== 'string') return;
     const kind = packet.data.charAt(0);
     if (kind !== EVENT && kind !== BINARY_EVENT) return;
-    const taken = takeToken(bucket, Date.now(), rule);
+    const watched = this.buckets.get(conn);
+    if (!watched) return;
+    const taken = takeToken(watched.bucket, Date.now(), this.rule);
     if ('bucket' in taken) {
-      bucket = taken.bucket;
+      watched.bucket = taken.bucket;
       return;
     }
     if (conn.readyState !== 'open') return;
-    onClosed();
-    // First a plain close, which marks the connection closing at once, so that engine.io drops the rest of the
-    // batch (a discarding close from 'open' waits for the transport, which for long-polling is the client's next
-    // request); then a discarding one, which closes the transport without writing the answers to the flood.
+    this.onClosed(watched.who);
     conn.close();
     conn.close(true);
   });

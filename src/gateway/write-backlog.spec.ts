@@ -2,17 +2,18 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo, Socket as NetSocket } from 'node:net';
 import { Server } from 'socket.io';
 import { io as ioClient, type Socket as ClientSocket } from 'socket.io-client';
-import { limitWriteBacklog } from './write-backlog';
+import { WriteBacklogLimit } from './write-backlog';
 
-/** A real Socket.IO server with a short heartbeat, each connection under limitWriteBacklog, and a client of it. */
+/** A real Socket.IO server with a short heartbeat, each connection under a WriteBacklogLimit, and a client of it. */
 async function serverAndClient() {
   const http: HttpServer = createServer();
   const accepted: NetSocket[] = [];
   http.on('connection', (tcp: NetSocket) => accepted.push(tcp));
   const io = new Server(http, { pingInterval: 300, pingTimeout: 200, transports: ['websocket'] });
+  const limit = new WriteBacklogLimit(1_000_000, () => undefined);
   const connected = new Promise<(payload: string) => void>((resolve) =>
     io.on('connection', (socket) => {
-      limitWriteBacklog(socket.conn, 1_000_000, () => undefined);
+      limit.watch(socket.conn, 'a client');
       resolve((payload) => socket.emit('big', payload));
     }),
   );
@@ -31,7 +32,7 @@ async function serverAndClient() {
 
 const closed = (tcp: NetSocket) => new Promise<void>((resolve) => (tcp.destroyed ? resolve() : tcp.once('close', () => resolve())));
 
-describe('limitWriteBacklog, with a real Socket.IO server and client', () => {
+describe('WriteBacklogLimit, with a real Socket.IO server and client', () => {
   it("destroys the connection of a client that stopped reading once the heartbeat gives up on it, not after ws' 30 s close handshake", async () => {
     const s = await serverAndClient();
     try {

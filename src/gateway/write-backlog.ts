@@ -1,7 +1,4 @@
-import type { Socket } from 'socket.io';
-
-/** A Socket.IO socket's engine.io connection. */
-type Connection = Socket['conn'];
+import { Connection, connectionListener } from './connection-listener';
 
 /**
  * The packets a connection may have waiting to be written (engine.io's write buffer, which grows while the
@@ -17,29 +14,48 @@ export function maxWriteBacklog(config: { readonly offlineMaxPerUser: number }):
  * Closes a connection whose client does not read. Each client event gets an answer, so a client that sends
  * and never reads (a stalled device, or on purpose) would pile the answers up in the node's memory with no
  * bound: one client flooding `message:send` on a paused socket grew a node by about 25 MB a second. At
- * `maxPackets` waiting, the connection is closed instead and `onClosed` told. Nothing is lost: unconfirmed
- * messages stay in the inbox, and Socket.IO clients reconnect after a transport close and get them again.
+ * `maxPackets` waiting, the connection is closed instead and `onClosed` told, with the name the connection was
+ * watched under. Nothing is lost: unconfirmed messages stay in the inbox, and Socket.IO clients reconnect after a
+ * transport close and get them again.
  *
  * Counted from engine.io's public events: `packetCreate` as a packet joins the write buffer, `flush` as the
- * buffer is handed to the transport.
+ * buffer is handed to the transport. One set of listeners serves every connection (connectionListener).
  */
-export function limitWriteBacklog(conn: Connection, maxPackets: number, onClosed: (waiting: number) => void): void {
-  let waiting = 0;
-  conn.on('packetCreate', () => {
-    if (++waiting !== maxPackets + 1) return;
-    onClosed(waiting);
+export class WriteBacklogLimit {
+  private readonly watched = new WeakMap<Connection, { waiting: number; readonly who: string }>();
+
+  constructor(
+    private readonly maxPackets: number,
+    private readonly onClosed: (who: string, waiting: number) => void,
+  ) {}
+
+  watch(conn: Connection, who: string): void {
+    this.watched.set(conn, { waiting: 0, who });
+    conn.on('packetCreate', this.packetCreated);
+    conn.on('flush', this.flushed);
+    conn.on('close', terminateOnPingTimeout);
+  }
+
+  private readonly packetCreated = connectionListener((conn) => {
+    const watched = this.watched.get(conn);
+    if (!watched || ++watched.waiting !== this.maxPackets + 1) return;
+    this.onClosed(watched.who, watched.waiting);
     dropConnection(conn);
   });
-  conn.on('flush', (buffer: readonly unknown[]) => {
-    waiting -= buffer.length;
-  });
-  // A client that stopped reading is also closed by the heartbeat (after pingInterval + pingTimeout, 45 s by
-  // default), through a close handshake that `ws` waits 30 s more for, holding what it could not write: with
-  // 3.8 MB unsent, the node's end of such a connection closed 76 s after its client stopped (found by a review).
-  conn.once('close', (reason: string) => {
-    if (reason === 'ping timeout') terminate(conn.transport);
+
+  private readonly flushed = connectionListener((conn, buffer: readonly unknown[]) => {
+    const watched = this.watched.get(conn);
+    if (watched) watched.waiting -= buffer.length;
   });
 }
+
+/**
+ * A connection closed for a ping timeout may be one whose client stopped reading: its TCP connection is destroyed,
+ * with what waits to be written, rather than held through ws' 30 s close handshake.
+ */
+const terminateOnPingTimeout = connectionListener((conn, reason: string) => {
+  if (reason === 'ping timeout') terminate(conn.transport);
+});
 
 /**
  * Destroys a websocket transport's TCP connection (`ws`' `terminate`; engine.io keeps its `ws` socket as the
