@@ -38,10 +38,8 @@ export class SessionStream {
   /** Until `open` (once the session is registered), live messages only wait. */
   private opened = false;
   private readonly held = new Map<number, StoredMessage>();
-  /** Seqs a catch-up skipped as gone since this session opened (the newest MAX_SKIPPED), with when, until they come live. */
-  private readonly skipped = new Map<number, number>();
-  /** While any seq is skipped: the highest seq emitted since, per sender (a late copy must not precede it). */
-  private readonly newestSinceSkip = new Map<string, number>();
+  /** Made when a catch-up skips a seq, and dropped once none is remembered: most sessions never skip one. */
+  private skipped: SkippedSeqs | undefined;
   private catchingUp: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
@@ -182,8 +180,7 @@ export class SessionStream {
   restart(): void {
     this.generation++;
     this.held.clear();
-    this.skipped.clear();
-    this.newestSinceSkip.clear();
+    this.skipped = undefined;
     this.behindAt = undefined;
     this.next = 0;
   }
@@ -260,9 +257,9 @@ export class SessionStream {
   }
 
   private rememberSkipped(from: number, to: number, emitting: ReadonlySet<number>): void {
-    const now = Date.now();
-    for (let seq = Math.max(from, to - MAX_SKIPPED + 1); seq <= to; seq++) if (!emitting.has(seq)) this.skipped.set(seq, now);
-    this.forgetSkipped(now);
+    const skipped = (this.skipped ??= new SkippedSeqs());
+    skipped.remember(from, to, emitting, Date.now());
+    if (skipped.size === 0) this.skipped = undefined;
   }
 
   /**
@@ -275,26 +272,13 @@ export class SessionStream {
    * sent again), and one behind by more than the session's age a new message look old (dropped as a repeat).
    */
   private counterWentBack(msg: StoredMessage): boolean {
-    return !this.skipped.has(msg.seq) && this.newestId !== undefined && msg.id > this.newestId && msg.id > this.openedId;
+    return !this.skipped?.has(msg.seq) && this.newestId !== undefined && msg.id > this.newestId && msg.id > this.openedId;
   }
 
   /** A late copy of a skipped seq: emitted once, unless its sender's order forbids it (see the class comment). */
   private emitLate(msg: StoredMessage): void {
-    const skippedAt = this.skipped.get(msg.seq);
-    if (skippedAt === undefined) return;
-    this.skipped.delete(msg.seq);
-    const now = Date.now();
-    if (now - skippedAt <= SKIPPED_KEEP_MS && (this.newestSinceSkip.get(msg.from) ?? -1) < msg.seq) this.deliver(msg);
-    this.forgetSkipped(now);
-  }
-
-  /** Drops skipped seqs past MAX_SKIPPED or SKIPPED_KEEP_MS (oldest first, as they were added). */
-  private forgetSkipped(now: number): void {
-    for (const [seq, at] of this.skipped) {
-      if (this.skipped.size <= MAX_SKIPPED && now - at <= SKIPPED_KEEP_MS) break;
-      this.skipped.delete(seq);
-    }
-    if (this.skipped.size === 0) this.newestSinceSkip.clear();
+    if (this.skipped?.takeLate(msg, Date.now())) this.deliver(msg);
+    if (this.skipped?.size === 0) this.skipped = undefined;
   }
 
   /** Emits the held messages that follow on without a gap, until the window is full (the rest are in the inbox). */
@@ -345,10 +329,10 @@ export class SessionStream {
   private deliver(msg: StoredMessage): void {
     // Closed by its own emit, say (the connection's write backlog), in the middle of a catch-up's messages.
     if (this.closed) return;
-    // Skipped seqs are forgotten here too: a session receiving from ever more senders would otherwise keep one
-    // entry of newestSinceSkip per sender for as long as it lives (found by a review).
-    if (this.skipped.size > 0) this.forgetSkipped(Date.now());
-    if (this.skipped.size > 0) this.newestSinceSkip.set(msg.from, Math.max(msg.seq, this.newestSinceSkip.get(msg.from) ?? -1));
+    if (this.skipped) {
+      this.skipped.emitting(msg, Date.now());
+      if (this.skipped.size === 0) this.skipped = undefined;
+    }
     // Counted first: an emit may close the stream (its connection's write backlog), which gives it all back.
     this.unconfirmedBytes += msg.json.length;
     this.account.add(msg.json.length);
@@ -364,5 +348,57 @@ export class SessionStream {
       void this.catchUp();
     }, ms);
     this.timer.unref();
+  }
+}
+
+/**
+ * Seqs a catch-up skipped as gone since the session opened (the newest MAX_SKIPPED), with when, until they come
+ * live or SKIPPED_KEEP_MS passed; and while any is kept, the highest seq emitted since, per sender: a late copy
+ * must not precede it.
+ */
+class SkippedSeqs {
+  private readonly at = new Map<number, number>();
+  private readonly newestSince = new Map<string, number>();
+
+  get size(): number {
+    return this.at.size;
+  }
+
+  has(seq: number): boolean {
+    return this.at.has(seq);
+  }
+
+  /** The seqs from `from` to `to` but those `emitting`, skipped at `now`. */
+  remember(from: number, to: number, emitting: ReadonlySet<number>, now: number): void {
+    for (let seq = Math.max(from, to - MAX_SKIPPED + 1); seq <= to; seq++) if (!emitting.has(seq)) this.at.set(seq, now);
+    this.forget(now);
+  }
+
+  /** A copy of `msg` came live: true when it goes out (skipped, recently enough, and nothing newer of its sender went since). Its seq is forgotten either way. */
+  takeLate(msg: StoredMessage, now: number): boolean {
+    const skippedAt = this.at.get(msg.seq);
+    if (skippedAt === undefined) return false;
+    this.at.delete(msg.seq);
+    const late = now - skippedAt <= SKIPPED_KEEP_MS && (this.newestSince.get(msg.from) ?? -1) < msg.seq;
+    this.forget(now);
+    return late;
+  }
+
+  /**
+   * `msg` is being emitted. Skipped seqs are forgotten here too: a session receiving from ever more senders would
+   * otherwise keep one entry of `newestSince` per sender for as long as it lives (found by a review).
+   */
+  emitting(msg: StoredMessage, now: number): void {
+    this.forget(now);
+    if (this.at.size > 0) this.newestSince.set(msg.from, Math.max(msg.seq, this.newestSince.get(msg.from) ?? -1));
+  }
+
+  /** Drops skipped seqs past MAX_SKIPPED or SKIPPED_KEEP_MS (oldest first, as they were added). */
+  private forget(now: number): void {
+    for (const [seq, at] of this.at) {
+      if (this.at.size <= MAX_SKIPPED && now - at <= SKIPPED_KEEP_MS) break;
+      this.at.delete(seq);
+    }
+    if (this.at.size === 0) this.newestSince.clear();
   }
 }
