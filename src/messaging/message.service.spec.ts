@@ -93,6 +93,37 @@ describe('MessageService: confirmations', () => {
   });
 });
 
+describe('MessageService: a confirmation the store answers late', () => {
+  beforeEach(() => jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] }));
+  afterEach(() => jest.useRealTimers());
+
+  it('is warned about when the wait runs out, and logged as carried out when the store answers, with its receipt sent', async () => {
+    const config = loadConfig({ LOG_LEVEL: 'silent' });
+    const presence = new MemoryPresenceStore(config);
+    const store = new MemoryMessageStore(config, presence);
+    const metrics = new MetricsService(config);
+    const service = new MessageService(config, store, presence, new MemoryNodeBus(config), metrics);
+    const warn = jest.spyOn(service['logger'], 'warn').mockImplementation(() => undefined);
+    const log = jest.spyOn(service['logger'], 'log').mockImplementation(() => undefined);
+    const sent = await service.send('alice', { to: 'bob', body: 'one' }, 'rest');
+    // Redis answers the confirmation only when the test says (as after an outage the store's retries outlast).
+    let answer = (): void => undefined;
+    const confirm = store.confirm.bind(store);
+    jest.spyOn(store, 'confirm').mockImplementationOnce((batch) => new Promise((resolve) => (answer = () => resolve(confirm(batch)))));
+    service.confirm('bob', { seq: 1, id: sent.id, from: 'alice' });
+
+    await jest.advanceTimersByTimeAsync(6_000);
+    expect(warn).toHaveBeenCalledWith(expect.stringMatching(/^confirm of 1 message\(s\) failed; unless the store carries it out later/));
+    expect(log).not.toHaveBeenCalled();
+
+    answer();
+    await waitFor(() => log.mock.calls.length > 0, 'the late confirmation logged');
+    expect(log).toHaveBeenCalledWith('confirm of 1 message(s) carried out late: not delivered again, and their receipts go now');
+    expect((await metrics.messagesConfirmed.get()).values[0].value).toBe(1);
+    expect((await store.pending('bob')).messages).toEqual([]);
+  });
+});
+
 describe('MessageService: a confirmation followed by a send to the same user, at the inbox bound', () => {
   beforeEach(() => jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] }));
   afterEach(() => jest.useRealTimers());

@@ -234,8 +234,11 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private async confirmBatch(batch: ConfirmCommand[]): Promise<ConfirmResult[]> {
     let results: ConfirmResult[];
     try {
-      // Past the wait the receipts go out when the store answers, if it does.
-      results = await this.storeAnswers.within(this.store.confirm(batch), 'confirmation', (late) => this.confirmed(batch, late));
+      // Past the wait the receipts go out when the store answers, if it does; the log says so, after its warning.
+      results = await this.storeAnswers.within(this.store.confirm(batch), 'confirmation', (late) => {
+        this.logger.log(`confirm of ${batch.length} message(s) carried out late: not delivered again, and their receipts go now`);
+        this.confirmed(batch, late);
+      });
       this.confirmed(batch, results);
     } catch (err) {
       this.logger.warn(`confirm of ${batch.length} message(s) failed; unless the store carries it out later, they will be delivered again: ${String(err)}`);
