@@ -42,6 +42,9 @@ export class EventFloodLimit {
     }
     if (conn.readyState !== 'open') return;
     this.onClosed(watched.who);
+    // First a plain close, which marks the connection closing at once, so that engine.io drops the rest of the
+    // batch (a discarding close from 'open' waits for the transport, which for long-polling is the client's next
+    // request); then a discarding one, which closes the transport without writing the answers to the flood.
     conn.close();
     conn.close(true);
   });
