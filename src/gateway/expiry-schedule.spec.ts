@@ -1,4 +1,4 @@
-import { EXPIRY_SWEEP_MS, ExpirySchedule } from './expiry-schedule';
+import { EXPIRY_BATCH, EXPIRY_SWEEP_MS, ExpirySchedule } from './expiry-schedule';
 
 describe('ExpirySchedule', () => {
   beforeEach(() => jest.useFakeTimers({ now: new Date('2026-12-06T10:00:00.250Z') }));
@@ -79,5 +79,25 @@ describe('ExpirySchedule', () => {
     jest.advanceTimersByTime(EXPIRY_SWEEP_MS);
     expect(expired).toEqual(['b', 'a']);
     expect(s.size).toBe(1);
+  });
+});
+
+describe('ExpirySchedule, many items due in the same second', () => {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  it(`hands them over ${EXPIRY_BATCH} per event-loop turn, all of them, in the order they were added`, () => {
+    const expired: number[] = [];
+    const s = new ExpirySchedule<number>((item) => expired.push(item));
+    const count = 2 * EXPIRY_BATCH + 50;
+    for (let i = 0; i < count; i++) s.add(i, Date.now() - 1);
+    // The sweep, then one turn (setImmediate) per batch after it.
+    jest.advanceTimersToNextTimer();
+    expect(expired).toHaveLength(EXPIRY_BATCH);
+    jest.advanceTimersToNextTimer();
+    expect(expired).toHaveLength(2 * EXPIRY_BATCH);
+    jest.advanceTimersToNextTimer();
+    expect(expired).toEqual(Array.from({ length: count }, (_, i) => i));
+    expect(jest.getTimerCount()).toBe(0);
   });
 });

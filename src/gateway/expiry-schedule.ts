@@ -1,5 +1,10 @@
 /** How often the schedule looks for what is due: a token's `exp` is in whole seconds. */
 export const EXPIRY_SWEEP_MS = 1_000;
+/**
+ * Items handed over per event-loop turn: tokens issued together (clients logging in at once) expire in the same
+ * second, and thousands of sessions ended in one turn would hold every other user up.
+ */
+export const EXPIRY_BATCH = 200;
 
 /**
  * Hands each item to `expired` once its time has come, within about a second after it, never before: the node's
@@ -62,15 +67,24 @@ export class ExpirySchedule<T> {
         ? Array.from({ length: Math.max(0, passed) }, (_, i) => this.sweptUpTo + 1 + i)
         : [...this.bySecond.keys()].filter((s) => s <= upTo).sort((a, b) => a - b);
     this.sweptUpTo = Math.max(this.sweptUpTo, upTo);
+    const items: T[] = [];
     for (const second of seconds) {
       const due = this.bySecond.get(second);
       if (!due) continue;
       this.bySecond.delete(second);
       for (const item of due) {
         this.secondOf.delete(item);
-        this.expired(item);
+        items.push(item);
       }
     }
     if (this.bySecond.size === 0) this.stop();
+    this.handOver(items, 0);
+  }
+
+  /** EXPIRY_BATCH items a turn, in order; an item deleted meanwhile still goes (the gateway ends a session once). */
+  private handOver(items: readonly T[], from: number): void {
+    const upTo = Math.min(items.length, from + EXPIRY_BATCH);
+    for (let i = from; i < upTo; i++) this.expired(items[i]);
+    if (upTo < items.length) setImmediate(() => this.handOver(items, upTo));
   }
 }
