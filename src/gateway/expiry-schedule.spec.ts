@@ -80,6 +80,28 @@ describe('ExpirySchedule', () => {
     expect(expired).toEqual(['b', 'a']);
     expect(s.size).toBe(1);
   });
+
+  it('after the clock steps back, hands over an item added then at its own time, not once the clock is back where it was', () => {
+    const { expired, s } = schedule();
+    s.add('kept', Date.now() + 7_200_000);
+    jest.advanceTimersByTime(EXPIRY_SWEEP_MS);
+    // The clock steps back an hour (an NTP step, a VM resumed); a session then logs in with a token valid 3 s.
+    jest.setSystemTime(Date.now() - 3_600_000);
+    s.add('new', Date.now() + 3_000);
+    jest.advanceTimersByTime(5 * EXPIRY_SWEEP_MS);
+    expect(expired).toEqual(['new']);
+  });
+
+  it('after the clock steps back, hands over an item due by the first sweep after the step', () => {
+    const { expired, s } = schedule();
+    s.add('kept', Date.now() + 7_200_000);
+    jest.advanceTimersByTime(EXPIRY_SWEEP_MS);
+    jest.setSystemTime(Date.now() - 3_600_000);
+    // Due within the second the next sweep reads.
+    s.add('new', Date.now() + 100);
+    jest.advanceTimersByTime(5 * EXPIRY_SWEEP_MS);
+    expect(expired).toEqual(['new']);
+  });
 });
 
 describe('ExpirySchedule, many items due in the same second', () => {

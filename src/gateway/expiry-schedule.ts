@@ -22,7 +22,7 @@ export class ExpirySchedule<T> {
 
   constructor(
     private readonly expired: (item: T) => void,
-    private readonly now: () => number = Date.now,
+    private readonly now: () => number = () => Date.now(),
   ) {}
 
   /** `item` is due at `atMs` (epoch ms); an item already due goes at the next sweep. */
@@ -32,7 +32,8 @@ export class ExpirySchedule<T> {
       this.sweptUpTo = Math.floor(this.now() / 1000);
       this.timer = setInterval(() => this.sweep(), EXPIRY_SWEEP_MS).unref();
     }
-    const second = Math.max(Math.ceil(atMs / 1000), this.sweptUpTo + 1);
+    // Not before the next sweep; nor, after a step back of the clock, past the second it reads now.
+    const second = Math.max(Math.ceil(atMs / 1000), Math.min(this.sweptUpTo, Math.floor(this.now() / 1000)) + 1);
     let due = this.bySecond.get(second);
     if (!due) this.bySecond.set(second, (due = new Set()));
     due.add(item);
@@ -58,15 +59,17 @@ export class ExpirySchedule<T> {
     this.timer = undefined;
   }
 
-  /** The seconds passed since the last sweep, in order (after a long pause or a clock jump, only those that hold items). */
+  /** The seconds passed since the last sweep, in order (after a long pause or a jump of the clock either way, those that hold items). */
   private sweep(): void {
     const upTo = Math.floor(this.now() / 1000);
     const passed = upTo - this.sweptUpTo;
     const seconds =
-      passed <= this.bySecond.size
+      passed >= 0 && passed <= this.bySecond.size
         ? Array.from({ length: Math.max(0, passed) }, (_, i) => this.sweptUpTo + 1 + i)
         : [...this.bySecond.keys()].filter((s) => s <= upTo).sort((a, b) => a - b);
-    this.sweptUpTo = Math.max(this.sweptUpTo, upTo);
+    // Set back too when the clock stepped back: an item added now is due by the clock of now, not by the one of
+    // the last sweep (nothing is kept at a second swept already).
+    this.sweptUpTo = upTo;
     const items: T[] = [];
     for (const second of seconds) {
       const due = this.bySecond.get(second);

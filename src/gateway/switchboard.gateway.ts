@@ -275,6 +275,7 @@ export class SwitchboardGateway implements OnGatewayInit, OnGatewayConnection, O
    */
   async onModuleDestroy(): Promise<void> {
     clearInterval(this.counterCheck);
+    // The drain ends every session, and each takes its expiry with it as it disconnects.
     this.expiries.stop();
     this.lifecycle.draining = true;
     const sockets = [...this.byUser.values()].flatMap((s) => [...s]);

@@ -118,7 +118,7 @@ describe('MessageService: a confirmation the store answers late', () => {
 
     answer();
     await waitFor(() => log.mock.calls.length > 0, 'the late confirmation logged');
-    expect(log).toHaveBeenCalledWith('confirm of 1 message(s) carried out late: not delivered again, and their receipts go now');
+    expect(log).toHaveBeenCalledWith('confirm of 1 message(s) answered late: 1 carried out (not delivered again)');
     expect((await metrics.messagesConfirmed.get()).values[0].value).toBe(1);
     expect((await store.pending('bob')).messages).toEqual([]);
   });

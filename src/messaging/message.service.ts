@@ -236,8 +236,9 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     try {
       // Past the wait the receipts go out when the store answers, if it does; the log says so, after its warning.
       results = await this.storeAnswers.within(this.store.confirm(batch), 'confirmation', (late) => {
-        this.logger.log(`confirm of ${batch.length} message(s) carried out late: not delivered again, and their receipts go now`);
         this.confirmed(batch, late);
+        const done = late.filter((r) => r.failed === undefined).length;
+        this.logger.log(`confirm of ${batch.length} message(s) answered late: ${done} carried out (not delivered again)`);
       });
       this.confirmed(batch, results);
     } catch (err) {
