@@ -55,3 +55,39 @@ describe('SwitchboardGateway: receipts only to registered sessions', () => {
     expect(reachedMsg).toBe(1);
   });
 });
+
+describe('SwitchboardGateway: token expiry', () => {
+  afterEach(() => jest.useRealTimers());
+
+  function connectedGateway() {
+    const config = loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' });
+    const presence = { sessionStarted: jest.fn(async () => []), sessionEnded: jest.fn(async () => undefined) };
+    const messages = { inboxOf: jest.fn(async () => ({ messages: [], lastSeq: 0, readUpTo: 0 })), endSessions: jest.fn() };
+    const gw = new SwitchboardGateway(config, {} as never, messages as never, presence as never, new Lifecycle(), new MetricsService(config), {} as never);
+    return { gw, expiries: (gw as unknown as { expiries: { size: number } }).expiries };
+  }
+
+  it('ends a session once its token expires, with token_expired', async () => {
+    jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] });
+    const { gw, expiries } = connectedGateway();
+    const { socket, emitted } = fakeSocket('s1', 'alice');
+    Object.assign(socket.data, { expiresAt: Date.now() + 2_000 });
+    await gw.handleConnection(socket as never);
+    expect(expiries.size).toBe(1);
+    jest.advanceTimersByTime(1_000);
+    expect(emitted).toEqual(['session']);
+    jest.advanceTimersByTime(2_000);
+    expect(emitted).toEqual(['session', 'session:ended']);
+    expect(socket.disconnect).toHaveBeenCalledWith(true);
+  });
+
+  it('forgets the expiry of a session that disconnects first', async () => {
+    const { gw, expiries } = connectedGateway();
+    const { socket } = fakeSocket('s1', 'alice');
+    Object.assign(socket.data, { expiresAt: Date.now() + 3_600_000 });
+    await gw.handleConnection(socket as never);
+    expect(expiries.size).toBe(1);
+    gw.handleDisconnect(socket as never);
+    expect(expiries.size).toBe(0);
+  });
+});
