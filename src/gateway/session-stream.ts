@@ -257,9 +257,12 @@ export class SessionStream {
   }
 
   private rememberSkipped(from: number, to: number, emitting: ReadonlySet<number>): void {
-    const skipped = (this.skipped ??= new SkippedSeqs());
-    skipped.remember(from, to, emitting, Date.now());
-    if (skipped.size === 0) this.skipped = undefined;
+    (this.skipped ??= new SkippedSeqs()).remember(from, to, emitting, Date.now());
+    this.dropSkippedIfEmpty();
+  }
+
+  private dropSkippedIfEmpty(): void {
+    if (this.skipped?.size === 0) this.skipped = undefined;
   }
 
   /**
@@ -278,7 +281,7 @@ export class SessionStream {
   /** A late copy of a skipped seq: emitted once, unless its sender's order forbids it (see the class comment). */
   private emitLate(msg: StoredMessage): void {
     if (this.skipped?.takeLate(msg, Date.now())) this.deliver(msg);
-    if (this.skipped?.size === 0) this.skipped = undefined;
+    this.dropSkippedIfEmpty();
   }
 
   /** Emits the held messages that follow on without a gap, until the window is full (the rest are in the inbox). */
@@ -329,10 +332,8 @@ export class SessionStream {
   private deliver(msg: StoredMessage): void {
     // Closed by its own emit, say (the connection's write backlog), in the middle of a catch-up's messages.
     if (this.closed) return;
-    if (this.skipped) {
-      this.skipped.emitting(msg, Date.now());
-      if (this.skipped.size === 0) this.skipped = undefined;
-    }
+    this.skipped?.emitting(msg, Date.now());
+    this.dropSkippedIfEmpty();
     // Counted first: an emit may close the stream (its connection's write backlog), which gives it all back.
     this.unconfirmedBytes += msg.json.length;
     this.account.add(msg.json.length);
