@@ -98,6 +98,21 @@ describe('nodes as separate processes', () => {
     expect(amqp.stderr).toMatch(/AMQP_URL: cannot connect to RabbitMQ .*the TLS handshake failed \(an amqps:\/\/ URL to a port that speaks plain AMQP\?\)/);
    }, AFTER_BOOT_WAIT_TEST_MS);
 
+  it('names what a Redis that closes each connection at once says (at maxclients), not only the broken pipe', async () => {
+    const redis = await PrivateRedis.start({ appendonly: false });
+    // This client takes the one connection Redis then allows.
+    const holder = new Redis(redis.url);
+    try {
+      await holder.config('SET', 'maxclients', '1');
+      const p = start({ ...clusterEnv(cluster, 'x6'), LOG_LEVEL: 'warn', REDIS_URL: redis.url });
+      expect(await p.exitCode(AFTER_BOOT_WAIT_MS)).toBe(1);
+      expect(p.stderr).toMatch(/REDIS_URL: cannot connect to Redis .*\(Redis closes each connection as it opens, saying: ERR max number of clients reached\)/);
+    } finally {
+      holder.disconnect();
+      await redis.destroy();
+    }
+  }, AFTER_BOOT_WAIT_TEST_MS);
+
   it('refuses to start, naming the queue and what to do, when RabbitMQ keeps refusing its node queue (declared with other arguments)', async () => {
     const nodeId = `${cluster}-args`;
     const connection = await amqplib.connect(AMQP_URL);

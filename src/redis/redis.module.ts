@@ -1,5 +1,6 @@
 import { Global, Inject, Injectable, Logger, Module, OnApplicationShutdown } from '@nestjs/common';
 import Redis from 'ioredis';
+import { connect } from 'node:net';
 import { BootResources } from '../common/boot-resources';
 import { finishesWithin, SHUTDOWN_CLOSE_MS, shutdownWait } from '../common/finishes-within';
 import { redactUrl } from '../common/redact-url';
@@ -18,6 +19,27 @@ const READY_CHECK_MS = 1_000;
 /** After boot, a connection error is logged at most this often (ioredis tries again every 2 s or sooner). */
 const CONNECTION_LOG_EVERY_MS = 30_000;
 
+
+/** The first line a plain Redis at `url` writes unasked, if it does within half a second (an error, with its '-' left out). */
+function firstLine(url: string): Promise<string | undefined> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve) => {
+    const socket = connect({ host: hostname.replace(/^\[|\]$/g, '') || '127.0.0.1', port: Number(port || 6379) });
+    let data = '';
+    const done = (): void => {
+      socket.destroy();
+      const line = data.split('\r\n')[0];
+      resolve(line.startsWith('-') ? line.slice(1, 200) : undefined);
+    };
+    socket.setTimeout(500, done);
+    socket.on('data', (chunk: Buffer) => {
+      data += chunk.toString('utf8');
+      if (data.includes('\r\n')) done();
+    });
+    socket.on('error', done);
+    socket.on('close', done);
+  });
+}
 
 /**
  * Connects before the app boots. A Redis that is still starting (both restarted after a host reboot) is waited
@@ -64,7 +86,11 @@ async function connectRedis(config: AppConfig, boot: BootResources): Promise<Red
   } catch (err) {
     client.disconnect();
     const reason = err instanceof Error ? err.message : String(err);
-    throw new Error(`REDIS_URL: cannot connect to Redis at ${redactUrl(url)}: ${reason}`);
+    // A Redis at `maxclients`, or in protected mode, writes why and closes each connection, which ioredis, writing
+    // its first command, reports as a broken pipe.
+    const said = /EPIPE|ECONNRESET/.test(reason) && url.startsWith('redis:') ? await firstLine(url) : undefined;
+    const why = said === undefined ? '' : ` (Redis closes each connection as it opens, saying: ${said})`;
+    throw new Error(`REDIS_URL: cannot connect to Redis at ${redactUrl(url)}: ${reason}${why}`);
   } finally {
     booting = false;
     clearTimeout(timer);
