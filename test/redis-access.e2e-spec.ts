@@ -84,6 +84,16 @@ describe('A restricted Redis user', () => {
     }
   });
 
+  it('refuses to start without DEL, and its scratch keys, which it could not delete, expire', async () => {
+    const url = await userWith('no-del', readmeRules().filter((r) => r !== '+del'));
+    const start = createSwitchboard(configOf(clusterEnv(cluster, `${cluster}-n2`, { REDIS_URL: url })));
+    await expect(start).rejects.toThrow(/REDIS_URL: the Redis user may not run DEL, .*\+del/);
+    const left = await admin.keys(`${cluster}:access:*`);
+    expect(left.length).toBeGreaterThan(0);
+    for (const key of left) expect(await admin.pttl(key)).toBeGreaterThan(0);
+    await admin.del(...left);
+  });
+
   it('refuses to start when the user may not load Functions', async () => {
     const url = await userWith('no-load', readmeRules().filter((r) => r !== '+function|load'));
     const start = createSwitchboard(configOf(clusterEnv(cluster, `${cluster}-n2`, { REDIS_URL: url })));

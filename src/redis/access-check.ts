@@ -67,6 +67,8 @@ const PROBE = new LuaScript(
     end
     i = i + 2 + n
   end
+  -- Gone already, unless DEL was refused: then they expire (the node will not start, and may never come back).
+  for _, key in ipairs({'s', 'n', 'z', 'e', 'h', 't'}) do redis.pcall('PEXPIRE', KEYS[1] .. key, '60000') end
   return denied`,
 );
 
