@@ -223,6 +223,9 @@ describe('a three-node cluster', () => {
     const periodicChecks = jest.spyOn(gateway, 'checkCounters').mockResolvedValue(undefined);
     const reads = jest.spyOn(n2.app.get(MessageService), 'inboxOf');
     try {
+      // A periodic check begun before the spy, still waiting for Redis, would make the test's first look return
+      // at once, having looked at nothing (a loaded CI machine hit this).
+      await waitFor(() => !gateway['checkingCounters'], 'a periodic counter check under way to end');
       const b = await clients.connect(n2.url, bob);
       // Stored, and its push refused or dropped by the broker (a queue-length policy, say) or purged by an operator.
       const id = new MessageIdGenerator().next();
