@@ -174,7 +174,7 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     let setupFailure: string | undefined;
     for (const channel of channels) {
       channel.on('error', (err: Error, info?: { name?: string }) => {
-        setupFailure = err.message;
+        setupFailure = telling(setupFailure, err.message);
         this.logger.warn(`${info?.name ?? 'a'} channel's setup failed: ${err.message}`);
       });
     }
@@ -435,6 +435,16 @@ export class AmqpNodeBus extends NodeBus implements OnApplicationBootstrap, Befo
     const socket = (manager.connection?.connection as { stream?: Socket } | undefined)?.stream;
     socket?.destroy(new Error(`RabbitMQ did not answer the close within ${ms} ms`));
   }
+}
+
+/**
+ * The more telling of two failures of a channel's setup: amqplib's "Channel ended, no reply will be forthcoming",
+ * which the operations still pending get once the broker closed the channel, says only that it closed, while the
+ * broker's refusal before it (PRECONDITION_FAILED, say) says why; under load the refusal was logged first and the
+ * boot's error named only the channel's end.
+ */
+export function telling(before: string | undefined, next: string): string {
+  return before !== undefined && next.startsWith('Channel ended') ? before : next;
 }
 
 /** Why the topology's declarations failed, with what an operator can do about the usual cause. */
