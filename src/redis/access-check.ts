@@ -55,6 +55,10 @@ const PROBE = new LuaScript(
     local name, n, args = ARGV[i], tonumber(ARGV[i + 1]), {}
     for j = 1, n do args[j] = ARGV[i + 1 + j] end
     local ok, err = pcall(redis.call, name, unpack(args))
+    -- DEL refused: what it was to delete expires instead (the node will not start, and may never come back).
+    if not ok and name == 'DEL' then
+      for _, key in ipairs(args) do redis.pcall('PEXPIRE', key, '60000') end
+    end
     if not ok then
       local msg = type(err) == 'table' and err.err or tostring(err)
       local lower = string.lower(msg)
@@ -67,8 +71,6 @@ const PROBE = new LuaScript(
     end
     i = i + 2 + n
   end
-  -- Gone already, unless DEL was refused: then they expire (the node will not start, and may never come back).
-  for _, key in ipairs({'s', 'n', 'z', 'e', 'h', 't'}) do redis.pcall('PEXPIRE', KEYS[1] .. key, '60000') end
   return denied`,
 );
 
