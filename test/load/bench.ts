@@ -12,6 +12,7 @@
  *            --cross-nodes=2,3,4 (cluster sizes of the cross-node scenarios)
  *            --tick=ms (at a fixed rate, the sends due go out every this many ms; 2 by default)
  *            --idle=<connections> --out=<dir>
+ *            --client-msg-ids (every send carries a clientMsgId: an idempotent send, as the README's client makes)
  *            --trace (each run's send times and latencies, and the generator's GCs, to <out>/trace-<key>-r<round>-<system>.json)
  *   scenario keys: saturation-n3 rate2000-n3 rate5000-n3 cross2000-n2 cross2000-n3 cross2000-n4 idle
  *
@@ -57,6 +58,8 @@ interface Options {
   outDir: string;
   /** Write each run's per-message timing (LoadTrace) to <outDir>/trace-<scenario>-<system>.json. */
   trace: boolean;
+  /** Every send carries a clientMsgId (Switchboard then keeps and settles an idempotency record per send). */
+  clientMsgIds: boolean;
 }
 
 /** `--cross-nodes=2,3,4`: distinct cluster sizes of at least 2, ascending. */
@@ -73,7 +76,7 @@ function parseOptions(argv: string[]): Options {
     if (!m) throw new Error(`unknown argument ${arg}`);
     flags.set(m[1], m[2] ?? 'true');
   }
-  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'rounds', 'cross-rate', 'cross-nodes', 'tick', 'idle', 'out', 'trace'];
+  const known = ['quick', 'only', 'systems', 'users', 'in-flight', 'warmup', 'duration', 'rounds', 'cross-rate', 'cross-nodes', 'tick', 'idle', 'out', 'trace', 'client-msg-ids'];
   for (const f of flags.keys()) if (!known.includes(f)) throw new Error(`unknown option --${f} (known: ${known.join(', ')})`);
   const quick = flags.has('quick');
   const num = (name: string, full: number, short: number) => {
@@ -107,6 +110,7 @@ function parseOptions(argv: string[]): Options {
     idle: num('idle', 10_000, 2000),
     outDir: flags.get('out') ?? join(ROOT, 'bench-results'),
     trace: flags.has('trace'),
+    clientMsgIds: flags.has('client-msg-ids'),
   };
 }
 
@@ -242,7 +246,7 @@ async function cleanup(redis: Redis, entry: { system: System; name: string; node
 // Scenarios
 
 function scenarios(o: Options): LoadScenario[] {
-  const base = { warmupS: o.warmupS, durationS: o.durationS, bodyBytes: 256, drainMs: o.drainMs, quietMs: o.quietMs, ackTimeoutMs: 10_000, inFlight: o.inFlight, rate: 0, tickMs: o.tickMs, trace: o.trace };
+  const base = { warmupS: o.warmupS, durationS: o.durationS, bodyBytes: 256, drainMs: o.drainMs, quietMs: o.quietMs, ackTimeoutMs: 10_000, inFlight: o.inFlight, rate: 0, tickMs: o.tickMs, trace: o.trace, clientMsgIds: o.clientMsgIds };
   const list: LoadScenario[] = [
     ...Array.from({ length: o.rounds }, (_, r) => ({
       key: 'saturation-n3',
@@ -481,7 +485,8 @@ function markdown(meta: Meta, loads: LoadScenarioResult[], idle: IdleRow[]): str
   lines.push(
     `- load: ${o.users} users over N nodes (user i on node i mod N), one websocket session each, 256-byte bodies, every message confirmed; ` +
       `saturation keeps ${o.inFlight} sends in flight per user; ${o.warmupS} s warm-up, then a ${o.durationS} s measured window; ` +
-      `the load generator is one process on the same machine. Switchboard: every delivery guarantee on (inbox, confirms, publisher confirms).`,
+      `the load generator is one process on the same machine. Switchboard: every delivery guarantee on (inbox, confirms, publisher confirms)` +
+      (o.clientMsgIds ? '; every send carries a clientMsgId (idempotent sends).' : '.'),
   );
   lines.push('');
   lines.push('### Throughput and latency', '');
@@ -706,6 +711,7 @@ async function main(): Promise<void> {
       crossRate: o.crossRate,
       crossNodes: o.crossNodes,
       tickMs: o.tickMs,
+      clientMsgIds: o.clientMsgIds,
       drainMs: o.drainMs,
       quietMs: o.quietMs,
       idle: o.idle,

@@ -154,6 +154,8 @@ export interface LoadSpec {
   ackTimeoutMs: number;
   /** Record every window message's send time and latency, and the generator's own GC pauses (`LoadTrace`). */
   trace?: boolean;
+  /** Every send carries a `clientMsgId` (an idempotent send, as the README's client makes); the baseline ignores it. */
+  clientMsgIds?: boolean;
 }
 
 /**
@@ -368,12 +370,15 @@ export class LoadGenerator {
   private sendOne(sender: number): void {
     const to = this.sessions[this.recipientOf(sender)].userId;
     const t = performance.now();
-    const body = makeBody(++this.seqNo, t, this.spec.bodyBytes);
+    const n = ++this.seqNo;
+    const body = makeBody(n, t, this.spec.bodyBytes);
+    // Unique within the run (one generator): each sender's ids never repeat.
+    const send = this.spec.clientMsgIds ? { to, body, clientMsgId: `c${n}` } : { to, body };
     if (t >= this.t0) this.sentWindow++;
     else this.sentWarmup++;
     this.inflight[sender]++;
     this.outstanding++;
-    this.sessions[sender].socket.timeout(this.spec.ackTimeoutMs).emit('message:send', { to, body }, (err: Error | null, reply?: SendReply) => {
+    this.sessions[sender].socket.timeout(this.spec.ackTimeoutMs).emit('message:send', send, (err: Error | null, reply?: SendReply) => {
       this.inflight[sender]--;
       this.outstanding--;
       this.lastEvent = performance.now();
