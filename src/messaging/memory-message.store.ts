@@ -11,7 +11,7 @@ import {
   MessageStore,
   PendingMessages,
   ReadReceipt,
-  SettledBy,
+  SettleCommand,
 } from './message.store';
 import { InboxRead, SendStatus, WHOLE_INBOX } from './message.types';
 import { timeOfId } from './message-id';
@@ -136,11 +136,13 @@ export class MemoryMessageStore extends MessageStore {
     return { kind: 'accepted', seq, json, nodes, lapsedNodes: [], dropped };
   }
 
-  async settle(from: string, clientMsgId: string, id: string, status: SendStatus, by: SettledBy): Promise<void> {
-    const rec = this.idempotency.get(`${from}\n${clientMsgId}`);
-    if (rec?.id === id && !(by === 'repeat' && rec.settled)) {
-      rec.status = status;
-      rec.settled = true;
+  async settle(batch: readonly SettleCommand[]): Promise<void> {
+    for (const { from, clientMsgId, id, status, by } of batch) {
+      const rec = this.idempotency.get(`${from}\n${clientMsgId}`);
+      if (rec?.id === id && !(by === 'repeat' && rec.settled)) {
+        rec.status = status;
+        rec.settled = true;
+      }
     }
   }
 

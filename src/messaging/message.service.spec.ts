@@ -93,6 +93,70 @@ describe('MessageService: confirmations', () => {
   });
 });
 
+describe("MessageService: settles of sends with a clientMsgId", () => {
+  const config = loadConfig({ LOG_LEVEL: 'silent' });
+  beforeEach(() => jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] }));
+  afterEach(() => jest.useRealTimers());
+
+  /** A service over the memory stores, logging the store's settle, confirm and accept calls in order. */
+  function withStoreCalls() {
+    const presence = new MemoryPresenceStore(config);
+    const store = new MemoryMessageStore(config, presence);
+    const service = new MessageService(config, store, presence, new MemoryNodeBus(config), new MetricsService(config));
+    const calls: string[] = [];
+    const [settle, confirm, accept] = [store.settle.bind(store), store.confirm.bind(store), store.accept.bind(store)];
+    jest.spyOn(store, 'settle').mockImplementation((batch) => {
+      calls.push(`settle ${batch.map((c) => c.clientMsgId).join(' ')}`);
+      return settle(batch);
+    });
+    jest.spyOn(store, 'confirm').mockImplementation((batch) => {
+      calls.push(`confirm ${batch.map((c) => c.id).join(' ')}`);
+      return confirm(batch);
+    });
+    jest.spyOn(store, 'accept').mockImplementation((cmd) => {
+      calls.push(`accept ${cmd.clientMsgId ?? '-'}`);
+      return accept(cmd);
+    });
+    return { service, store, calls };
+  }
+
+  it('are gathered, and go to the store with the next send, ahead of it, or with gathered confirmations', async () => {
+    const { service, store, calls } = withStoreCalls();
+    // bob is offline: each send is stored, and its record settled 'stored'.
+    const first = await service.send('alice', { to: 'bob', body: 'one', clientMsgId: 'c-1' }, 'socket');
+    await nextTurn();
+    expect(calls).toEqual(['accept c-1']);
+
+    await service.send('alice', { to: 'bob', body: 'two', clientMsgId: 'c-2' }, 'socket');
+    expect(calls).toEqual(['accept c-1', 'settle c-1', 'accept c-2']);
+
+    // A confirmation gathered meanwhile takes the settle of c-2 with it when its delay is up (one store call, in
+    // the Redis store).
+    service.confirm('bob', { seq: 1, id: first.id, from: 'alice' });
+    await jest.advanceTimersByTimeAsync(5);
+    expect(calls.slice(3)).toEqual(['confirm ' + first.id, 'settle c-2']);
+    await service.beforeApplicationShutdown();
+    // Settled: a repeat is answered from the record and pushes nothing again.
+    expect(await store.accept({ from: 'alice', to: 'bob', id: 'x', clientMsgId: 'c-2', draft: '' })).toEqual({ kind: 'duplicate', id: expect.any(String), status: 'stored' });
+  });
+
+  it('go when their delay is up if nothing else comes, and a failed batch is logged', async () => {
+    const { service, store, calls } = withStoreCalls();
+    const warn = jest.spyOn(service['logger'], 'warn').mockImplementation(() => undefined);
+    await service.send('alice', { to: 'bob', body: 'one', clientMsgId: 'c-1' }, 'socket');
+    await nextTurn();
+    expect(calls).toEqual(['accept c-1']);
+    await jest.advanceTimersByTimeAsync(5);
+    expect(calls).toEqual(['accept c-1', 'settle c-1']);
+
+    jest.spyOn(store, 'settle').mockRejectedValueOnce(new Error('redis is down'));
+    await service.send('alice', { to: 'bob', body: 'two', clientMsgId: 'c-2' }, 'socket');
+    await jest.advanceTimersByTimeAsync(5);
+    await service.beforeApplicationShutdown();
+    expect(warn).toHaveBeenCalledWith('settle of 1 send(s) failed; a repeat of one will push it again: Error: redis is down');
+  });
+});
+
 describe('MessageService: a confirmation the store answers late', () => {
   beforeEach(() => jest.useFakeTimers({ doNotFake: ['setImmediate', 'nextTick', 'queueMicrotask'] }));
   afterEach(() => jest.useRealTimers());

@@ -21,7 +21,7 @@ import {
 } from './envelope';
 import { LocalDelivery, NO_LOCAL_SESSIONS } from './local-delivery';
 import { MessageIdGenerator } from './message-id';
-import { AcceptCommand, AcceptResult, ConfirmCommand, ConfirmResult, MessageStore, SettledBy } from './message.store';
+import { AcceptCommand, AcceptResult, ConfirmCommand, ConfirmResult, MessageStore, SettleCommand, SettledBy } from './message.store';
 import { InboxRead, InboxSnapshot, MessageStatusEvent, SendResult, WHOLE_INBOX } from './message.types';
 import { StoredMessage, messageDraft, readStoredMessage } from './stored-message';
 
@@ -53,6 +53,11 @@ const RECEIPT_DELAY_MS = 20;
  * answers a turn's sends and confirmations in one script call, in the order they came). Nothing waits on them but
  * the sender's receipt; a confirmation lost in a crash within the window only means the message is delivered
  * again, which clients already handle.
+ *
+ * The settles of sends with a `clientMsgId` are gathered the same way, and go with the confirmations: a settle
+ * made as its push is confirmed was a script call of its own per send, a Redis round trip per message for the
+ * clients that send idempotently. Nothing waits on a settle either; one not yet written (or lost in a crash) only
+ * means that a repeat of that send pushes it again, which recipients drop as a repeated id.
  */
 const CONFIRM_DELAY_MS = 5;
 const CONFIRM_BATCH = 200;
@@ -72,6 +77,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   /** The wait of each bus publish under way (keyed by the bus' promise, so it goes with it). */
   private readonly pushWaits = new WeakMap<Promise<PublishOutcome>, Promise<boolean>>();
   private readonly confirms = new Batcher<ConfirmCommand, ConfirmResult>((batch) => this.confirmBatch(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
+  private readonly settles = new Batcher<SettleCommand, undefined>((batch) => this.settleBatch(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
   private local: LocalDelivery = NO_LOCAL_SESSIONS;
 
   constructor(
@@ -93,7 +99,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
    * store does not answer), those messages are delivered again, as after any lost confirmation.
    */
   async beforeApplicationShutdown(): Promise<void> {
-    await shutdownStep(this.logger, 'writing the last confirmations', () => this.confirms.flush());
+    await shutdownStep(this.logger, 'writing the last confirmations', () => Promise.all([this.confirms.flush(), this.settles.flush()]));
   }
 
   /** The gateway hands over its sessions once its server exists. */
@@ -129,8 +135,9 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private async sendDraft(cmd: AcceptCommand, via: 'socket' | 'rest'): Promise<SendResult> {
     this.storeAnswers.refuseWhileOverdue('send');
     // The confirmations this node took before the send go to the store ahead of it: at the inbox's bound the send
-    // would otherwise drop the oldest message, confirmed or not (found by a review).
+    // would otherwise drop the oldest message, confirmed or not (found by a review). The settles go with them.
     this.confirms.send();
+    this.settles.send();
     const accepted = this.store.accept(cmd);
     // Past the wait the sender is answered 'unavailable' and the send goes on: stored late, it is pushed all the same.
     const late = (result: AcceptResult) => void this.afterAccept(cmd, result, via).catch(() => undefined);
@@ -185,11 +192,23 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   }
 
   /**
-   * Not awaited: it needs no answer. A repeat that reaches Redis first (through another node, while this one's
-   * connection is down) finds the record unsettled and pushes again; the first send's settle still wins.
+   * Not awaited: it needs no answer, and is gathered (CONFIRM_DELAY_MS). A repeat that reaches Redis first (through
+   * another node, or before the settle is written) finds the record unsettled and pushes again; the first send's
+   * settle still wins.
    */
   private settle(from: string, clientMsgId: string, id: string, status: SendResult['status'], by: SettledBy): void {
-    this.store.settle(from, clientMsgId, id, status, by).catch((err: unknown) => this.logger.warn(`settle of ${id} failed: ${String(err)}`));
+    this.settles.enqueue({ from, clientMsgId, id, status, by });
+  }
+
+  /** One batch of settles, with the confirmations gathered meanwhile (one script call); a failure is logged. */
+  private async settleBatch(batch: SettleCommand[]): Promise<undefined[]> {
+    this.confirms.send();
+    try {
+      await this.store.settle(batch);
+    } catch (err) {
+      this.logger.warn(`settle of ${batch.length} send(s) failed; a repeat of one will push it again: ${String(err)}`);
+    }
+    return batch.map(() => undefined);
   }
 
   /**
@@ -232,6 +251,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
    * delivered again, which clients already handle.
    */
   private async confirmBatch(batch: ConfirmCommand[]): Promise<ConfirmResult[]> {
+    // The settles gathered meanwhile go in the same script call.
+    this.settles.send();
     let results: ConfirmResult[];
     try {
       // Past the wait the receipts go out when the store answers, if it does; the log says so, after its warning.

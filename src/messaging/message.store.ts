@@ -63,6 +63,19 @@ export interface ConfirmResult {
   readonly failed?: string;
 }
 
+/**
+ * The send of `id` finished pushing, with this final status: a repeat will not push it again. `by: 'repeat'`
+ * (a repeat that pushed again, the first send not settled when it looked) changes only a record still
+ * unsettled, so the first send's own status wins whenever it comes.
+ */
+export interface SettleCommand {
+  readonly from: string;
+  readonly clientMsgId: string;
+  readonly id: string;
+  readonly status: SendStatus;
+  readonly by: SettledBy;
+}
+
 export interface ReadReceipt {
   readonly id: string;
   readonly from: string;
@@ -101,11 +114,10 @@ export interface PendingMessages {
 export abstract class MessageStore {
   abstract accept(cmd: AcceptCommand): Promise<AcceptResult>;
   /**
-   * The send of `id` finished pushing, with this final status: a repeat will not push it again. `by: 'repeat'`
-   * (a repeat that pushed again, the first send not settled when it looked) changes only a record still
-   * unsettled, so the first send's own status wins whenever it comes.
+   * Settles idempotency records (SettleCommand), in order; one whose record is gone, or holds another id, is
+   * left alone. In the Redis store the batch joins the turn's other writes, as `confirm`'s does.
    */
-  abstract settle(from: string, clientMsgId: string, id: string, status: SendStatus, by: SettledBy): Promise<void>;
+  abstract settle(batch: readonly SettleCommand[]): Promise<void>;
   /**
    * The user's stored messages with a seq from `read.fromSeq` on, oldest first: as many as fit in
    * `read.maxBytes`, and at least one. Expired messages at the inbox's head are removed (and counted) first.

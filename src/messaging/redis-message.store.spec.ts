@@ -4,7 +4,19 @@ import { LuaScript } from '../redis/lua-script';
 import { LUA_ID_OF, LUA_IDEM_RECORD, RedisKeys } from '../redis/redis-keys';
 import { MessageIdGenerator } from './message-id';
 import { IDEMPOTENCY_WINDOW_MS } from './message.store';
-import { ACCEPT_ARGS, ACCEPT_KEYS, CONFIRM_ARGS, CONFIRM_KEYS, RedisMessageStore, WRITES_SHARED_ARGS, WRITES_SHARED_KEYS, Write, writesCall } from './redis-message.store';
+import {
+  ACCEPT_ARGS,
+  ACCEPT_KEYS,
+  CONFIRM_ARGS,
+  CONFIRM_KEYS,
+  RedisMessageStore,
+  SETTLE_ARGS,
+  SETTLE_KEYS,
+  WRITES_SHARED_ARGS,
+  WRITES_SHARED_KEYS,
+  Write,
+  writesCall,
+} from './redis-message.store';
 import { messageDraft, redraft } from './stored-message';
 
 function script(name: string): string {
@@ -20,7 +32,7 @@ type Slot = { readonly table: 'KEYS' | 'ARGV'; readonly n: number };
  * What WRITES_LUA's loop reads for one kind of command, from its source: the pcall line's arguments (each a
  * KEYS or ARGV entry past k or a), named by its function's parameters, and how far the line after moves k and a.
  */
-function commandLayout(lua: string, fn: 'accept' | 'confirm'): { params: Map<string, Slot>; keys: number; args: number; stepKeys: number; stepArgs: number } {
+function commandLayout(lua: string, fn: Write['kind']): { params: Map<string, Slot>; keys: number; args: number; stepKeys: number; stepArgs: number } {
   const signature = new RegExp(`local function ${fn}\\(([^)]*)\\)`).exec(lua);
   const call = new RegExp(`pcall\\(${fn}, ([^)]*)\\)\\s*\\n\\s*k, a = k \\+ (\\d+), a \\+ (\\d+)`).exec(lua);
   if (!signature || !call) throw new Error(`no ${fn} in the writes script`);
@@ -42,11 +54,12 @@ function commandLayout(lua: string, fn: 'accept' | 'confirm'): { params: Map<str
 
 describe("the writes script's KEYS and ARGV", () => {
   const lua = script('writes');
-  let layouts: Record<'accept' | 'confirm', ReturnType<typeof commandLayout>>;
+  let layouts: Record<Write['kind'], ReturnType<typeof commandLayout>>;
   // Read in a hook, so that a script out of step fails each test, with what it found.
   beforeAll(() => {
-    layouts = { accept: commandLayout(lua, 'accept'), confirm: commandLayout(lua, 'confirm') };
+    layouts = { accept: commandLayout(lua, 'accept'), confirm: commandLayout(lua, 'confirm'), settle: commandLayout(lua, 'settle') };
   });
+  const layoutOf: Record<string, Write['kind']> = { a: 'accept', c: 'confirm', s: 'settle' };
   const redisKeys = new RedisKeys('rv');
   const config = { sendRatePerSecond: 10, offlineMaxPerUser: 1000, offlineTtlMs: 60_000 };
   const ids = new MessageIdGenerator();
@@ -64,7 +77,7 @@ describe("the writes script's KEYS and ARGV", () => {
     let a = a0;
     const kinds = String(args[kindsAt - 1]);
     const commands = [...kinds].map((kind) => {
-      const layout = kind === 'a' ? layouts.accept : layouts.confirm;
+      const layout = layouts[layoutOf[kind]];
       const read: Record<string, string | number> = { kind };
       for (const [name, slot] of layout.params) read[name] = slot.table === 'KEYS' ? keys[k + slot.n - 1] : args[a + slot.n - 1];
       k += layout.stepKeys;
@@ -80,6 +93,7 @@ describe("the writes script's KEYS and ARGV", () => {
     return { kind: 'accept', cmd: { from: 'alice', to: 'bob', id, clientMsgId, draft: messageDraft(id, 'alice', 'bob', '"hi"', clientMsgId) } };
   }
   const confirmation = (seq: number): Write => ({ kind: 'confirm', cmd: { userId: 'bob', seq, id: ids.next(), from: 'carol' } });
+  const settle = (clientMsgId: string): Write => ({ kind: 'settle', cmd: { from: 'alice', clientMsgId, id: ids.next(), status: 'sent', by: 'send' } });
 
   function expectRead(read: Record<string, string | number>, write: Write): void {
     if (write.kind === 'accept') {
@@ -99,16 +113,20 @@ describe("the writes script's KEYS and ARGV", () => {
         to,
         from,
       });
-    } else {
+    } else if (write.kind === 'confirm') {
       const { userId, seq, id, from } = write.cmd;
       // `unread` and `from` are what a confirmation written again looks for (its read-receipt entry).
       expect(read).toEqual({ kind: 'c', inbox: redisKeys.inbox(userId), unread: redisKeys.unread(userId), presence: redisKeys.presence(from), seq, id, from });
+    } else {
+      const { from, clientMsgId, id, status, by } = write.cmd;
+      expect(read).toEqual({ kind: 's', idem: redisKeys.idempotency(from, clientMsgId), id, status, by });
     }
   }
 
   it('are as many per command as the constants say, which the script steps by', () => {
     expect(layouts.accept).toMatchObject({ keys: ACCEPT_KEYS, args: ACCEPT_ARGS, stepKeys: ACCEPT_KEYS, stepArgs: ACCEPT_ARGS });
     expect(layouts.confirm).toMatchObject({ keys: CONFIRM_KEYS, args: CONFIRM_ARGS, stepKeys: CONFIRM_KEYS, stepArgs: CONFIRM_ARGS });
+    expect(layouts.settle).toMatchObject({ keys: SETTLE_KEYS, args: SETTLE_ARGS, stepKeys: SETTLE_KEYS, stepArgs: SETTLE_ARGS });
     // The shared entries: the script reads none past them by number, and its loop starts after them.
     const highest = (table: string): number => Math.max(...[...lua.matchAll(new RegExp(`${table}\\[(\\d+)\\]`, 'g'))].map((m) => Number(m[1])));
     expect([highest('KEYS'), highest('ARGV')]).toEqual([WRITES_SHARED_KEYS, WRITES_SHARED_ARGS]);
@@ -121,12 +139,14 @@ describe("the writes script's KEYS and ARGV", () => {
     ['a send with a clientMsgId', () => [send('c-1')]],
     ['a send without one', () => [send()]],
     ['a confirmation', () => [confirmation(3)]],
-    ['sends and confirmations, in call order', () => [confirmation(1), send('c-2'), send(), confirmation(2), send('c-3')]],
+    ['a settle', () => [settle('c-1')]],
+    ['sends, confirmations and settles, in call order', () => [confirmation(1), settle('c-0'), send('c-2'), send(), confirmation(2), settle('c-2'), send('c-3')]],
   ])('of %s are packed where the script reads them, under their names', (_, batch) => {
     const writes = batch();
     const packed = writesCall(redisKeys, config, 'rv:calls:n1:abc', writes, 7);
-    expect(packed.keys).toHaveLength(WRITES_SHARED_KEYS + writes.reduce((n, w) => n + (w.kind === 'accept' ? ACCEPT_KEYS : CONFIRM_KEYS), 0));
-    expect(packed.args).toHaveLength(WRITES_SHARED_ARGS + writes.reduce((n, w) => n + (w.kind === 'accept' ? ACCEPT_ARGS : CONFIRM_ARGS), 0));
+    const sizes = { accept: [ACCEPT_KEYS, ACCEPT_ARGS], confirm: [CONFIRM_KEYS, CONFIRM_ARGS], settle: [SETTLE_KEYS, SETTLE_ARGS] };
+    expect(packed.keys).toHaveLength(WRITES_SHARED_KEYS + writes.reduce((n, w) => n + sizes[w.kind][0], 0));
+    expect(packed.args).toHaveLength(WRITES_SHARED_ARGS + writes.reduce((n, w) => n + sizes[w.kind][1], 0));
     expect(packed.keys[0]).toBe('rv:calls:n1:abc');
     expect(packed.args.slice(0, WRITES_SHARED_ARGS)).toEqual([10, 20, 1000, 60_000, IDEMPOTENCY_WINDOW_MS, redisKeys.leasePrefix, 7, expect.any(String)]);
     const read = asLuaReads(packed);
@@ -135,14 +155,14 @@ describe("the writes script's KEYS and ARGV", () => {
     read.commands.forEach((r, i) => expectRead(r, writes[i]));
   });
 
-  it("of a call written again are the first run's: its confirmations, sent again alone when Redis refused the call, keep its number", () => {
-    const writes = [send('c-4'), confirmation(4), send(), confirmation(5)];
+  it("of a call written again are the first run's: its confirmations and settles, sent again alone when Redis refused the call, keep its number", () => {
+    const writes = [send('c-4'), confirmation(4), settle('c-1'), send(), confirmation(5)];
     const first = asLuaReads(writesCall(redisKeys, config, 'rv:calls:n1:abc', writes, 12));
-    const confirms = writes.filter((w) => w.kind === 'confirm');
-    const again = asLuaReads(writesCall(redisKeys, config, 'rv:calls:n1:abc', confirms, 12));
+    const others = writes.filter((w) => w.kind !== 'accept');
+    const again = asLuaReads(writesCall(redisKeys, config, 'rv:calls:n1:abc', others, 12));
     expect(again.call).toBe(first.call);
-    expect(again.commands).toEqual(first.commands.filter((c) => c.kind === 'c'));
-    again.commands.forEach((r, i) => expectRead(r, confirms[i]));
+    expect(again.commands).toEqual(first.commands.filter((c) => c.kind !== 'a'));
+    again.commands.forEach((r, i) => expectRead(r, others[i]));
   });
 });
 

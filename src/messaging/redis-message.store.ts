@@ -18,7 +18,7 @@ import {
   MessageStore,
   PendingMessages,
   ReadReceipt,
-  SettledBy,
+  SettleCommand,
 } from './message.store';
 import { InboxRead, SendStatus, WHOLE_INBOX } from './message.types';
 import { redraft } from './stored-message';
@@ -31,7 +31,13 @@ local function timeOf(json)
 end`;
 
 /** One of the store's writes, gathered for the turn's script call. */
-export type Write = { readonly kind: 'accept'; readonly cmd: AcceptCommand } | { readonly kind: 'confirm'; readonly cmd: ConfirmCommand };
+export type Write =
+  | { readonly kind: 'accept'; readonly cmd: AcceptCommand }
+  | { readonly kind: 'confirm'; readonly cmd: ConfirmCommand }
+  | { readonly kind: 'settle'; readonly cmd: SettleCommand };
+
+/** What a write is answered with: a settle, whether it changed its record. */
+type WriteResult = AcceptResult | ConfirmResult | boolean;
 
 /** How many of an inbox's newest entries a send written again looks through for itself (WRITES_LUA's seqIn). */
 const AGAIN_SEARCH = 256;
@@ -54,6 +60,8 @@ export const ACCEPT_KEYS = 6;
 export const ACCEPT_ARGS = 5;
 export const CONFIRM_KEYS = 3;
 export const CONFIRM_ARGS = 3;
+export const SETTLE_KEYS = 1;
+export const SETTLE_ARGS = 3;
 
 /** Lua: the arguments WRITES_LUA's loop passes a command's function: its `keys` KEYS after k, then its `args` ARGV after a. */
 function commandArgs(keys: number, args: number): string {
@@ -62,10 +70,10 @@ function commandArgs(keys: number, args: number): string {
 }
 
 /**
- * The store's writes of one event-loop turn, in call order, in one round trip: sends (a) and confirmations (c).
- * KEYS: this process' call mark (writeCalls), then each command's KEYS. ARGV: rate/s, burst, maxPerUser,
- * offlineTtlMs, idemTtlMs, leasePrefix, the call's number, kinds (one letter per command, `a` or `c`), then each
- * command's ARGV.
+ * The store's writes of one event-loop turn, in call order, in one round trip: sends (a), confirmations (c) and
+ * settles (s). KEYS: this process' call mark (writeCalls), then each command's KEYS. ARGV: rate/s, burst,
+ * maxPerUser, offlineTtlMs, idemTtlMs, leasePrefix, the call's number, kinds (one letter per command: `a`, `c` or
+ * `s`), then each command's ARGV.
  * - a: KEYS idempotency, rate(from), seq(to), inbox(to), presence(to), unread(to); ARGV hasIdem, draft, id, to,
  *   from. The idempotency record is `id|status|seq|settled|to`; `settled` turns 1 when the sender's node finished
  *   pushing. Answers {'accepted', seq, dropped, json, live node..., ~lapsed node...}; json is '' when the send was
@@ -73,6 +81,9 @@ function commandArgs(keys: number, args: number): string {
  * - c: KEYS inbox, unread, presence(from); ARGV seq, id, from. Answers {} when that message (seq and id) is no
  *   longer in the inbox, else
  *   {1, sender's live node, ...}, so the receipt needs no second round trip.
+ * - s: KEYS idempotency; ARGV id, status, by (`send` or `repeat`). Marks the record settled with a final status,
+ *   keeping its TTL; a repeat's settle leaves a settled record as it is. Answers {1} when it changed the record,
+ *   else {}. Run twice (a call written again), it changes nothing more.
  * Returns one reply per command; a command whose commands Redis refused answers {'failed', error} and the others go on.
  *
  * A call written again: ioredis writes every call still waiting for its reply again once it has reconnected
@@ -195,15 +206,27 @@ const WRITES_LUA = `${LUA_NOW}
     redis.call('ZREM', inbox, found)
     return removed(presence)
   end
+  local function settle(idem, id, status, by)
+    local rec = redis.call('GET', idem)
+    if not rec then return {} end
+    local fid, _, seq, settled, to = parseIdem(rec)
+    if fid ~= id or (by == 'repeat' and settled == '1') then return {} end
+    redis.call('SET', idem, idemRecord(id, status, seq, '1', to), 'KEEPTTL')
+    return {1}
+  end
   local kinds, out, k, a = ARGV[${WRITES_SHARED_ARGS}], {}, ${WRITES_SHARED_KEYS}, ${WRITES_SHARED_ARGS}
   for i = 1, #kinds do
     local ok, reply
-    if string.sub(kinds, i, i) == 'a' then
+    local kind = string.sub(kinds, i, i)
+    if kind == 'a' then
       ok, reply = pcall(accept, ${commandArgs(ACCEPT_KEYS, ACCEPT_ARGS)})
       k, a = k + ${ACCEPT_KEYS}, a + ${ACCEPT_ARGS}
-    else
+    elseif kind == 'c' then
       ok, reply = pcall(confirm, ${commandArgs(CONFIRM_KEYS, CONFIRM_ARGS)})
       k, a = k + ${CONFIRM_KEYS}, a + ${CONFIRM_ARGS}
+    else
+      ok, reply = pcall(settle, ${commandArgs(SETTLE_KEYS, SETTLE_ARGS)})
+      k, a = k + ${SETTLE_KEYS}, a + ${SETTLE_ARGS}
     end
     -- One command's failure (a key of the wrong type, say) is its own answer, not the whole batch's. But on a
     -- replica every write fails, and none of this call's did: the whole call is refused, so that the client
@@ -219,25 +242,11 @@ const WRITES_LUA = `${LUA_NOW}
 
 const WRITES = new LuaScript('writes', WRITES_LUA);
 /**
- * The same for a call of confirmations only, which remove (their read-receipt entries are bounded): it runs
- * while Redis is full (`allow-oom`), where a call with sends is refused whole (see RedisMessageStore.writeBatch).
+ * The same for a call without sends: confirmations, which remove (their read-receipt entries are bounded), and
+ * settles, which rewrite a record in place. It runs while Redis is full (`allow-oom`), where a call with sends is
+ * refused whole (see RedisMessageStore.writeBatch).
  */
 const CONFIRMS = new LuaScript('confirms', WRITES_LUA, ['allow-oom']);
-
-/**
- * KEYS: idempotency.  ARGV: id, status, by (`send` or `repeat`).  Marks the record `id|status|seq|settled|to`
- * settled with a final status, keeping its TTL; a repeat's settle leaves a settled record as it is.
- */
-const SETTLE = new LuaScript(
-  'settle',
-  `${LUA_IDEM_RECORD}
-  local rec = redis.call('GET', KEYS[1])
-  if not rec then return 0 end
-  local id, _, seq, settled, to = parseIdem(rec)
-  if id ~= ARGV[1] or (ARGV[3] == 'repeat' and settled == '1') then return 0 end
-  redis.call('SET', KEYS[1], idemRecord(id, ARGV[2], seq, '1', to), 'KEEPTTL')
-  return 1`,
-);
 
 /**
  * KEYS: inbox, seq.  ARGV: offlineTtlMs, from, lastSeq, maxBytes, maxCount.
@@ -359,7 +368,7 @@ const MARK_READ = new LuaScript(
 
 @Injectable()
 export class RedisMessageStore extends MessageStore {
-  private readonly writes = new Batcher<Write, AcceptResult | ConfirmResult>((batch) => this.writeBatch(batch), 0, WRITES_BATCH);
+  private readonly writes = new Batcher<Write, WriteResult>((batch) => this.writeBatch(batch), 0, WRITES_BATCH);
   /** Made at this process' start: a node's two processes (one draining) number their calls apart. */
   private readonly nonce = randomBytes(6).toString('hex');
   /** This process' `writes` calls, numbered so that Redis knows one written again (see WRITES_LUA). */
@@ -368,11 +377,11 @@ export class RedisMessageStore extends MessageStore {
   /** This process' `markRead` calls, numbered likewise (see MARK_READ). */
   private readCalls = 0;
   /**
-   * The calls of confirmations only under way (untilAnswered): a markRead goes after them. On the one connection
-   * Redis carries out calls in the order written, but a confirmation made again after Redis was unreachable
-   * went after a read made meanwhile, which took the read-receipt entry of a confirmation carried out with its
-   * reply lost, and that confirmation, made again, found its message gone and no entry: no `delivered` (found by
-   * a review).
+   * The calls without sends (confirmations, settles) under way (untilAnswered): a markRead goes after them. On
+   * the one connection Redis carries out calls in the order written, but a confirmation made again after Redis
+   * was unreachable went after a read made meanwhile, which took the read-receipt entry of a confirmation
+   * carried out with its reply lost, and that confirmation, made again, found its message gone and no entry: no
+   * `delivered` (found by a review).
    */
   private readonly confirming = new Set<Promise<unknown>>();
 
@@ -400,30 +409,36 @@ export class RedisMessageStore extends MessageStore {
     return this.writes.addAll(batch.map((cmd): Write => ({ kind: 'confirm', cmd }))) as Promise<ConfirmResult[]>;
   }
 
+  /** The settles join this event-loop turn's script call, as confirmations do. */
+  async settle(batch: readonly SettleCommand[]): Promise<void> {
+    await this.writes.addAll(batch.map((cmd): Write => ({ kind: 'settle', cmd })));
+  }
+
   /**
-   * Over `maxmemory` Redis refuses a call with sends whole; its confirmations, which only remove, then go on
-   * their own, so that their messages leave the inbox and their senders get `delivered` (as they did when the
-   * scripts ran by EVAL; found by a review), and the sends are answered with the refusal. So do they, until
+   * Over `maxmemory` Redis refuses a call with sends whole; its confirmations, which only remove, and settles,
+   * which rewrite a record in place, then go on their own, so that their messages leave the inbox and their
+   * senders get `delivered` (as they did when the scripts ran by EVAL; found by a review), and the sends are
+   * answered with the refusal. So do they, until
    * Redis answers (untilAnswered), after any other failure for want of Redis.
    */
-  private async writeBatch(batch: readonly Write[]): Promise<Array<AcceptResult | ConfirmResult | Error>> {
+  private async writeBatch(batch: readonly Write[]): Promise<Array<WriteResult | Error>> {
     const call = ++this.calls;
-    if (!batch.some((w) => w.kind === 'accept')) return this.confirmUntilAnswered(batch, call);
+    if (!batch.some((w) => w.kind === 'accept')) return this.writeWithoutSendsUntilAnswered(batch, call);
     try {
       return await this.runWrites(WRITES, batch, call);
     } catch (err) {
-      const confirms = batch.filter((w) => w.kind === 'confirm');
-      if (confirms.length === 0 || !(err instanceof AppError) || err.code !== 'unavailable') throw err;
+      const others = batch.filter((w) => w.kind !== 'accept');
+      if (others.length === 0 || !(err instanceof AppError) || err.code !== 'unavailable') throw err;
       // The failed call's number: its first run may have been carried out (see WRITES_LUA). The sends are
       // answered with the failure: their clients send again (with their clientMsgId, found stored if they were).
-      const confirmed = await this.confirmUntilAnswered(confirms, call);
+      const done = await this.writeWithoutSendsUntilAnswered(others, call);
       let c = 0;
-      return batch.map((w) => (w.kind === 'confirm' ? confirmed[c++] : err));
+      return batch.map((w) => (w.kind !== 'accept' ? done[c++] : err));
     }
   }
 
-  /** Confirmations only, as call number `call`, made again until Redis answers; markRead waits for them. */
-  private confirmUntilAnswered(batch: readonly Write[], call: number): Promise<Array<AcceptResult | ConfirmResult | Error>> {
+  /** Confirmations and settles (no sends), as call number `call`, made again until Redis answers; markRead waits for them. */
+  private writeWithoutSendsUntilAnswered(batch: readonly Write[], call: number): Promise<Array<WriteResult | Error>> {
     const run = this.untilAnswered(() => this.runWrites(CONFIRMS, batch, call));
     const forget = (): void => void this.confirming.delete(run);
     this.confirming.add(run);
@@ -453,18 +468,16 @@ export class RedisMessageStore extends MessageStore {
     }
   }
 
-  private async runWrites(script: LuaScript, batch: readonly Write[], call: number): Promise<Array<AcceptResult | ConfirmResult | Error>> {
+  private async runWrites(script: LuaScript, batch: readonly Write[], call: number): Promise<Array<WriteResult | Error>> {
     const { keys, args } = writesCall(this.keys, this.config, this.callMark, batch, call);
     const replies = (await script.runNow(this.redis, keys, args)) as Array<Array<string | number>>;
-    // An accept's reply holds strings only; a confirmation's starts with the number 1 when it removed the message.
+    // An accept's reply holds strings only; a confirmation's and a settle's start with the number 1 when they
+    // removed the message or changed the record.
     return replies.map((reply, i) => {
       const write = batch[i];
-      return write.kind === 'accept' ? acceptResult(reply as string[], write.cmd) : confirmResult(reply);
+      if (write.kind === 'accept') return acceptResult(reply as string[], write.cmd);
+      return write.kind === 'confirm' ? confirmResult(reply) : settleResult(reply);
     });
-  }
-
-  async settle(from: string, clientMsgId: string, id: string, status: SendStatus, by: SettledBy): Promise<void> {
-    await SETTLE.run(this.redis, [this.keys.idempotency(from, clientMsgId)], [id, status, by]);
   }
 
   /**
@@ -559,11 +572,16 @@ export function writesCall(
         redisKeys.unread(to),
       );
       args.push(clientMsgId === undefined ? '0' : '1', draft, id, to, from);
-    } else {
+    } else if (write.kind === 'confirm') {
       const { userId, seq, id, from } = write.cmd;
       kinds += 'c';
       keys.push(redisKeys.inbox(userId), redisKeys.unread(userId), redisKeys.presence(from));
       args.push(seq, id, from);
+    } else {
+      const { from, clientMsgId, id, status, by } = write.cmd;
+      kinds += 's';
+      keys.push(redisKeys.idempotency(from, clientMsgId));
+      args.push(id, status, by);
     }
   }
   args[WRITES_SHARED_ARGS - 1] = kinds;
@@ -583,6 +601,12 @@ function byteCount(jsons: readonly string[]): number {
 function confirmResult(reply: ReadonlyArray<string | number>): ConfirmResult {
   if (reply[0] === 'failed') return { removed: false, senderNodes: [], failed: String(reply[1]) };
   return { removed: reply[0] === 1, senderNodes: reply.slice(1).map(String) };
+}
+
+/** A settle Redis refused fails its batch (logged by the caller: a repeat of that send will push it again). */
+function settleResult(reply: ReadonlyArray<string | number>): boolean | Error {
+  if (reply[0] === 'failed') return new Error(`Redis refused a settle: ${String(reply[1])}`);
+  return reply[0] === 1;
 }
 
 function acceptResult(reply: string[], cmd: AcceptCommand): AcceptResult | Error {

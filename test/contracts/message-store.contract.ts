@@ -255,7 +255,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
         repush: { json: secondStored.json, nodes: [n] },
       });
       // Settled, nothing is pushed again.
-      await b.messages.settle(from, 'c-2', second.id, 'sent', 'send');
+      await b.messages.settle([{ from, clientMsgId: 'c-2', id: second.id, status: 'sent', by: 'send' }]);
       expect(await b.messages.accept(command(from, to, 'two', 'c-2'))).toEqual({ kind: 'duplicate', id: second.id, status: 'sent' });
     });
 
@@ -293,12 +293,12 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
         status: 'sent',
         repush: { json: stored.json, nodes: [n] },
       });
-      await b.messages.settle(from, 'c-1', ids.next(), 'stored', 'send');
+      await b.messages.settle([{ from, clientMsgId: 'c-1', id: ids.next(), status: 'stored', by: 'send' }]);
       expect(await b.messages.accept(command(from, to, 'x', 'c-1'))).toHaveProperty('repush');
-      await b.messages.settle(from, 'c-1', first.id, 'stored', 'send');
+      await b.messages.settle([{ from, clientMsgId: 'c-1', id: first.id, status: 'stored', by: 'send' }]);
       expect(await b.messages.accept(command(from, to, 'x', 'c-1'))).toEqual({ kind: 'duplicate', id: first.id, status: 'stored' });
 
-      await b.messages.settle(from, 'never-sent', first.id, 'stored', 'send');
+      await b.messages.settle([{ from, clientMsgId: 'never-sent', id: first.id, status: 'stored', by: 'send' }]);
       expect((await b.messages.accept(command(from, to, 'y', 'never-sent'))).kind).toBe('accepted');
     });
 
@@ -313,16 +313,46 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       // The repeat settles first (its push went through), then the first send with its own final status.
       const early = command(from, to, 'x', 'r-1');
       await accepted(b.messages, early);
-      await b.messages.settle(from, 'r-1', early.id, 'sent', 'repeat');
+      await b.messages.settle([{ from, clientMsgId: 'r-1', id: early.id, status: 'sent', by: 'repeat' }]);
       expect(await statusAfter('r-1')).toBe('sent');
-      await b.messages.settle(from, 'r-1', early.id, 'stored', 'send');
+      await b.messages.settle([{ from, clientMsgId: 'r-1', id: early.id, status: 'stored', by: 'send' }]);
       expect(await statusAfter('r-1')).toBe('stored');
       // The first send settled first: a later repeat's settle leaves it.
       const late = command(from, to, 'x', 'r-2');
       await accepted(b.messages, late);
-      await b.messages.settle(from, 'r-2', late.id, 'stored', 'send');
-      await b.messages.settle(from, 'r-2', late.id, 'sent', 'repeat');
+      await b.messages.settle([{ from, clientMsgId: 'r-2', id: late.id, status: 'stored', by: 'send' }]);
+      await b.messages.settle([{ from, clientMsgId: 'r-2', id: late.id, status: 'sent', by: 'repeat' }]);
       expect(await statusAfter('r-2')).toBe('stored');
+    });
+
+    it('settles in one batch are carried out in order, each on its own record; one made before a repeat in the same turn goes first', async () => {
+      const b = open();
+      const [from, to] = [user(), user()];
+      await online(b, to);
+      const statusAfter = async (clientMsgId: string) => {
+        const dup = await b.messages.accept(command(from, to, 'x', clientMsgId));
+        return dup.kind === 'duplicate' ? (dup.repush ? 'unsettled' : dup.status) : dup.kind;
+      };
+      const [one, two, three] = [command(from, to, 'x', 'b-1'), command(from, to, 'x', 'b-2'), command(from, to, 'x', 'b-3')];
+      for (const cmd of [one, two, three]) await accepted(b.messages, cmd);
+      await b.messages.settle([
+        // A repeat's settle, then the first send's: the send's status wins.
+        { from, clientMsgId: 'b-1', id: one.id, status: 'sent', by: 'repeat' },
+        { from, clientMsgId: 'b-1', id: one.id, status: 'stored', by: 'send' },
+        // Another id than the record's: left alone.
+        { from, clientMsgId: 'b-2', id: ids.next(), status: 'stored', by: 'send' },
+        // The first send's, then a repeat's: the repeat's changes nothing.
+        { from, clientMsgId: 'b-3', id: three.id, status: 'stored', by: 'send' },
+        { from, clientMsgId: 'b-3', id: three.id, status: 'sent', by: 'repeat' },
+      ]);
+      expect([await statusAfter('b-1'), await statusAfter('b-2'), await statusAfter('b-3')]).toEqual(['stored', 'unsettled', 'stored']);
+
+      // Made in the same turn as a repeat of that send, the settle is carried out first: no push again.
+      const [, repeat] = await Promise.all([
+        b.messages.settle([{ from, clientMsgId: 'b-2', id: two.id, status: 'sent', by: 'send' }]),
+        b.messages.accept(command(from, to, 'x', 'b-2')),
+      ]);
+      expect(repeat).toEqual({ kind: 'duplicate', id: two.id, status: 'sent' });
     });
 
     it('rate limit: 5/s allows a burst of 10, then rate_limited with retryAfterMs > 0, storing nothing; other senders unaffected', async () => {
