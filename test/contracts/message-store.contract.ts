@@ -73,6 +73,13 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       return r;
     };
 
+    /** What a repeat of (from, clientMsgId) is answered: the record's status once settled, 'unsettled' while it pushes again. */
+    const repeatAnswer = async (store: MessageStore, from: string, to: string, clientMsgId: string): Promise<string> => {
+      const dup = await store.accept(command(from, to, 'x', clientMsgId));
+      if (dup.kind !== 'duplicate') return dup.kind;
+      return dup.repush ? 'unsettled' : dup.status;
+    };
+
     /** Puts a live session of `userId` on a fresh node whose lease is kept renewed; returns the node id. */
     const online = async (b: MessageBackend, userId: string): Promise<string> => {
       const nodeId = `n-${rand()}`;
@@ -306,10 +313,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const b = open();
       const [from, to] = [user(), user()];
       await online(b, to);
-      const statusAfter = async (clientMsgId: string) => {
-        const dup = await b.messages.accept(command(from, to, 'x', clientMsgId));
-        return dup.kind === 'duplicate' ? dup.status : dup.kind;
-      };
+      const statusAfter = (clientMsgId: string) => repeatAnswer(b.messages, from, to, clientMsgId);
       // The repeat settles first (its push went through), then the first send with its own final status.
       const early = command(from, to, 'x', 'r-1');
       await accepted(b.messages, early);
@@ -329,10 +333,7 @@ export function messageStoreContract(name: string, makeFactory: () => MessageSto
       const b = open();
       const [from, to] = [user(), user()];
       await online(b, to);
-      const statusAfter = async (clientMsgId: string) => {
-        const dup = await b.messages.accept(command(from, to, 'x', clientMsgId));
-        return dup.kind === 'duplicate' ? (dup.repush ? 'unsettled' : dup.status) : dup.kind;
-      };
+      const statusAfter = (clientMsgId: string) => repeatAnswer(b.messages, from, to, clientMsgId);
       const [one, two, three] = [command(from, to, 'x', 'b-1'), command(from, to, 'x', 'b-2'), command(from, to, 'x', 'b-3')];
       for (const cmd of [one, two, three]) await accepted(b.messages, cmd);
       await b.messages.settle([
