@@ -56,8 +56,11 @@ const RECEIPT_DELAY_MS = 20;
  *
  * The settles of sends with a `clientMsgId` are gathered the same way, and go with the confirmations: a settle
  * made as its push is confirmed was a script call of its own per send, a Redis round trip per message for the
- * clients that send idempotently. Nothing waits on a settle either; one not yet written (or lost in a crash) only
- * means that a repeat of that send pushes it again, which recipients drop as a repeated id.
+ * clients that send idempotently. Nothing waits on a settle either. Until it is written (or when a crash loses
+ * it), a repeat of that send through another node finds the record unsettled: it pushes the message again, which
+ * recipients drop as a repeated id, and answers the status the record expected, or 'stored' if its own push was
+ * not routed (README, "sender's node dies mid-send"). A repeat through this node sends the gathered settles
+ * ahead of itself. Once the node is stopping, a settle goes at once (settlesNow).
  */
 const CONFIRM_DELAY_MS = 5;
 const CONFIRM_BATCH = 200;
@@ -78,6 +81,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
   private readonly pushWaits = new WeakMap<Promise<PublishOutcome>, Promise<boolean>>();
   private readonly confirms = new Batcher<ConfirmCommand, ConfirmResult>((batch) => this.confirmBatch(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
   private readonly settles = new Batcher<SettleCommand, undefined>((batch) => this.settleBatch(batch), CONFIRM_DELAY_MS, CONFIRM_BATCH);
+  /** Set once the last gathered settles are written: a push that ends later in the drain settles at once, before the stores close. */
+  private settlesNow = false;
   private local: LocalDelivery = NO_LOCAL_SESSIONS;
 
   constructor(
@@ -99,7 +104,8 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
    * store does not answer), those messages are delivered again, as after any lost confirmation.
    */
   async beforeApplicationShutdown(): Promise<void> {
-    await shutdownStep(this.logger, 'writing the last confirmations', () => Promise.all([this.confirms.flush(), this.settles.flush()]));
+    await shutdownStep(this.logger, 'writing the last confirmations and settles', () => Promise.all([this.confirms.flush(), this.settles.flush()]));
+    this.settlesNow = true;
   }
 
   /** The gateway hands over its sessions once its server exists. */
@@ -198,15 +204,20 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
    */
   private settle(from: string, clientMsgId: string, id: string, status: SendResult['status'], by: SettledBy): void {
     this.settles.enqueue({ from, clientMsgId, id, status, by });
+    if (this.settlesNow) this.settles.send();
   }
 
-  /** One batch of settles, with the confirmations gathered meanwhile (one script call); a failure is logged. */
+  /**
+   * One batch of settles, with the confirmations gathered meanwhile (one script call, when the delay ran out
+   * before a send came); a failure is logged.
+   */
   private async settleBatch(batch: SettleCommand[]): Promise<undefined[]> {
     this.confirms.send();
     try {
       await this.store.settle(batch);
     } catch (err) {
-      this.logger.warn(`settle of ${batch.length} send(s) failed; a repeat of one will push it again: ${String(err)}`);
+      // The store fails the batch when one of its settles failed; the others may have been written.
+      this.logger.warn(`settle of ${batch.length} send(s), or of one of them, failed; a repeat of such a send will push it again: ${String(err)}`);
     }
     return batch.map(() => undefined);
   }

@@ -202,6 +202,40 @@ describe('the Lua read of a message id and of an idempotency record', () => {
   });
 });
 
+describe('RedisMessageStore, a read', () => {
+  it('waits for a call of confirmations still under way, not for one of settles only', async () => {
+    const pending: Array<{ kinds: string; answer: (reply: unknown) => void }> = [];
+    const redis = {
+      status: 'ready',
+      // As if corked already (turn-writes.ts): nothing here writes to a socket.
+      stream: { writableCorked: 1 },
+      fcall: (fn: string, numKeys: number, ...rest: Array<string | number>) => {
+        // A writes call's kinds are its 8th ARGV (WRITES_SHARED_ARGS); a read (MARK_READ) is answered at once.
+        if (!fn.includes('confirms')) return Promise.resolve([]);
+        return new Promise((answer) => pending.push({ kinds: String(rest[numKeys + WRITES_SHARED_ARGS - 1]), answer }));
+      },
+    } as unknown as Redis;
+    const store = new RedisMessageStore(redis, new RedisKeys('u'), loadConfig({ NODE_ID: 'n1', LOG_LEVEL: 'silent' }));
+    const settled = store.settle([{ from: 'alice', clientMsgId: 'c-1', id: 'x', status: 'sent', by: 'send' }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(pending.map((p) => p.kinds)).toEqual(['s']);
+    // The settle's call is not answered: the read goes on.
+    await expect(store.markRead('bob', ['y'])).resolves.toEqual([]);
+
+    const confirmed = store.confirm([{ userId: 'bob', seq: 1, id: 'y', from: 'alice' }]);
+    await new Promise((resolve) => setImmediate(resolve));
+    let read = false;
+    const reading = store.markRead('bob', ['y']).then(() => (read = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(read).toBe(false);
+    pending[1].answer([[]]);
+    await reading;
+    await confirmed;
+    pending[0].answer([[1]]);
+    await settled;
+  });
+});
+
 describe('RedisMessageStore, a call that failed for want of Redis', () => {
   it('is not made again once the client was quit (the node is stopping)', async () => {
     let calls = 0;

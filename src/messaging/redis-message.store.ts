@@ -377,11 +377,11 @@ export class RedisMessageStore extends MessageStore {
   /** This process' `markRead` calls, numbered likewise (see MARK_READ). */
   private readCalls = 0;
   /**
-   * The calls without sends (confirmations, settles) under way (untilAnswered): a markRead goes after them. On
+   * The calls with confirmations and without sends under way (untilAnswered): a markRead goes after them. On
    * the one connection Redis carries out calls in the order written, but a confirmation made again after Redis
    * was unreachable went after a read made meanwhile, which took the read-receipt entry of a confirmation
    * carried out with its reply lost, and that confirmation, made again, found its message gone and no entry: no
-   * `delivered` (found by a review).
+   * `delivered` (found by a review). A call of settles only is not waited for: a read does not depend on it.
    */
   private readonly confirming = new Set<Promise<unknown>>();
 
@@ -437,12 +437,14 @@ export class RedisMessageStore extends MessageStore {
     }
   }
 
-  /** Confirmations and settles (no sends), as call number `call`, made again until Redis answers; markRead waits for them. */
+  /** Confirmations and settles (no sends), as call number `call`, made again until Redis answers; markRead waits for the confirmations. */
   private writeWithoutSendsUntilAnswered(batch: readonly Write[], call: number): Promise<Array<WriteResult | Error>> {
     const run = this.untilAnswered(() => this.runWrites(CONFIRMS, batch, call));
-    const forget = (): void => void this.confirming.delete(run);
-    this.confirming.add(run);
-    run.then(forget, forget);
+    if (batch.some((w) => w.kind === 'confirm')) {
+      const forget = (): void => void this.confirming.delete(run);
+      this.confirming.add(run);
+      run.then(forget, forget);
+    }
     return run;
   }
 
