@@ -92,7 +92,7 @@ describe('SIGTERM while a broker does not answer', () => {
           // Answered without Redis: the node has read the confirmation before it, which now waits on Redis.
           expect((await bob.emit('message:send', {})).ok).toBe(false);
           expect(await p.terminate()).toEqual({ code: 0, within10s: true });
-          expect(p.stdout).toContain('writing the last confirmations incomplete');
+          expect(p.stdout).toContain('writing the last confirmations and settles incomplete');
         } finally {
           store.signal('SIGCONT');
           await broker.signal('SIGCONT');
