@@ -197,11 +197,7 @@ export class MessageService implements OnModuleInit, BeforeApplicationShutdown {
     return { id, status };
   }
 
-  /**
-   * Not awaited: it needs no answer, and is gathered (CONFIRM_DELAY_MS). A repeat that reaches Redis first (through
-   * another node, or before the settle is written) finds the record unsettled and pushes again; the first send's
-   * settle still wins.
-   */
+  /** Gathered, not awaited: it needs no answer (what a settle not yet written means: CONFIRM_DELAY_MS). */
   private settle(from: string, clientMsgId: string, id: string, status: SendResult['status'], by: SettledBy): void {
     this.settles.enqueue({ from, clientMsgId, id, status, by });
     if (this.settlesNow) this.settles.send();
