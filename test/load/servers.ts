@@ -1,5 +1,5 @@
 import { ChildProcess, spawn } from 'node:child_process';
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -87,7 +87,14 @@ export class ServerNode {
     readonly url: string,
     readonly child: ChildProcess,
   ) {
-    const keep = (d: Buffer) => (this.output = (this.output + d.toString()).slice(-8000));
+    // e.g. BENCH_NODE_LOG_DIR=/tmp/gc BENCH_NODE_ARGS="--trace-gc --trace-gc-nvp" keeps each node's whole output.
+    const logDir = process.env.BENCH_NODE_LOG_DIR;
+    const log = logDir ? createWriteStream(join(logDir, `${system}-${nodeId}-${child.pid}.log`)) : undefined;
+    child.once('exit', () => log?.end());
+    const keep = (d: Buffer) => {
+      log?.write(d);
+      this.output = (this.output + d.toString()).slice(-8000);
+    };
     child.stdout?.on('data', keep);
     child.stderr?.on('data', keep);
     this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
