@@ -227,6 +227,13 @@ describe('a three-node cluster', () => {
       // at once, having looked at nothing (a loaded CI machine hit this).
       await waitFor(() => !gateway['checkingCounters'], 'a periodic counter check under way to end');
       const b = await clients.connect(n2.url, bob);
+      // The session is told it exists before its opening catch-up reads the inbox. A look made while that read runs
+      // does not count (and a read that reached Redis before the message would not have it): wait for it to end (a
+      // loaded CI machine hit this).
+      await waitFor(() => {
+        const stream = [...(gateway['byUser'].get(bob) ?? [])][0]?.data.stream;
+        return stream?.['opened'] === true && stream['catchingUp'] === undefined;
+      }, "bob's opening catch-up to end");
       // Stored, and its push refused or dropped by the broker (a queue-length policy, say) or purged by an operator.
       const id = new MessageIdGenerator().next();
       await n1.app.get(MessageStore).accept({ from: alice, to: bob, id, draft: messageDraft(id, alice, bob, '"never pushed"') });
@@ -242,7 +249,7 @@ describe('a three-node cluster', () => {
       periodicChecks.mockRestore();
       reads.mockRestore();
     }
-  });
+  }, 20_000);
 
   it('reads the inboxes of users who connect at once within a node-wide budget, and each gets all of his (found by a review: a node died of it)', async () => {
     const users = Array.from({ length: 12 }, (_, i) => user(`storm${i}`));
