@@ -90,7 +90,7 @@ export class ServerNode {
     // e.g. BENCH_NODE_LOG_DIR=/tmp/gc BENCH_NODE_ARGS="--trace-gc --trace-gc-nvp" keeps each node's whole output.
     const logDir = process.env.BENCH_NODE_LOG_DIR;
     const log = logDir ? createWriteStream(join(logDir, `${system}-${nodeId}-${child.pid}.log`)) : undefined;
-    child.once('exit', () => log?.end());
+    child.once('close', () => log?.end()); // 'close': after the last output ('exit' may come before it)
     const keep = (d: Buffer) => {
       log?.write(d);
       this.output = (this.output + d.toString()).slice(-8000);
